@@ -1,0 +1,8 @@
+"""jaxconv: a 2-D convolution built from ``lax.dynamic_slice`` and ``vmap``, and a lab for learning its kernel."""
+
+from jaxconv._conv import conv2d as conv2d
+from jaxconv._spec import LAYOUTS as LAYOUTS
+from jaxconv._spec import PADDING_MODES as PADDING_MODES
+from jaxconv._spec import STRATEGIES as STRATEGIES
+
+__version__ = "0.1.0"

@@ -1,0 +1,279 @@
+"""``conv2d``: a 2-D convolution built from ``lax.dynamic_slice`` and ``vmap``.
+
+The public function canonicalises its arguments (layout, rank, dtype), validates them at trace time
+(:mod:`jaxconv._spec`) and hands a hashable :class:`~jaxconv._spec.ConvSpec` to one jitted kernel that
+runs the chosen strategy on NHWC input and an HWIO kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxconv._spec import ConvSpec, check_layout, make_spec
+
+_JNP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def pad_image(x: jax.Array, spec: ConvSpec) -> jax.Array:
+    """Pads the spatial dims of an NHWC ``x`` by ``spec.padding`` in ``spec.padding_mode``.
+
+    ``"reflect"`` mirrors without repeating the edge pixel, ``"replicate"`` repeats it, ``"circular"``
+    wraps around (periodic extension), ``"zeros"`` pads with zeros — PyTorch's meanings.
+
+    Args:
+      x: ``[N, H, W, C]``.
+      spec: the convolution's static description.
+
+    Returns:
+      ``[N, H + top + bottom, W + left + right, C]``.
+    """
+    (t, b), (l, r) = spec.padding
+    if t == b == l == r == 0:
+        return x
+    return jnp.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), mode=_JNP_PAD_MODE[spec.padding_mode])
+
+
+def _accumulator(dtype: jnp.dtype) -> Any:
+    """Half-precision inputs accumulate in float32; other dtypes in themselves."""
+    return jnp.float32 if jnp.dtype(dtype).itemsize < 4 else None
+
+
+def _window(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """The seed's algorithm: one ``dynamic_slice`` per output position, vmapped over all positions.
+
+    Each window ``[N, KH, KW, C]`` is weighted by the kernel and summed to the ``[N, O]`` responses at
+    that position.
+    """
+    xp = pad_image(x, spec)
+    n, _, _, c = xp.shape
+    kh, kw, cg, o = spec.kernel_shape
+    g = spec.groups
+    (sh, sw), (dh, dw), (eh, ew) = spec.stride, spec.dilation, spec.extent
+    ho, wo = spec.out_hw
+    weights = kernel.reshape(kh, kw, cg, g, o // g)
+
+    def respond(i: jax.Array, j: jax.Array) -> jax.Array:
+        window = lax.dynamic_slice(xp, (0, i * sh, j * sw, 0), (n, eh, ew, c))[:, ::dh, ::dw, :]
+        window = window.reshape(n, kh, kw, g, cg)
+        out = jnp.einsum(
+            "nhwgc,hwcgo->ngo",
+            window,
+            weights,
+            precision=spec.precision,
+            preferred_element_type=_accumulator(x.dtype),
+        )
+        return out.reshape(n, o)
+
+    rows, cols = jnp.arange(ho), jnp.arange(wo)
+    out = jax.vmap(jax.vmap(respond, in_axes=(None, 0)), in_axes=(0, None))(rows, cols)  # [Ho, Wo, N, O]
+    return out.transpose(2, 0, 1, 3)
+
+
+def _shift(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """One ``dynamic_slice`` per kernel tap — a shifted, strided view of the whole image — vmapped over
+    the ``KH * KW`` taps and contracted with the kernel."""
+    xp = pad_image(x, spec)
+    n, _, _, c = xp.shape
+    kh, kw, cg, o = spec.kernel_shape
+    g = spec.groups
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    ho, wo = spec.out_hw
+
+    def view(a: jax.Array, b: jax.Array) -> jax.Array:
+        shifted = lax.dynamic_slice(xp, (0, a * dh, b * dw, 0), (n, (ho - 1) * sh + 1, (wo - 1) * sw + 1, c))
+        return shifted[:, ::sh, ::sw, :]
+
+    taps_a, taps_b = jnp.divmod(jnp.arange(kh * kw), kw)
+    views = jax.vmap(view)(taps_a, taps_b).reshape(kh * kw, n, ho, wo, g, cg)
+    out = jnp.einsum(
+        "tnhwgc,tcgo->nhwgo",
+        views,
+        kernel.reshape(kh * kw, cg, g, o // g),
+        precision=spec.precision,
+        preferred_element_type=_accumulator(x.dtype),
+    )
+    return out.reshape(n, ho, wo, o)
+
+
+def _xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``lax.conv_general_dilated``, the reference (non-zero padding modes are padded first)."""
+    if spec.padding_mode == "zeros":
+        xp, pads = x, spec.padding
+    else:
+        xp, pads = pad_image(x, spec), ((0, 0), (0, 0))
+    return lax.conv_general_dilated(
+        xp,
+        kernel,
+        window_strides=spec.stride,
+        padding=pads,
+        rhs_dilation=spec.dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=spec.groups,
+        precision=spec.precision,
+        preferred_element_type=_accumulator(x.dtype),
+    )
+
+
+_STRATEGY_FNS = {"window": _window, "shift": _shift, "xla": _xla}
+
+
+def resolve_strategy(spec: ConvSpec) -> str:
+    """The concrete strategy for ``spec``: itself, or for ``"auto"`` the one picked for speed."""
+    return "shift" if spec.strategy == "auto" else spec.strategy
+
+
+@jax.jit(static_argnames=("spec",))
+def _conv_nhwc(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, spec: ConvSpec) -> jax.Array:
+    out = _STRATEGY_FNS[resolve_strategy(spec)](x, kernel, spec).astype(x.dtype)
+    return out if bias is None else out + bias
+
+
+def _as_array(name: str, value: Any) -> jax.Array:
+    try:
+        return jnp.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"conv2d: `{name}` must be an array of numbers; got {type(value).__name__}") from err
+
+
+def _canonical_dtype(x: jax.Array, kernel: jax.Array) -> jnp.dtype:
+    if not jnp.issubdtype(kernel.dtype, jnp.floating):
+        raise TypeError(
+            f"conv2d: `kernel` must have a floating dtype (float16, bfloat16, float32, float64); got {kernel.dtype}"
+        )
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return jnp.promote_types(x.dtype, kernel.dtype)
+    if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
+        return kernel.dtype
+    raise TypeError(f"conv2d: `x` must have a bool, integer or floating dtype; got {x.dtype}")
+
+
+def _rank_error(layout: str, x_shape: tuple[int, ...]) -> ValueError:
+    forms = "[N,H,W,C] or [H,W,C]" if layout == "NHWC" else "[N,C,H,W] or [C,H,W]"
+    return ValueError(
+        f"conv2d: `x` must have rank 4 or 3 ({forms} for layout={layout!r}) or rank 2 ([H,W] with a "
+        f"[KH,KW] kernel); got shape {x_shape}"
+    )
+
+
+def conv2d(
+    x: jax.typing.ArrayLike,
+    kernel: jax.typing.ArrayLike,
+    bias: jax.typing.ArrayLike | None = None,
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: str | int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]] = "VALID",
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    layout: str = "NHWC",
+    strategy: str = "auto",
+    precision: Any = None,
+) -> jax.Array:
+    """2-D cross-correlation of ``x`` with ``kernel``, plus ``bias``.
+
+    As in every deep-learning framework the kernel is *not* flipped:
+    ``out[n, i, j, o] = bias[o] + sum_{a, b, c} xpad[n, i*sh + a*dh, j*sw + b*dw, g(o)*C/G + c] * kernel[a, b, c, o]``
+    where ``xpad`` is ``x`` padded in ``padding_mode`` and ``g(o)`` is the group of output channel ``o``.
+
+    Args:
+      x: the image. ``layout="NHWC"``: ``[N, H, W, C]`` or unbatched ``[H, W, C]``; ``layout="NCHW"``:
+        ``[N, C, H, W]`` or ``[C, H, W]``; either layout: a plain ``[H, W]`` image with a ``[KH, KW]`` kernel.
+        Bool and integer images are promoted to the kernel's dtype.
+      kernel: floating. ``"NHWC"``: ``[KH, KW, C // groups, O]`` (HWIO); ``"NCHW"``: ``[O, C // groups, KH, KW]``
+        (OIHW, as PyTorch); ``[KH, KW]`` for a plain image.
+      bias: ``[O]`` (``[]`` or ``[1]`` for a plain image) or ``None``; cast to the result dtype.
+      stride: ``s`` or ``(sh, sw)``, each ``>= 1``.
+      padding: ``"VALID"``; ``"SAME"`` (output ``ceil(H / sh)``, an odd extra pad at the bottom/right, as
+        ``lax``); ``"FULL"`` (``(KH-1)*dh`` on each side, likewise for width); ``p``; ``(ph, pw)``; or
+        ``((top, bottom), (left, right))``; all ``>= 0``.
+      dilation: kernel (atrous) dilation ``d`` or ``(dh, dw)``, each ``>= 1``.
+      groups: feature groups; divides ``C`` and ``O``. ``groups == C`` is a depthwise convolution.
+      padding_mode: ``"zeros"``, ``"reflect"`` (mirror without repeating the edge; pad ``<`` size),
+        ``"replicate"`` (repeat the edge) or ``"circular"`` (wrap around).
+      layout: ``"NHWC"`` or ``"NCHW"``.
+      strategy: ``"window"`` (a ``dynamic_slice`` per output position, vmapped), ``"shift"`` (a
+        ``dynamic_slice`` per kernel tap, vmapped), ``"xla"`` (``lax.conv_general_dilated``) or ``"auto"``
+        (picked for speed). All give the same numbers.
+      precision: passed to the contraction, as in ``lax.dot_general``.
+
+    Returns:
+      ``[N, Ho, Wo, O]`` / ``[Ho, Wo, O]`` (NHWC), ``[N, O, Ho, Wo]`` / ``[O, Ho, Wo]`` (NCHW) or ``[Ho, Wo]``,
+      with ``Ho = (H + top + bottom - (KH-1)*dh - 1) // sh + 1`` and likewise ``Wo``; dtype: the promotion
+      of the (floating) image and kernel dtypes. Half-precision inputs accumulate in float32.
+
+    Raises:
+      ValueError: an argument's value is not allowed (bad rank, channel mismatch, groups, stride,
+        dilation, padding, padding_mode, layout, strategy, a kernel larger than the padded image, bias).
+      TypeError: a non-floating kernel, or an argument of the wrong type.
+
+    Examples:
+      The seed's pattern, found by a kernel equal to it (the peak marks the pattern's top-left corner):
+
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> image = jnp.array([[0., 0., 0., 0.],
+      ...                    [0., 1., 1., 0.],
+      ...                    [0., 1., 0., 0.]])
+      >>> kernel = jnp.array([[1., 1., 0.],
+      ...                     [1., 0., 0.]])
+      >>> jaxconv.conv2d(image, kernel)
+      Array([[0., 1.],
+             [1., 3.]], dtype=float32)
+      >>> jaxconv.conv2d(image, kernel, padding="SAME", strategy="window").shape
+      (3, 4)
+    """
+    layout = check_layout(layout)
+    x, kernel = _as_array("x", x), _as_array("kernel", kernel)
+    dtype = _canonical_dtype(x, kernel)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+
+    plain = x.ndim == 2
+    if plain:
+        if kernel.ndim != 2:
+            raise ValueError(f"conv2d: `kernel` must have rank 2 [KH,KW] for a rank-2 x; got shape {kernel.shape}")
+        x4, k4 = x[None, :, :, None], kernel[:, :, None, None]
+    elif x.ndim in (3, 4):
+        if kernel.ndim != 4:
+            form = "[KH,KW,C//groups,O]" if layout == "NHWC" else "[O,C//groups,KH,KW]"
+            raise ValueError(
+                f"conv2d: `kernel` must have rank 4 ({form} for layout={layout!r}) for a rank-{x.ndim} x; "
+                f"got shape {kernel.shape}"
+            )
+        x4 = x if x.ndim == 4 else x[None]
+        if layout == "NCHW":
+            x4, k4 = x4.transpose(0, 2, 3, 1), kernel.transpose(2, 3, 1, 0)
+        else:
+            k4 = kernel
+    else:
+        raise _rank_error(layout, x.shape)
+
+    spec = make_spec(
+        x4.shape,
+        k4.shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        strategy=strategy,
+        precision=precision,
+    )
+    if bias is not None:
+        bias = _as_array("bias", bias)
+        allowed = ((), (1,)) if plain else ((spec.kernel_shape[3],),)
+        if bias.shape not in allowed:
+            raise ValueError(f"conv2d: `bias` must have shape {' or '.join(map(str, allowed))}; got {bias.shape}")
+        if not (jnp.issubdtype(bias.dtype, jnp.number) or bias.dtype == jnp.bool_):
+            raise TypeError(f"conv2d: `bias` must have a numeric dtype; got {bias.dtype}")
+        bias = bias.reshape(-1).astype(dtype)
+
+    out = _conv_nhwc(x4, k4, bias, spec)
+    if plain:
+        return out[0, :, :, 0]
+    if layout == "NCHW":
+        out = out.transpose(0, 3, 1, 2)
+    return out if x.ndim == 4 else out[0]
