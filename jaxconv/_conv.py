@@ -31,10 +31,10 @@ def pad_image(x: jax.Array, spec: ConvSpec) -> jax.Array:
     Returns:
       ``[N, H + top + bottom, W + left + right, C]``.
     """
-    (t, b), (l, r) = spec.padding
-    if t == b == l == r == 0:
+    (top, bottom), (left, right) = spec.padding
+    if top == bottom == left == right == 0:
         return x
-    return jnp.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), mode=_JNP_PAD_MODE[spec.padding_mode])
+    return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), mode=_JNP_PAD_MODE[spec.padding_mode])
 
 
 def _accumulator(dtype: jnp.dtype) -> Any:

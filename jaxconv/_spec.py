@@ -53,8 +53,8 @@ class ConvSpec:
     @property
     def padded_hw(self) -> tuple[int, int]:
         """Spatial size of the padded input ``(Hp, Wp)``."""
-        (t, b), (l, r) = self.padding
-        return self.in_shape[1] + t + b, self.in_shape[2] + l + r
+        (top, bottom), (left, right) = self.padding
+        return self.in_shape[1] + top + bottom, self.in_shape[2] + left + right
 
     @property
     def extent(self) -> tuple[int, int]:
@@ -101,9 +101,7 @@ def _same_pads(size: int, extent: int, stride: int) -> tuple[int, int]:
 
 
 def _explicit_padding(padding: Any, hw: tuple[int, int], extent: tuple[int, int], stride: tuple[int, int]) -> Pads:
-    allowed = (
-        f"one of {PADDING_STRINGS}, an int >= 0, a pair (ph, pw) or ((top, bottom), (left, right)) of ints >= 0"
-    )
+    allowed = f"one of {PADDING_STRINGS}, an int >= 0, a pair (ph, pw) or ((top, bottom), (left, right)) of ints >= 0"
     if isinstance(padding, str):
         key = padding.upper()
         if key == "VALID":
@@ -169,9 +167,7 @@ def make_spec(
         raise _fail("groups", "an int >= 1", groups, TypeError if not _is_int(groups) else ValueError)
     groups = int(groups)
     if c % groups or o % groups:
-        raise _fail(
-            "groups", f"a divisor of both the input channels C={c} and the output channels O={o}", groups
-        )
+        raise _fail("groups", f"a divisor of both the input channels C={c} and the output channels O={o}", groups)
     if cg != c // groups:
         raise ValueError(
             f"conv2d: `kernel` input-channel size must equal C // groups = {c} // {groups} = {c // groups}; "
@@ -182,7 +178,7 @@ def make_spec(
     extent = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
     pads = _explicit_padding(padding, (h, w), extent, stride)
     if padding_mode == "reflect":
-        for (lo, hi), size, axis in zip(pads, (h, w), ("height", "width")):
+        for (lo, hi), size, axis in zip(pads, (h, w), ("height", "width"), strict=True):
             if max(lo, hi) >= size:
                 raise _fail(
                     "padding",
