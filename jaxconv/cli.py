@@ -13,8 +13,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jaxconv",
         description="Convolution from lax.dynamic_slice + vmap, and a lab that learns a kernel to detect a pattern.",
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_bench(commands)
     return parser
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    from jaxconv import _bench
+
+    bench = commands.add_parser("bench", help="time every conv2d strategy against lax and PyTorch (jit, CPU/GPU)")
+    _bench.add_arguments(bench)
+    bench.set_defaults(run=_bench.run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
