@@ -7,13 +7,16 @@ runs the chosen strategy on NHWC input and an HWIO kernel.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxconv._primitive import correlate
 from jaxconv._spec import ConvSpec, check_layout, make_spec
+from jaxconv._strategies import accumulator
 
 _JNP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -37,68 +40,6 @@ def pad_image(x: jax.Array, spec: ConvSpec) -> jax.Array:
     return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), mode=_JNP_PAD_MODE[spec.padding_mode])
 
 
-def _accumulator(dtype: jnp.dtype) -> Any:
-    """Half-precision inputs accumulate in float32; other dtypes in themselves."""
-    return jnp.float32 if jnp.dtype(dtype).itemsize < 4 else None
-
-
-def _window(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The seed's algorithm: one ``dynamic_slice`` per output position, vmapped over all positions.
-
-    Each window ``[N, KH, KW, C]`` is weighted by the kernel and summed to the ``[N, O]`` responses at
-    that position.
-    """
-    xp = pad_image(x, spec)
-    n, _, _, c = xp.shape
-    kh, kw, cg, o = spec.kernel_shape
-    g = spec.groups
-    (sh, sw), (dh, dw), (eh, ew) = spec.stride, spec.dilation, spec.extent
-    ho, wo = spec.out_hw
-    weights = kernel.reshape(kh, kw, cg, g, o // g)
-
-    def respond(i: jax.Array, j: jax.Array) -> jax.Array:
-        window = lax.dynamic_slice(xp, (0, i * sh, j * sw, 0), (n, eh, ew, c))[:, ::dh, ::dw, :]
-        window = window.reshape(n, kh, kw, g, cg)
-        out = jnp.einsum(
-            "nhwgc,hwcgo->ngo",
-            window,
-            weights,
-            precision=spec.precision,
-            preferred_element_type=_accumulator(x.dtype),
-        )
-        return out.reshape(n, o)
-
-    rows, cols = jnp.arange(ho), jnp.arange(wo)
-    out = jax.vmap(jax.vmap(respond, in_axes=(None, 0)), in_axes=(0, None))(rows, cols)  # [Ho, Wo, N, O]
-    return out.transpose(2, 0, 1, 3)
-
-
-def _shift(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """One ``dynamic_slice`` per kernel tap — a shifted, strided view of the whole image — vmapped over
-    the ``KH * KW`` taps and contracted with the kernel."""
-    xp = pad_image(x, spec)
-    n, _, _, c = xp.shape
-    kh, kw, cg, o = spec.kernel_shape
-    g = spec.groups
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    ho, wo = spec.out_hw
-
-    def view(a: jax.Array, b: jax.Array) -> jax.Array:
-        shifted = lax.dynamic_slice(xp, (0, a * dh, b * dw, 0), (n, (ho - 1) * sh + 1, (wo - 1) * sw + 1, c))
-        return shifted[:, ::sh, ::sw, :]
-
-    taps_a, taps_b = jnp.divmod(jnp.arange(kh * kw), kw)
-    views = jax.vmap(view)(taps_a, taps_b).reshape(kh * kw, n, ho, wo, g, cg)
-    out = jnp.einsum(
-        "tnhwgc,tcgo->nhwgo",
-        views,
-        kernel.reshape(kh * kw, cg, g, o // g),
-        precision=spec.precision,
-        preferred_element_type=_accumulator(x.dtype),
-    )
-    return out.reshape(n, ho, wo, o)
-
-
 def _xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """``lax.conv_general_dilated``, the reference (non-zero padding modes are padded first)."""
     if spec.padding_mode == "zeros":
@@ -114,11 +55,16 @@ def _xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=spec.groups,
         precision=spec.precision,
-        preferred_element_type=_accumulator(x.dtype),
+        preferred_element_type=accumulator(x.dtype),
     )
 
 
-_STRATEGY_FNS = {"window": _window, "shift": _shift, "xla": _xla}
+def _gathered(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``"window"`` / ``"shift"``: pad (fused by XLA into the gather), then the strategy's bilinear primitive."""
+    xp = pad_image(x, spec)
+    n, hp, wp, c = xp.shape
+    valid = dataclasses.replace(spec, in_shape=(n, hp, wp, c), padding=((0, 0), (0, 0)), padding_mode="zeros")
+    return correlate(xp, kernel, valid)
 
 
 def resolve_strategy(spec: ConvSpec) -> str:
@@ -128,7 +74,11 @@ def resolve_strategy(spec: ConvSpec) -> str:
 
 @jax.jit(static_argnames=("spec",))
 def _conv_nhwc(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, spec: ConvSpec) -> jax.Array:
-    out = _STRATEGY_FNS[resolve_strategy(spec)](x, kernel, spec).astype(x.dtype)
+    strategy = resolve_strategy(spec)
+    if strategy == "xla":
+        out = _xla(x, kernel, spec).astype(x.dtype)
+    else:
+        out = _gathered(x, kernel, dataclasses.replace(spec, strategy=strategy))
     return out if bias is None else out + bias.reshape(1, 1, 1, -1)
 
 

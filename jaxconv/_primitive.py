@@ -1,0 +1,123 @@
+"""``correlate_p``: the valid cross-correlation of the ``window``/``shift`` strategies as one bilinear primitive.
+
+Autodiff of a vmapped ``dynamic_slice`` transposes the gather into a scatter-add, which XLA:CPU runs on one
+thread. So the strategies are wrapped in a primitive whose rules are themselves correlations computed by the same
+gathers and dots:
+
+- JVP: the primitive is bilinear, ``d(x ⋆ k) = dx ⋆ k + x ⋆ dk`` (so ``jvp``, ``jacfwd`` and ``hessian`` work,
+  unlike with a ``custom_vjp``);
+- transpose w.r.t. the kernel: the correlation of the input's columns with the output gradient
+  (:func:`jaxconv._strategies.kernel_gradient`);
+- transpose w.r.t. the input: a transposed convolution — the output gradient dilated by the stride, padded to
+  ``FULL``, correlated (same strategy, same dilation and groups) with the spatially flipped kernel whose
+  per-group in/out channels are swapped. It is ``correlate_p`` again, so it has derivatives of its own;
+- batching: a mapped input folds into the batch; a mapped kernel becomes extra feature groups.
+
+Padding happens outside, on the input (``jnp.pad`` is linear and its transpose is a cheap slice-and-add), and is
+fused by XLA into the gather that reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.core import ShapedArray
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from jaxconv._spec import ConvSpec
+from jaxconv._strategies import correlate as _correlate_impl
+from jaxconv._strategies import kernel_gradient
+
+correlate_p = Primitive("jaxconv_correlate")
+
+
+def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """Valid cross-correlation by ``spec.strategy`` (``"window"`` or ``"shift"``), differentiable by convolutions.
+
+    Args:
+      xp: the padded image ``[N, Hp, Wp, C]``; ``spec.in_shape`` must equal its shape and ``spec.padding`` be zero.
+      kernel: ``[KH, KW, C // groups, O]``, the dtype of ``xp``.
+      spec: the static description.
+
+    Returns:
+      ``[N, Ho, Wo, O]`` in ``xp``'s dtype.
+    """
+    return correlate_p.bind(xp, kernel, spec=spec)
+
+
+_impl_jit = jax.jit(_correlate_impl, static_argnames=("spec",))
+
+
+def _impl(xp: jax.Array, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
+    return _impl_jit(xp, kernel, spec=spec)
+
+
+def _abstract_eval(xp: Any, kernel: Any, *, spec: ConvSpec) -> ShapedArray:
+    return ShapedArray(spec.out_shape, xp.dtype)
+
+
+def input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """The transposed convolution: the gradient ``[N, Hp, Wp, C]`` w.r.t. the padded input of ``correlate``."""
+    _, hp, wp, c = spec.in_shape
+    kh, kw, cg, o = spec.kernel_shape
+    g = spec.groups
+    (sh, sw), (eh, ew) = spec.stride, spec.extent
+    ho, wo = spec.out_hw
+    rest_h, rest_w = hp - ((ho - 1) * sh + eh), wp - ((wo - 1) * sw + ew)  # rows/cols no output reads
+    full = lax.pad(
+        cotangent,
+        jnp.zeros((), cotangent.dtype),
+        ((0, 0, 0), (eh - 1, eh - 1 + rest_h, sh - 1), (ew - 1, ew - 1 + rest_w, sw - 1), (0, 0, 0)),
+    )
+    flipped = kernel[::-1, ::-1].reshape(kh, kw, cg, g, o // g).transpose(0, 1, 4, 3, 2).reshape(kh, kw, o // g, c)
+    n, hf, wf, _ = full.shape
+    tspec = dataclasses.replace(spec, in_shape=(n, hf, wf, o), kernel_shape=(kh, kw, o // g, c), stride=(1, 1))
+    return correlate(full, flipped, tspec)
+
+
+def _transpose_input(cotangent: jax.Array, xp: Any, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
+    return input_gradient(cotangent, kernel, spec)
+
+
+def _transpose_kernel(cotangent: jax.Array, xp: jax.Array, kernel: Any, *, spec: ConvSpec) -> jax.Array:
+    return kernel_gradient(xp, cotangent, spec)
+
+
+def _batch(args: tuple[jax.Array, jax.Array], dims: tuple[Any, Any], *, spec: ConvSpec) -> tuple[jax.Array, int]:
+    xp, kernel = args
+    bx, bk = dims
+    n, hp, wp, c = spec.in_shape
+    kh, kw, cg, o = spec.kernel_shape
+    _, ho, wo, _ = spec.out_shape
+    if bk is None:  # fold the mapped axis into the batch
+        xp = jnp.moveaxis(xp, bx, 0)
+        b = xp.shape[0]
+        folded = xp.reshape(b * n, hp, wp, c)
+        out = correlate(folded, kernel, dataclasses.replace(spec, in_shape=(b * n, hp, wp, c)))
+        return out.reshape(b, n, ho, wo, o), 0
+    kernel = jnp.moveaxis(kernel, bk, 0)
+    b = kernel.shape[0]
+    if bx is None:
+        xp = jnp.broadcast_to(xp, (b, *xp.shape))
+    else:
+        xp = jnp.moveaxis(xp, bx, 0)
+    # One convolution per mapped kernel = extra feature groups: channel (b, g, c), output (b, g, o).
+    xs = xp.transpose(1, 2, 3, 0, 4).reshape(n, hp, wp, b * c)
+    ks = kernel.transpose(1, 2, 3, 0, 4).reshape(kh, kw, cg, b * o)
+    gspec = dataclasses.replace(
+        spec, in_shape=(n, hp, wp, b * c), kernel_shape=(kh, kw, cg, b * o), groups=b * spec.groups
+    )
+    out = correlate(xs, ks, gspec).reshape(n, ho, wo, b, o)
+    return jnp.moveaxis(out, 3, 0), 0
+
+
+correlate_p.def_impl(_impl)
+correlate_p.def_abstract_eval(_abstract_eval)
+mlir.register_lowering(correlate_p, mlir.lower_fun(_correlate_impl, multiple_results=False))
+ad.defbilinear(correlate_p, _transpose_input, _transpose_kernel)
+batching.primitive_batchers[correlate_p] = _batch
