@@ -67,9 +67,38 @@ def _gathered(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     return correlate(xp, kernel, valid)
 
 
+# "auto" on CPU, from `jaxconv bench` (BENCHMARKS.md: 2-core AMD EPYC, jax 0.10.2, f32, the issue's grid). The
+# gathered strategies materialise KH*KW*C/G values per output pixel, and their transposed-convolution backward does so
+# again with O/G channels, so they beat lax.conv_general_dilated forward *and* forward+backward only when both
+# per-group channel counts are 1 and the kernel is small (32x64x64 and 1x512x512, 1->1, k3: shift 0.2-0.5x of lax
+# forward, <= 1x forward+backward). With k7, with more channels, grouped, strided or dilated they lost (1.2-13x),
+# so "auto" is "xla" there. On GPU/TPU nothing was measured (no accelerator was available), so "auto" is "xla".
+_SHIFT_MAX_TAPS = 9
+
+
 def resolve_strategy(spec: ConvSpec) -> str:
-    """The concrete strategy for ``spec``: itself, or for ``"auto"`` the one picked for speed."""
-    return "shift" if spec.strategy == "auto" else spec.strategy
+    """The concrete strategy for ``spec``: itself, or for ``"auto"`` the one measured fastest for such shapes.
+
+    Deterministic: a function of the backend and the static shapes only.
+
+    Examples:
+      >>> from jaxconv._spec import make_spec
+      >>> opts = dict(stride=1, padding="SAME", dilation=1, groups=1, padding_mode="zeros", precision=None)
+      >>> resolve_strategy(make_spec((32, 64, 64, 1), (3, 3, 1, 1), strategy="auto", **opts))
+      'shift'
+      >>> resolve_strategy(make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="auto", **opts))
+      'xla'
+      >>> resolve_strategy(make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="window", **opts))
+      'window'
+    """
+    if spec.strategy != "auto":
+        return spec.strategy
+    kh, kw, cg, o = spec.kernel_shape
+    single_channel = spec.groups == 1 and cg == 1 and o == 1
+    unit_steps = spec.stride == (1, 1) and spec.dilation == (1, 1)
+    if jax.default_backend() == "cpu" and single_channel and unit_steps and kh * kw <= _SHIFT_MAX_TAPS:
+        return "shift"
+    return "xla"
 
 
 @jax.jit(static_argnames=("spec",))

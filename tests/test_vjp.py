@@ -1,0 +1,133 @@
+"""The window/shift primitive's derivative rules: against autodiff of lax.conv_general_dilated, forward and reverse.
+
+The rules are hand-written (bilinear JVP, transposes that are themselves convolutions), so they are checked against
+JAX's own autodiff of lax's convolution — first and second order, forward and reverse mode, under vmap and scan,
+in half precision — and the gradient is checked to contain no scatter (the slow path it replaces).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxconv
+
+# Stride, dilation, groups, padding and padding modes that exercise every branch of the transposes: uneven
+# leftover rows (stride not dividing), asymmetric padding, depthwise, and each non-zero padding mode's VJP.
+CONFIGS = {
+    "stride3_leftover": dict(stride=3, padding="VALID"),
+    "stride_dilation_asym": dict(stride=(2, 1), dilation=(2, 3), padding=((1, 2), (0, 3))),
+    "depthwise_reflect": dict(groups=4, padding="SAME", padding_mode="reflect", stride=2),
+    "grouped_circular": dict(groups=2, padding=2, padding_mode="circular", dilation=2),
+    "replicate_full": dict(padding="FULL", padding_mode="replicate", stride=(1, 2)),
+}
+STRATEGIES = ("window", "shift")
+
+
+def operands(config, dtype=jnp.float32, seed=0, hw=(9, 8)):
+    rng = np.random.default_rng(seed)
+    groups = CONFIGS[config].get("groups", 1)
+    x = jnp.asarray(rng.standard_normal((2, *hw, 4)), dtype)
+    kernel = jnp.asarray(rng.standard_normal((3, 2, 4 // groups, 8)), dtype)
+    return x, kernel
+
+
+def conv(strategy, config):
+    return lambda x, k: jaxconv.conv2d(x, k, strategy=strategy, **CONFIGS[config])
+
+
+def loss(f):
+    return lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_vjp_and_jvp_match_lax_autodiff(strategy, config):
+    x, k = operands(config)
+    ours, ref = conv(strategy, config), conv("xla", config)
+    grads = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, k)
+    expected = jax.grad(loss(ref), argnums=(0, 1))(x, k)
+    for name, a, b in zip(("x", "kernel"), grads, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=f"d/d{name}")
+    tangents = (jnp.cos(x), jnp.sin(k))
+    _, jvp_ours = jax.jit(lambda x, k: jax.jvp(ours, (x, k), tangents))(x, k)
+    _, jvp_ref = jax.jvp(ref, (x, k), tangents)
+    np.testing.assert_allclose(jvp_ours, jvp_ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_gradient_has_no_scatter(strategy):
+    x, k = operands("stride_dilation_asym")
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss(conv(strategy, "stride_dilation_asym")), argnums=(0, 1)))(x, k))
+    assert "scatter" not in jaxpr
+    assert "jaxconv_correlate" in jaxpr
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_second_order_float64(strategy):
+    """hessian (forward-over-reverse) and reverse-over-reverse, w.r.t. both operands, against lax."""
+    config = "depthwise_reflect"
+    with jax.enable_x64(True):
+        x, k = operands(config, jnp.float64, hw=(5, 4))
+        ours, ref = loss(conv(strategy, config)), loss(conv("xla", config))
+        for argnum in (0, 1):
+            a = jax.hessian(ours, argnums=argnum)(x, k)
+            b = jax.hessian(ref, argnums=argnum)(x, k)
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9, err_msg=f"hessian wrt {argnum}")
+        rr = jax.grad(lambda k: jnp.sum(jax.grad(ours)(x, k) ** 2))(k)
+        rr_ref = jax.grad(lambda k: jnp.sum(jax.grad(ref)(x, k) ** 2))(k)
+        np.testing.assert_allclose(rr, rr_ref, rtol=1e-9, atol=1e-9)
+        assert rr.dtype == jnp.float64
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_vmap_over_kernel_and_input_and_of_grad(strategy):
+    config = "grouped_circular"
+    x, k = operands(config)
+    xs, ks = jnp.stack([x, 2 * x, -x]), jnp.stack([k, -k, 0.5 * k])
+    ours, ref = conv(strategy, config), conv("xla", config)
+    for axes in ((0, 0), (None, 0), (0, None)):
+        np.testing.assert_allclose(
+            jax.vmap(ours, axes)(xs if axes[0] == 0 else x, ks if axes[1] == 0 else k),
+            jax.vmap(ref, axes)(xs if axes[0] == 0 else x, ks if axes[1] == 0 else k),
+            rtol=1e-5,
+            atol=1e-4,
+            err_msg=str(axes),
+        )
+    per_example = jax.vmap(jax.grad(loss(ours), argnums=(0, 1)), (0, 0))(xs, ks)
+    expected = jax.vmap(jax.grad(loss(ref), argnums=(0, 1)), (0, 0))(xs, ks)
+    for a, b in zip(per_example, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_scan_of_grad():
+    x, k = operands("stride3_leftover")
+
+    def step(carry, _):
+        g = jax.grad(loss(conv("shift", "stride3_leftover")), argnums=1)(x, carry)
+        return carry - 0.01 * g, None
+
+    ours, _ = lax.scan(step, k, None, length=3)
+
+    def ref_step(carry, _):
+        g = jax.grad(loss(conv("xla", "stride3_leftover")), argnums=1)(x, carry)
+        return carry - 0.01 * g, None
+
+    expected, _ = lax.scan(ref_step, k, None, length=3)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_half_precision_gradients(strategy, dtype):
+    """Half inputs accumulate in float32; gradients keep the input dtype and agree with lax to half precision."""
+    config = "stride_dilation_asym"
+    x, k = operands(config, dtype)
+    grads = jax.grad(lambda x, k: jnp.sum(conv(strategy, config)(x, k).astype(jnp.float32)), argnums=(0, 1))(x, k)
+    x32, k32 = x.astype(jnp.float32), k.astype(jnp.float32)
+    expected = jax.grad(lambda x, k: jnp.sum(conv("xla", config)(x, k)), argnums=(0, 1))(x32, k32)
+    tol = 2e-2 if dtype == jnp.float16 else 1e-1
+    for a, b in zip(grads, expected, strict=True):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a.astype(jnp.float32), b, rtol=tol, atol=tol * float(jnp.abs(b).max()))
