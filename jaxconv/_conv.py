@@ -129,7 +129,7 @@ def resolve_strategy(spec: ConvSpec) -> str:
 @jax.jit(static_argnames=("spec",))
 def _conv_nhwc(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, spec: ConvSpec) -> jax.Array:
     out = _STRATEGY_FNS[resolve_strategy(spec)](x, kernel, spec).astype(x.dtype)
-    return out if bias is None else out + bias
+    return out if bias is None else out + bias.reshape(1, 1, 1, -1)
 
 
 def _as_array(name: str, value: Any) -> jax.Array:
