@@ -77,6 +77,7 @@ def _child() -> int:
     import jaxconv
     from jaxconv import conv2d, spatial_conv2d
 
+    jax.config.update("jax_numpy_rank_promotion", "raise")  # as tests/conftest.py does in the parent
     assert jax.device_count() == 8, jax.devices()
     mesh8 = Mesh(np.array(jax.devices()), ("rows",))
     rng = np.random.default_rng(0)
