@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxconv._conv import conv2d
@@ -131,6 +131,11 @@ class _Options:
 def _sharded_nhwc(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, mesh: Mesh, opts: _Options) -> jax.Array:
     """The sharded convolution of a canonical NHWC ``x`` with an HWIO ``kernel``; traced once per shape."""
     (axis,) = mesh.axis_names
+    explicit = not jax.sharding.get_abstract_mesh().empty  # under jax.set_mesh: shard_map must use that mesh
+    if not explicit:
+        # The mesh's devices with the axis in Auto mode: the output's type then carries no sharding, so cropping
+        # rows that do not divide evenly, and whatever the caller does next, needs no explicit resharding.
+        mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,))
     n, h, w, c = x.shape
     kh = kernel.shape[0]
     (top, bottom), (left, right) = opts.padding
@@ -140,7 +145,9 @@ def _sharded_nhwc(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, mesh:
     plan = _row_plan(h, out_rows, mesh.size, top, sh, extent, opts.padding_mode)
     if plan.block * plan.devices != h:
         x = jnp.pad(x, ((0, 0), (0, plan.block * plan.devices - h), (0, 0), (0, 0)))
-    x = jax.device_put(x, NamedSharding(mesh, P(None, axis)))
+    rows_sharded = NamedSharding(mesh, P(None, axis))
+    # reshard's transpose brings the cotangent back to x's own (uneven-capable) type before the pad is undone.
+    x = jax.sharding.reshard(x, rows_sharded) if explicit else jax.device_put(x, rows_sharded)
     table = jnp.asarray(plan.table)
 
     def local(xb: jax.Array, k: jax.Array, b: jax.Array | None) -> jax.Array:
@@ -165,6 +172,8 @@ def _sharded_nhwc(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, mesh:
         in_specs=(P(None, axis), P(), P()),
         out_specs=P(None, axis),
     )(x, kernel, bias)
+    if explicit and out_rows != out.shape[1] and mesh.axis_types[0] == AxisType.Explicit:
+        out = jax.sharding.reshard(out, P())  # an uneven row split cannot be typed: replicate before cropping
     return out[:, :out_rows]
 
 
@@ -195,7 +204,9 @@ def spatial_conv2d(
     same options — every padding form and mode, stride, dilation, groups, layout and rank — to float
     rounding, and is differentiable. ``H`` divisible by the number of devices avoids a copy of the input
     (otherwise it is zero-filled at the bottom before sharding); a halo larger than a device's block is
-    fetched from further devices, at the cost of more communication.
+    fetched from further devices, at the cost of more communication. The mesh's axis may be ``Auto`` or
+    ``Explicit`` (``jax.make_mesh``'s default), the call eager, under ``jit`` or under ``jax.set_mesh``; there,
+    with ``Explicit`` axes, an output whose rows do not divide over the devices comes back replicated.
 
     Args:
       x: as for ``conv2d``: ``[N, H, W, C]`` / ``[H, W, C]`` (NHWC), ``[N, C, H, W]`` / ``[C, H, W]`` (NCHW)

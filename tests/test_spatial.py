@@ -131,12 +131,19 @@ def _child() -> int:
     def explicit_mesh():
         mesh = jax.make_mesh((8,), ("i",))  # Explicit axes, jax.make_mesh's default
         x, kernel, _, _ = _inputs(rng, {})
-        with jax.set_mesh(mesh):
-            g = jax.grad(lambda x: jnp.sum(spatial_conv2d(x, kernel, mesh=mesh, padding="SAME") ** 2))(x)
-        want = jax.grad(lambda x: jnp.sum(conv2d(x, kernel, padding="SAME") ** 2))(x)
-        np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4)
+        odd, _, _, _ = _inputs(rng, dict(rows=13))
 
-    check("explicit-axes mesh under jax.set_mesh, grad", explicit_mesh)
+        def loss(conv):
+            return lambda x: jnp.sum(conv(x, kernel, padding="SAME") ** 2)
+
+        sharded = loss(lambda *a, **o: spatial_conv2d(*a, mesh=mesh, **o))
+        for image in (x, odd):  # 16 rows divide over 8 devices, 13 do not
+            want = jax.grad(loss(conv2d))(image)
+            np.testing.assert_allclose(jax.grad(sharded)(image), want, rtol=1e-4, atol=1e-4)
+            with jax.set_mesh(mesh):
+                np.testing.assert_allclose(jax.jit(jax.grad(sharded))(image), want, rtol=1e-4, atol=1e-4)
+
+    check("explicit-axes mesh, with and without jax.set_mesh, grad", explicit_mesh)
 
     def no_retrace():
         x, kernel, _, _ = _inputs(rng, {})
