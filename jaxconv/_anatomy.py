@@ -1,0 +1,155 @@
+"""The two properties that make convolution work, measured: translation equivariance and weight tying.
+
+- :func:`shift_error` — shift the image, and the response shifts with it: exactly with circular padding, and
+  up to a boundary band with the other padding modes.
+- :func:`kernel_gradient_sources` — each kernel weight's gradient is a sum of contributions from every output
+  position, because the same weights are used at every position.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxconv._conv import conv2d
+from jaxconv._spec import make_spec
+
+
+def _plain_spec(image_shape: tuple[int, ...], kernel_shape: tuple[int, ...], options: dict[str, Any], who: str):
+    if len(image_shape) != 2 or len(kernel_shape) != 2:
+        raise ValueError(
+            f"{who}: `image` and `kernel` must be plain 2-D arrays [H, W] and [KH, KW]; "
+            f"got shapes {image_shape} and {kernel_shape}"
+        )
+    allowed = {"padding", "padding_mode", "dilation", "strategy", "precision"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"{who}: conv options must be among {sorted(allowed)} (stride 1); got {sorted(unknown)}")
+    return make_spec(
+        (1, *image_shape, 1),
+        (*kernel_shape, 1, 1),
+        stride=1,
+        padding=options.get("padding", "VALID"),
+        dilation=options.get("dilation", 1),
+        groups=1,
+        padding_mode=options.get("padding_mode", "zeros"),
+        strategy=options.get("strategy", "auto"),
+        precision=options.get("precision"),
+    )
+
+
+def shift_error(
+    image: jax.typing.ArrayLike, kernel: jax.typing.ArrayLike, shift: tuple[int, int], **conv_options: Any
+) -> tuple[jax.Array, np.ndarray]:
+    """How far the response to a circularly shifted image is from the shifted response.
+
+    ``error = |conv2d(roll(image, shift)) - roll(conv2d(image), shift)|``, elementwise, for a stride-1
+    convolution whose output has the image's size (``"SAME"``-like padding). Also returns the *interior*:
+    the output positions whose window, in the image and in its shifted copy, touches neither the padding nor
+    the seam where ``roll`` wraps around. Equivariance promises ``error == 0`` on the interior in every
+    padding mode, and everywhere with ``padding_mode="circular"``.
+
+    Args:
+      image: ``[H, W]``.
+      kernel: ``[KH, KW]``.
+      shift: ``(dy, dx)``, any integers (taken modulo the image size).
+      **conv_options: ``padding`` (default ``"SAME"``), ``padding_mode``, ``dilation``, ``strategy``,
+        ``precision`` for :func:`jaxconv.conv2d`; the stride is 1.
+
+    Returns:
+      ``(error [H, W], interior [H, W] bool)``.
+
+    Raises:
+      ValueError: non-2-D inputs, unknown options, or padding that does not keep the image's size.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> image = jnp.arange(36.0).reshape(6, 6) % 7
+      >>> error, interior = jaxconv.shift_error(image, jnp.ones((3, 3)), (1, 2), padding_mode="circular")
+      >>> float(error.max())
+      0.0
+      >>> error, interior = jaxconv.shift_error(image, jnp.ones((3, 3)), (1, 2), padding_mode="zeros")
+      >>> float(error[interior].max()), bool(error.max() > 0)
+      (0.0, True)
+    """
+    image, kernel = jnp.asarray(image), jnp.asarray(kernel)
+    conv_options = {"padding": "SAME", **conv_options}
+    spec = _plain_spec(image.shape, kernel.shape, conv_options, "shift_error")
+    if spec.out_hw != image.shape:
+        raise ValueError(
+            f"shift_error: `padding` must keep the image's size {image.shape} (e.g. 'SAME'); "
+            f"got {conv_options['padding']!r}, output {spec.out_hw}"
+        )
+    dy, dx = shift
+    response = conv2d(image, kernel, **conv_options)
+    shifted = conv2d(jnp.roll(image, (dy, dx), axis=(0, 1)), kernel, **conv_options)
+    error = jnp.abs(shifted - jnp.roll(response, (dy, dx), axis=(0, 1)))
+
+    # Output p's window covers rows [p - lo, p - lo + extent) of the shifted image. If that range lies inside
+    # the image and on one side of the seam at row s (where roll wraps), it holds the same pixels, in the same
+    # order, as the window of output (p - s) mod H in the unshifted image — so the two responses are equal.
+    interior = np.ones(image.shape, bool)
+    for axis, (size, (lo, _), extent, s) in enumerate(
+        zip(image.shape, spec.padding, spec.extent, (dy % image.shape[0], dx % image.shape[1]), strict=True)
+    ):
+        start = np.arange(size) - lo
+        keep = (start >= 0) & (start + extent <= size) & ((start >= s) | (start + extent <= s))
+        interior &= keep[:, None] if axis == 0 else keep[None, :]
+    return error, interior
+
+
+def kernel_gradient_sources(
+    image: jax.typing.ArrayLike,
+    kernel: jax.typing.ArrayLike,
+    output_grad: jax.typing.ArrayLike,
+    **conv_options: Any,
+) -> jax.Array:
+    """Each output position's contribution to the gradient of the (shared) kernel.
+
+    For a loss ``L`` of the response ``r = conv2d(image, kernel)``,
+    ``dL/dkernel = sum_{i,j} dL/dr[i,j] * dr[i,j]/dkernel``: the gradient is a sum over *every* output
+    position, because every position uses the same weights. This returns the summands, from JAX's
+    Jacobian of the response with respect to the kernel, so that ``sources.sum((0, 1))`` is
+    ``jax.grad`` of the loss. An untied (locally connected or dense) layer would get only one of them per
+    weight.
+
+    Args:
+      image: ``[H, W]``.
+      kernel: ``[KH, KW]``.
+      output_grad: ``dL/dr``, ``[Ho, Wo]``.
+      **conv_options: ``padding``, ``padding_mode``, ``dilation``, ``strategy``, ``precision`` for
+        :func:`jaxconv.conv2d` (stride 1).
+
+    Returns:
+      ``[Ho, Wo, KH, KW]``: ``sources[i, j]`` is position ``(i, j)``'s share of ``dL/dkernel``.
+
+    Raises:
+      ValueError: non-2-D inputs, unknown options, or ``output_grad`` of the wrong shape.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxconv
+      >>> image = jnp.arange(16.0).reshape(4, 4)
+      >>> kernel = jnp.ones((2, 2))
+      >>> sources = jaxconv.kernel_gradient_sources(image, kernel, jnp.ones((3, 3)))
+      >>> sources.shape
+      (3, 3, 2, 2)
+      >>> sources[0, 0]  # position (0, 0) sees the top-left window
+      Array([[0., 1.],
+             [4., 5.]], dtype=float32)
+      >>> bool(jnp.allclose(sources.sum((0, 1)), jax.grad(lambda k: jaxconv.conv2d(image, k).sum())(kernel)))
+      True
+    """
+    image, kernel, output_grad = jnp.asarray(image), jnp.asarray(kernel), jnp.asarray(output_grad)
+    spec = _plain_spec(image.shape, kernel.shape, conv_options, "kernel_gradient_sources")
+    if output_grad.shape != spec.out_hw:
+        raise ValueError(
+            f"kernel_gradient_sources: `output_grad` must have the response's shape {spec.out_hw}; "
+            f"got {output_grad.shape}"
+        )
+    jacobian = jax.jacrev(lambda k: conv2d(image, k, **conv_options))(kernel)  # [Ho, Wo, KH, KW]
+    return output_grad[:, :, None, None] * jacobian
