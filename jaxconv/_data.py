@@ -1,0 +1,299 @@
+"""The world a kernel is tried on: images with a small pattern planted at random places.
+
+A :class:`PlantedPatternTask` is a frozen, hashable description (so ``jit`` can close over it or take it
+as a static argument); :meth:`PlantedPatternTask.sample` turns a PRNG key into a batch on the device.
+Everything is pure: the same key gives the same batch, under ``jit`` or not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Pattern = tuple[tuple[float, ...], ...]
+
+PATTERNS: Mapping[str, Pattern] = {
+    # The seed document's example: "part of an edge or corner".
+    "seed": ((1, 1, 0), (1, 0, 0)),
+    "corner": ((1, 1, 1), (1, 0, 0), (1, 0, 0)),
+    "hedge": ((1, 1, 1), (0, 0, 0)),
+    "vedge": ((1, 0), (1, 0), (1, 0)),
+    "cross": ((0, 1, 0), (1, 1, 1), (0, 1, 0)),
+    "diagonal": ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+    "checker": ((1, 0, 1), (0, 1, 0), (1, 0, 1)),
+    "tee": ((1, 1, 1), (0, 1, 0), (0, 1, 0)),
+    "ring": ((1, 1, 1), (1, 0, 1), (1, 1, 1)),
+}
+"""Named binary patterns (rows of 0/1); ``"seed"`` is ``[[1,1,0],[1,0,0]]``."""
+
+BACKGROUNDS = ("binary", "gaussian")
+
+
+class Sample(NamedTuple):
+    """A batch drawn from a :class:`PlantedPatternTask`.
+
+    Attributes:
+      images: ``[B, H, W, 1]`` float32.
+      targets: ``[B, Ho, Wo]`` float32, ``Ho = H - PH + 1``, ``Wo = W - PW + 1``: 1 where a pattern's
+        top-left corner is (binary: every exact occurrence, planted or accidental; gaussian: the planted ones).
+      positions: ``[B, max_instances, 2]`` int32, the planted top-left corners ``(row, col)``; unused slots
+        are ``-1``.
+    """
+
+    images: jax.Array
+    targets: jax.Array
+    positions: jax.Array
+
+
+def _fail(argument: str, allowed: str, given: Any, error: type[Exception] = ValueError) -> Exception:
+    return error(f"PlantedPatternTask: `{argument}` must be {allowed}; got {given!r}")
+
+
+def _as_pattern(pattern: Any) -> Pattern:
+    if isinstance(pattern, str):
+        if pattern not in PATTERNS:
+            raise _fail("pattern", f"a 2-D array or one of the names {tuple(PATTERNS)}", pattern)
+        pattern = PATTERNS[pattern]
+    try:
+        array = np.asarray(pattern, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise _fail("pattern", "a 2-D array of numbers or a name from PATTERNS", pattern, TypeError) from err
+    if array.ndim != 2 or array.size == 0:
+        raise _fail("pattern", "a non-empty 2-D array", f"shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise _fail("pattern", "finite", array.tolist())
+    if np.all(array == array.flat[0]):
+        raise _fail("pattern", "non-constant (a constant pattern has no shape to detect)", array.tolist())
+    return tuple(tuple(float(v) for v in row) for row in array)
+
+
+def _as_pair(name: str, value: Any, low: int) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        raise _fail(name, f"an int >= {low} or a pair of ints >= {low}", value, TypeError)
+    if min(value) < low:
+        raise _fail(name, f"an int >= {low} or a pair of ints >= {low}", value)
+    return int(value[0]), int(value[1])
+
+
+def _as_float(name: str, value: Any, allowed: str, ok: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise _fail(name, allowed, value, TypeError)
+    if not (np.isfinite(value) and ok(float(value))):
+        raise _fail(name, allowed, value)
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlantedPatternTask:
+    """Images with ``instances`` non-overlapping copies of ``pattern`` planted at uniformly random places.
+
+    Args:
+      pattern: a 2-D array-like ``[PH, PW]`` or a name from :data:`PATTERNS`; stored as a tuple of
+        float rows. Must be non-constant; with a binary background its values must be 0 or 1.
+      image_shape: ``(H, W)`` (or one int), at least the pattern's size.
+      instances: ``(min, max)`` planted copies per image (or one int), ``0 <= min <= max``; the count is
+        uniform in that range. ``max`` must fit without overlap wherever earlier copies landed:
+        ``(max - 1) * (2PH - 1) * (2PW - 1) < Ho * Wo``.
+      background: ``"binary"`` (each pixel is 1 with probability ``density``, the pattern pasted over it) or
+        ``"gaussian"`` (white noise of std ``noise_std`` with ``amplitude * pattern`` added at each copy).
+      density: binary background's probability of a 1, in ``[0, 1]``.
+      noise_std: gaussian background's std, ``> 0``.
+      amplitude: gaussian background's pattern amplitude, ``> 0``.
+
+    Raises:
+      ValueError: an invalid value (pattern bigger than the image, empty or constant pattern, more instances
+        than fit, a density outside ``[0, 1]``, a negative noise, a non-binary pattern on a binary background...).
+      TypeError: an argument of the wrong type.
+
+    Examples:
+      >>> import jax
+      >>> import jaxconv
+      >>> task = jaxconv.PlantedPatternTask("seed", image_shape=(8, 8), instances=(1, 2))
+      >>> task.pattern
+      ((1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+      >>> task.output_shape
+      (7, 6)
+      >>> images, targets, positions = task.sample(jax.random.key(0), 4)
+      >>> images.shape, targets.shape, positions.shape
+      ((4, 8, 8, 1), (4, 7, 6), (4, 2, 2))
+      >>> jaxconv.PlantedPatternTask([[1, 0]], image_shape=1)
+      Traceback (most recent call last):
+      ...
+      ValueError: PlantedPatternTask: `image_shape` must be at least the pattern's shape (1, 2); got (1, 1)
+    """
+
+    pattern: Any = "seed"
+    image_shape: Any = (32, 32)
+    instances: Any = (1, 3)
+    background: str = "binary"
+    density: float = 0.3
+    noise_std: float = 1.0
+    amplitude: float = 1.0
+
+    def __post_init__(self) -> None:
+        pattern = _as_pattern(self.pattern)
+        image_shape = _as_pair("image_shape", self.image_shape, 1)
+        ph, pw = len(pattern), len(pattern[0])
+        if image_shape[0] < ph or image_shape[1] < pw:
+            raise _fail("image_shape", f"at least the pattern's shape {(ph, pw)}", image_shape)
+        instances = _as_pair("instances", self.instances, 0)
+        if instances[0] > instances[1]:
+            raise _fail("instances", "a pair (min, max) with min <= max", instances)
+        ho, wo = image_shape[0] - ph + 1, image_shape[1] - pw + 1
+        blocked = (2 * ph - 1) * (2 * pw - 1)
+        if (instances[1] - 1) * blocked >= ho * wo:
+            fit = (ho * wo - 1) // blocked + 1
+            raise _fail(
+                "instances",
+                f"at most {fit} for a {ph}x{pw} pattern in a {image_shape[0]}x{image_shape[1]} image "
+                "(so that every copy fits without overlap wherever the earlier ones landed)",
+                instances,
+            )
+        if not isinstance(self.background, str) or self.background not in BACKGROUNDS:
+            raise _fail("background", f"one of {BACKGROUNDS}", self.background)
+        if self.background == "binary" and not all(v in (0.0, 1.0) for row in pattern for v in row):
+            raise _fail("pattern", "made of 0s and 1s on a binary background", pattern)
+        density = _as_float("density", self.density, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+        noise_std = _as_float("noise_std", self.noise_std, "a number > 0", lambda v: v > 0)
+        amplitude = _as_float("amplitude", self.amplitude, "a number > 0", lambda v: v > 0)
+        for name, value in [
+            ("pattern", pattern),
+            ("image_shape", image_shape),
+            ("instances", instances),
+            ("density", density),
+            ("noise_std", noise_std),
+            ("amplitude", amplitude),
+        ]:
+            object.__setattr__(self, name, value)
+
+    @property
+    def pattern_array(self) -> np.ndarray:
+        """The pattern as a ``[PH, PW]`` float32 NumPy array."""
+        return np.asarray(self.pattern, dtype=np.float32)
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        """``(Ho, Wo)``: the VALID positions of a pattern-sized window, where targets live."""
+        ph, pw = self.pattern_array.shape
+        return self.image_shape[0] - ph + 1, self.image_shape[1] - pw + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict that ``PlantedPatternTask(**d)`` turns back into an equal task."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def sample(self, key: jax.Array, batch_size: int) -> Sample:
+        """Draws ``batch_size`` images with their target maps; pure, jittable and vmappable.
+
+        Args:
+          key: a PRNG key (``jax.random.key`` or a raw ``uint32[2]`` key).
+          batch_size: ``B >= 1``, a Python int.
+
+        Returns:
+          A :class:`Sample` ``(images [B,H,W,1], targets [B,Ho,Wo], positions [B,max_instances,2])``.
+
+        Raises:
+          ValueError: ``batch_size`` is not a positive int.
+
+        Examples:
+          >>> import jax
+          >>> import jaxconv
+          >>> task = jaxconv.PlantedPatternTask([[1, 0], [0, 1]], image_shape=(4, 5), instances=1, density=0.0)
+          >>> batch = task.sample(jax.random.key(3), 1)
+          >>> batch.images[0, :, :, 0]
+          Array([[0., 0., 0., 1., 0.],
+                 [0., 0., 0., 0., 1.],
+                 [0., 0., 0., 0., 0.],
+                 [0., 0., 0., 0., 0.]], dtype=float32)
+          >>> batch.positions[0].tolist()
+          [[0, 3]]
+          >>> jax.numpy.argwhere(batch.targets[0]).tolist()
+          [[0, 3]]
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"PlantedPatternTask.sample: `batch_size` must be an int >= 1; got {batch_size!r}")
+        return _sample(self, key, int(batch_size))
+
+    def _sample_one(self, key: jax.Array) -> Sample:
+        pattern = jnp.asarray(self.pattern_array)
+        ph, pw = pattern.shape
+        (h, w), (ho, wo) = self.image_shape, self.output_shape
+        lo, hi = self.instances
+        # One draw of random bits for everything (one threefry call keeps the compile small): the count, the
+        # background, and per slot a random score per position: the best-scored free one is uniform among them.
+        k_count, k_rest = jax.random.split(key)
+        count = jax.random.randint(k_count, (), lo, hi + 1)
+        if self.background == "binary":
+            noise = jax.random.uniform(k_rest, (h * w + hi * ho * wo,), jnp.float32)
+            image = (noise[: h * w] < self.density).astype(jnp.float32).reshape(h, w)
+        else:
+            noise = jax.random.normal(k_rest, (h * w + hi * ho * wo,), jnp.float32)
+            image = self.noise_std * noise[: h * w].reshape(h, w)
+        # Any continuous noise ranks the free positions in a uniformly random order; argmax picks the first.
+        slot_noise = noise[h * w :].reshape(hi, ho * wo)
+
+        rows, cols = jnp.arange(ho)[:, None], jnp.arange(wo)[None, :]
+
+        def place(
+            carry: tuple[jax.Array, jax.Array], slot: tuple[jax.Array, jax.Array]
+        ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+            image, free = carry
+            index, scores = slot
+            active = index < count
+            flat = jnp.argmax(jnp.where(free.reshape(-1), scores, -jnp.inf))
+            i, j = flat // wo, flat % wo
+            current = lax.dynamic_slice(image, (i, j), (ph, pw))
+            if self.background == "binary":
+                pasted = pattern
+            else:
+                pasted = current + self.amplitude * pattern
+            image = lax.dynamic_update_slice(image, jnp.where(active, pasted, current), (i, j))
+            overlaps = (jnp.abs(rows - i) < ph) & (jnp.abs(cols - j) < pw)
+            free = jnp.where(active, free & ~overlaps, free)
+            position = jnp.where(active, jnp.stack([i, j]), -1).astype(jnp.int32)
+            return (image, free), position
+
+        free = jnp.ones((ho, wo), bool)
+        (image, _), positions = lax.scan(place, (image, free), (jnp.arange(hi), slot_noise))
+        positions = positions.reshape(hi, 2)
+
+        if self.background == "binary":
+            match = jnp.ones((ho, wo), bool)
+            for a in range(ph):
+                for b in range(pw):
+                    match &= image[a : a + ho, b : b + wo] == pattern[a, b]
+            targets = match.astype(jnp.float32)
+        else:
+            active = positions[:, 0] >= 0
+            targets = (
+                jnp.zeros((ho, wo), jnp.float32)
+                .at[jnp.where(active, positions[:, 0], ho), jnp.where(active, positions[:, 1], wo)]
+                .set(1.0, mode="drop")
+            )
+        return Sample(image[:, :, None], targets, positions)
+
+
+@functools.partial(jax.jit, static_argnames=("task", "batch_size"))
+def _sample(task: PlantedPatternTask, key: jax.Array, batch_size: int) -> Sample:
+    return jax.vmap(task._sample_one)(jax.random.split(key, batch_size))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+__all__ = ["PATTERNS", "BACKGROUNDS", "PlantedPatternTask", "Sample"]

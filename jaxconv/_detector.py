@@ -1,0 +1,186 @@
+"""The detector: one kernel and a bias, its logit map, and the loss that trains it.
+
+Decision rule, everywhere in jaxconv: the logit map is ``conv2d(image, kernel) + bias`` (VALID, NHWC,
+kernel HWIO ``[KH, KW, 1, 1]``), and a detection at output ``(i, j)`` means logit ``> 0`` there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxconv._conv import conv2d
+
+Params = dict[str, jax.Array]
+"""``{"kernel": [KH, KW, 1, 1] (HWIO), "bias": [1]}``."""
+
+LOSSES = ("hard_negative", "balanced", "bce")
+
+HARD_NEGATIVES_PER_POSITIVE = 3
+
+
+def init_params(key: jax.Array, kernel_shape: tuple[int, int]) -> Params:
+    """A random kernel (normal, std ``1 / sqrt(KH * KW)``) and a zero bias.
+
+    Args:
+      key: a PRNG key.
+      kernel_shape: ``(KH, KW)``.
+
+    Returns:
+      ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``, float32.
+
+    Raises:
+      ValueError: ``kernel_shape`` is not a pair of ints ``>= 1``.
+
+    Examples:
+      >>> import jax
+      >>> from jaxconv import init_params
+      >>> params = init_params(jax.random.key(0), (2, 3))
+      >>> params["kernel"].shape, params["bias"].tolist()
+      ((2, 3, 1, 1), [0.0])
+    """
+    kh, kw = check_kernel_shape(kernel_shape)
+    kernel = jax.random.normal(key, (kh, kw, 1, 1), jnp.float32) / np.sqrt(kh * kw)
+    return {"kernel": kernel, "bias": jnp.zeros((1,), jnp.float32)}
+
+
+def check_kernel_shape(kernel_shape: Any, pattern_shape: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Returns ``kernel_shape`` as ``(KH, KW)``; raises ``ValueError`` naming it if it is not allowed.
+
+    A kernel must be a pair of ints ``>= 1`` and, when ``pattern_shape`` is given, at least that big.
+    """
+    ok = (
+        isinstance(kernel_shape, (tuple, list))
+        and len(kernel_shape) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in kernel_shape)
+    )
+    if not ok:
+        raise ValueError(f"`kernel_shape` must be a pair (KH, KW) of ints >= 1; got {kernel_shape!r}")
+    kh, kw = int(kernel_shape[0]), int(kernel_shape[1])
+    if pattern_shape is not None and (kh < pattern_shape[0] or kw < pattern_shape[1]):
+        raise ValueError(f"`kernel_shape` must be at least the pattern's shape {pattern_shape}; got {(kh, kw)}")
+    return kh, kw
+
+
+def logit_map(params: Params, images: jax.typing.ArrayLike) -> jax.Array:
+    """The detector's logits ``conv2d(images, kernel) + bias`` over VALID positions.
+
+    Args:
+      params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
+      images: ``[B, H, W, 1]``.
+
+    Returns:
+      ``[B, H - KH + 1, W - KW + 1]``; a detection is a logit ``> 0``.
+
+    Raises:
+      ValueError: shapes that ``conv2d`` rejects (the message names the argument).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxconv import logit_map
+      >>> params = {"kernel": jnp.array([[1.0, -1.0]]).reshape(1, 2, 1, 1), "bias": jnp.array([-0.5])}
+      >>> logit_map(params, jnp.array([[1.0, 0.0, 1.0]]).reshape(1, 1, 3, 1))
+      Array([[[ 0.5, -1.5]]], dtype=float32)
+    """
+    # The bias is added here, as a scalar, rather than through conv2d's `bias`: conv2d adds a [1] bias to the
+    # [B, Ho, Wo, 1] output by implicit rank promotion, which fails under jax_numpy_rank_promotion="raise".
+    return conv2d(images, params["kernel"])[..., 0] + params["bias"][0]
+
+
+def crop_targets(targets: jax.Array, pattern_shape: tuple[int, int], kernel_shape: tuple[int, int]) -> jax.Array:
+    """Targets ``[..., Ho, Wo]`` (pattern top-left corners) re-indexed to a possibly larger kernel's outputs.
+
+    A ``KH x KW`` kernel's output ``(i, j)`` is responsible for the pattern whose top-left corner is at
+    ``(i + (KH - PH) // 2, j + (KW - PW) // 2)`` (the pattern centred in the kernel); occurrences the kernel
+    cannot see whole are dropped.
+
+    Args:
+      targets: ``[..., H - PH + 1, W - PW + 1]``.
+      pattern_shape: ``(PH, PW)``.
+      kernel_shape: ``(KH, KW)``, at least ``(PH, PW)``.
+
+    Returns:
+      ``[..., H - KH + 1, W - KW + 1]``.
+
+    Raises:
+      ValueError: the kernel is smaller than the pattern.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxconv._detector import crop_targets
+      >>> crop_targets(jnp.eye(4), (1, 1), (3, 3))
+      Array([[1., 0.],
+             [0., 1.]], dtype=float32)
+    """
+    kh, kw = check_kernel_shape(kernel_shape, pattern_shape)
+    dh, dw = kh - pattern_shape[0], kw - pattern_shape[1]
+    if dh == dw == 0:
+        return targets
+    ho, wo = targets.shape[-2] - dh, targets.shape[-1] - dw
+    return targets[..., dh // 2 : dh // 2 + ho, dw // 2 : dw // 2 + wo]
+
+
+def detection_loss(
+    logits: jax.typing.ArrayLike, targets: jax.typing.ArrayLike, *, loss: str = "hard_negative"
+) -> jax.Array:
+    """Binary cross-entropy of a logit map against a 0/1 target map, with the class imbalance handled.
+
+    Positives are a fraction of a percent of positions, so plain BCE (``"bce"``, the mean over all
+    positions) is dominated by easy negatives: it drives the bias down first and, at a modest step budget,
+    ends with recall 0. ``"balanced"`` weighs the classes equally —
+    ``0.5 * (mean_pos softplus(-z) + mean_neg softplus(z))`` — but then each positive outweighs a near miss
+    (the pattern with one pixel wrong) hundreds of times, and the threshold settles among the near misses
+    (false alarms) until the kernel's scale has grown a lot. ``"hard_negative"`` (the default, SSD-style
+    hard-negative mining) keeps the positives' mean but averages the negatives' loss over only the
+    ``3 * P`` largest (``P`` positives in the batch, at least 1): the near misses, which decide the threshold.
+
+    Args:
+      logits: ``[...]``.
+      targets: same shape, 0 or 1.
+      loss: one of :data:`LOSSES`.
+
+    Returns:
+      A scalar.
+
+    Raises:
+      ValueError: an unknown ``loss`` or mismatched shapes.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxconv import detection_loss
+      >>> z = jnp.array([2.0, 1.0, -2.0, -2.0, -2.0, -2.0, -3.0])
+      >>> t = jnp.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+      >>> [round(float(detection_loss(z, t, loss=name)), 4) for name in ("hard_negative", "balanced", "bce")]
+      [0.3247, 0.2193, 0.2852]
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"`loss` must be one of {LOSSES}; got {loss!r}")
+    logits = jnp.asarray(logits)
+    targets = jnp.asarray(targets, logits.dtype)
+    if logits.shape != targets.shape:
+        raise ValueError(f"`targets` must have the logits' shape {logits.shape}; got {targets.shape}")
+    on, off = jax.nn.softplus(-logits), jax.nn.softplus(logits)
+    if loss == "bce":
+        return jnp.mean(targets * on + (1 - targets) * off)
+    positives = jnp.sum(targets)
+    positive_term = jnp.sum(targets * on) / jnp.maximum(positives, 1)
+    if loss == "balanced":
+        return 0.5 * (positive_term + jnp.sum((1 - targets) * off) / jnp.maximum(jnp.sum(1 - targets), 1))
+    hardest = jnp.sort(((1 - targets) * off).reshape(-1))[::-1]
+    keep = jnp.minimum(jnp.maximum(HARD_NEGATIVES_PER_POSITIVE * positives, 1), hardest.size)
+    return 0.5 * (positive_term + jnp.sum(jnp.where(jnp.arange(hardest.size) < keep, hardest, 0)) / keep)
+
+
+__all__ = [
+    "Params",
+    "LOSSES",
+    "HARD_NEGATIVES_PER_POSITIVE",
+    "init_params",
+    "check_kernel_shape",
+    "logit_map",
+    "crop_targets",
+    "detection_loss",
+]

@@ -1,0 +1,272 @@
+"""Judging a detector: counts at logit > 0, average precision, kernel cosine, and the optimum to beat.
+
+:func:`evaluate` scores any ``{"kernel", "bias"}`` detector on held-out images: they come from PRNG stream
+:data:`EVAL_STREAM`, which training never draws from. :func:`matched_filter` is the optimal linear detector
+for a task, in the same format, so every learned detector can be shown beside it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxconv._data import PlantedPatternTask
+from jaxconv._detector import Params, check_kernel_shape, crop_targets, logit_map
+
+EVAL_STREAM = 2
+"""Held-out images for ``evaluate(..., seed=s)`` come from ``fold_in(key(s), EVAL_STREAM)``."""
+
+_EVAL_CHUNK = 250
+
+
+def average_precision(scores: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> float:
+    """Threshold-free average precision: ``sum_k (R_k - R_{k-1}) * P_k`` over the distinct score thresholds.
+
+    Tied scores enter together (as scikit-learn's ``average_precision_score``), so a detector that cannot
+    rank a positive above a tied negative gets no credit for it.
+
+    Args:
+      scores: ``[...]`` real scores, higher = more likely positive.
+      labels: same shape, 0 or 1.
+
+    Returns:
+      The AP in ``[0, 1]``; ``nan`` when there are no positives.
+
+    Raises:
+      ValueError: mismatched shapes or labels other than 0/1.
+
+    Examples:
+      >>> from jaxconv import average_precision
+      >>> average_precision([0.9, 0.8, 0.7, 0.1], [1, 0, 1, 0])
+      0.8333333333333333
+      >>> average_precision([1.0, 1.0, 0.0], [1, 0, 0])
+      0.5
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if s.shape != y.shape:
+        raise ValueError(f"`labels` must have the scores' size {s.size}; got {y.size}")
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError("`labels` must be 0 or 1")
+    positives = y.sum()
+    if positives == 0:
+        return math.nan
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]  # last index of each group of tied scores
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    precision, recall = tp / (tp + fp), tp / positives
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def kernel_cosine(kernel: jax.typing.ArrayLike, pattern: jax.typing.ArrayLike) -> float:
+    """Cosine between the mean-subtracted kernel and the mean-subtracted pattern (1.0 = the pattern up to scale
+    and offset).
+
+    For a kernel larger than the pattern, the best placement: at each offset the kernel's window is
+    mean-subtracted, its weights outside the window are kept as they are (ideally 0), and the largest cosine wins.
+
+    Args:
+      kernel: ``[KH, KW]`` or ``[KH, KW, 1, 1]``.
+      pattern: ``[PH, PW]`` with ``PH <= KH``, ``PW <= KW``, non-constant.
+
+    Returns:
+      A float in ``[-1, 1]`` (0.0 for a constant kernel).
+
+    Raises:
+      ValueError: bad shapes or a constant pattern.
+
+    Examples:
+      >>> from jaxconv import kernel_cosine
+      >>> kernel_cosine([[3.0, 3.0, -1.0], [3.0, -1.0, -1.0]], [[1, 1, 0], [1, 0, 0]])
+      1.0
+      >>> round(kernel_cosine([[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], [[1, 0], [0, 1]]), 6)
+      1.0
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim == 4 and k.shape[2:] == (1, 1):
+        k = k[:, :, 0, 0]
+    p = np.asarray(pattern, dtype=np.float64)
+    if k.ndim != 2 or p.ndim != 2:
+        raise ValueError(f"`kernel` and `pattern` must be 2-D; got shapes {k.shape} and {p.shape}")
+    if p.shape[0] > k.shape[0] or p.shape[1] > k.shape[1]:
+        raise ValueError(f"`kernel` must be at least the pattern's shape {p.shape}; got {k.shape}")
+    pc = p - p.mean()
+    if not np.any(pc):
+        raise ValueError("`pattern` must be non-constant")
+    ph, pw = p.shape
+    best = -1.0
+    for a in range(k.shape[0] - ph + 1):
+        for b in range(k.shape[1] - pw + 1):
+            kc = k.copy()
+            kc[a : a + ph, b : b + pw] -= kc[a : a + ph, b : b + pw].mean()
+            norm = np.linalg.norm(kc)
+            if norm == 0:
+                best = max(best, 0.0)
+                continue
+            best = max(best, float(np.sum(kc[a : a + ph, b : b + pw] * pc) / (norm * np.linalg.norm(pc))))
+    return float(np.clip(best, -1.0, 1.0))
+
+
+def matched_filter(task: PlantedPatternTask, kernel_shape: tuple[int, int] | None = None) -> Params:
+    """The optimal linear detector for ``task``, in the learned detector's format.
+
+    Binary background: the ±1 template ``2p - 1`` with bias ``0.5 - sum(p)`` — logit ``+0.5`` on an exact
+    match and ``<= -0.5`` anywhere else, so it finds every occurrence with F1 = 1. Gaussian white noise: the
+    pattern itself, scaled to the log-likelihood ratio, ``kernel = A p / s^2`` with bias
+    ``-A^2 |p|^2 / (2 s^2) + log(pi / (1 - pi))`` (``pi``: the prior share of positive positions), so logit > 0
+    is the MAP decision at each position taken alone.
+
+    Args:
+      task: the :class:`PlantedPatternTask`.
+      kernel_shape: ``(KH, KW)`` to embed the template in (centred, zeros around), as a larger learned
+        kernel would be; default the pattern's shape.
+
+    Returns:
+      ``{"kernel": [KH, KW, 1, 1], "bias": [1]}`` float32.
+
+    Raises:
+      TypeError: ``task`` is not a :class:`PlantedPatternTask`.
+      ValueError: ``kernel_shape`` smaller than the pattern.
+
+    Examples:
+      >>> import jaxconv
+      >>> mf = jaxconv.matched_filter(jaxconv.PlantedPatternTask("seed"))
+      >>> mf["kernel"][:, :, 0, 0], mf["bias"]
+      (Array([[ 1.,  1., -1.],
+             [ 1., -1., -1.]], dtype=float32), Array([-2.5], dtype=float32))
+    """
+    if not isinstance(task, PlantedPatternTask):
+        raise TypeError(f"`task` must be a PlantedPatternTask; got {type(task).__name__}")
+    p = task.pattern_array.astype(np.float64)
+    ph, pw = p.shape
+    kh, kw = check_kernel_shape((ph, pw) if kernel_shape is None else kernel_shape, (ph, pw))
+    if task.background == "binary":
+        template, bias = 2 * p - 1, 0.5 - p.sum()
+    else:
+        ho, wo = task.output_shape
+        prior = (sum(task.instances) / 2) / (ho * wo)
+        prior = min(max(prior, 1e-9), 1 - 1e-9)
+        var = task.noise_std**2
+        template = task.amplitude * p / var
+        bias = -(task.amplitude**2) * np.sum(p * p) / (2 * var) + math.log(prior / (1 - prior))
+    kernel = np.zeros((kh, kw), np.float64)
+    a, b = (kh - ph) // 2, (kw - pw) // 2
+    kernel[a : a + ph, b : b + pw] = template
+    return {"kernel": jnp.asarray(kernel[:, :, None, None], jnp.float32), "bias": jnp.asarray([bias], jnp.float32)}
+
+
+@functools.partial(jax.jit, static_argnames=("task", "num_images"))
+def _scores(params: Params, task: PlantedPatternTask, key: jax.Array, num_images: int) -> tuple[jax.Array, ...]:
+    batch = task.sample(key, num_images)
+    kh, kw = params["kernel"].shape[:2]
+    targets = crop_targets(batch.targets, task.pattern_array.shape, (kh, kw))
+    return batch.images, logit_map(params, batch.images), targets
+
+
+def held_out_key(seed: int, chunk: int) -> jax.Array:
+    """The key of held-out chunk ``chunk`` (of ``250`` images) for ``evaluate(..., seed=seed)``."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EVAL_STREAM), chunk)
+
+
+def held_out_scores(
+    params: Params, task: PlantedPatternTask, *, num_images: int = 6, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first ``num_images`` (``<= 250``) held-out images that :func:`evaluate` scores, with their logits.
+
+    Returns:
+      ``(images [N, H, W, 1], logits [N, Ho', Wo'], targets [N, Ho', Wo'])`` as NumPy arrays, targets
+      re-indexed to the kernel's outputs.
+    """
+    if not 1 <= num_images <= _EVAL_CHUNK:
+        raise ValueError(f"`num_images` must be in [1, {_EVAL_CHUNK}]; got {num_images!r}")
+    images, logits, targets = _scores(_check_params(params), task, held_out_key(seed, 0), _EVAL_CHUNK)
+    return tuple(np.asarray(x[:num_images]) for x in (images, logits, targets))  # type: ignore[return-value]
+
+
+def _check_params(params: Any) -> Params:
+    if not isinstance(params, dict) or set(params) != {"kernel", "bias"}:
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise TypeError(f"`params` must be a dict with keys 'kernel' and 'bias'; got {got}")
+    kernel, bias = jnp.asarray(params["kernel"], jnp.float32), jnp.asarray(params["bias"], jnp.float32)
+    if kernel.ndim != 4 or kernel.shape[2:] != (1, 1) or bias.shape != (1,):
+        raise ValueError(f"`params` must hold kernel [KH, KW, 1, 1] and bias [1]; got {kernel.shape} and {bias.shape}")
+    return {"kernel": kernel, "bias": bias}
+
+
+def evaluate(params: Params, task: PlantedPatternTask, *, num_images: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Scores a detector on ``num_images`` held-out images of ``task``.
+
+    Counts are taken at the decision rule (logit > 0) over every VALID output position; an empty
+    denominator counts as 1.0 (nothing to get wrong), except F1 = ``2TP / (2TP + FP + FN)``.
+
+    Args:
+      params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``, ``KH x KW`` at least the pattern's shape.
+      task: the :class:`PlantedPatternTask`.
+      num_images: ``>= 1`` held-out images (drawn in chunks of 250: the first images do not depend on
+        ``num_images``).
+      seed: picks the held-out set; images come from a stream training never uses.
+
+    Returns:
+      A dict: ``precision``, ``recall``, ``f1``, ``average_precision`` (over all positions, threshold-free),
+      ``kernel_cosine``, and the counts ``tp``, ``fp``, ``fn``, ``positions``, ``num_images``.
+
+    Raises:
+      TypeError: ``params`` or ``task`` of the wrong type.
+      ValueError: bad shapes, ``num_images < 1``.
+
+    Examples:
+      >>> import jaxconv
+      >>> task = jaxconv.PlantedPatternTask("seed", image_shape=(12, 12))
+      >>> m = jaxconv.evaluate(jaxconv.matched_filter(task), task, num_images=20)
+      >>> m["f1"], m["average_precision"], m["kernel_cosine"]
+      (1.0, 1.0, 1.0)
+    """
+    if not isinstance(task, PlantedPatternTask):
+        raise TypeError(f"`task` must be a PlantedPatternTask; got {type(task).__name__}")
+    params = _check_params(params)
+    check_kernel_shape(params["kernel"].shape[:2], task.pattern_array.shape)
+    if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 1:
+        raise ValueError(f"`num_images` must be an int >= 1; got {num_images!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be an int >= 0; got {seed!r}")
+    scores, labels = [], []
+    for chunk in range(-(-int(num_images) // _EVAL_CHUNK)):
+        _, z, t = _scores(params, task, held_out_key(int(seed), chunk), _EVAL_CHUNK)
+        keep = min(_EVAL_CHUNK, num_images - chunk * _EVAL_CHUNK)
+        scores.append(np.asarray(z[:keep]))
+        labels.append(np.asarray(t[:keep]))
+    z, t = np.concatenate(scores), np.concatenate(labels)
+    detected, positive = z > 0, t > 0.5
+    tp = int(np.sum(detected & positive))
+    fp = int(np.sum(detected & ~positive))
+    fn = int(np.sum(~detected & positive))
+    return {
+        "precision": tp / (tp + fp) if tp + fp else 1.0,
+        "recall": tp / (tp + fn) if tp + fn else 1.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
+        "average_precision": average_precision(z, t),
+        "kernel_cosine": kernel_cosine(params["kernel"], task.pattern_array),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "positions": int(t.size),
+        "num_images": int(num_images),
+    }
+
+
+__all__ = [
+    "EVAL_STREAM",
+    "average_precision",
+    "kernel_cosine",
+    "matched_filter",
+    "evaluate",
+    "held_out_key",
+    "held_out_scores",
+]

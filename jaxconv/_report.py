@@ -1,0 +1,163 @@
+"""Evidence from a run: the learned-vs-matched-filter table, the run directory's files, and its figures.
+
+Figures use matplotlib's object API (``matplotlib.figure.Figure``, rendered by Agg), imported only when a
+figure is drawn: no pyplot, no global backend state, and ``import jaxconv`` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxconv._data import PlantedPatternTask
+from jaxconv._detector import Params
+from jaxconv._metrics import held_out_scores
+
+TABLE_COLUMNS = (("precision", "precision"), ("recall", "recall"), ("F1", "f1"), ("AP", "average_precision"))
+
+
+def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """A fixed-width table of detectors (rows) by precision, recall, F1, AP and kernel cosine.
+
+    Args:
+      rows: ``{name: evaluate(...) dict}``.
+
+    Returns:
+      The table, one line per detector under a header line.
+
+    Examples:
+      >>> from jaxconv._report import format_table
+      >>> metrics = {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "average_precision": 0.75, "kernel_cosine": 0.9}
+      >>> print(format_table({"learned": metrics}))
+      detector      precision   recall       F1       AP  kernel cos
+      learned           1.000    0.500    0.667    0.750       0.900
+    """
+    head = f"{'detector':<14}" + "".join(f"{title:>9}" for title, _ in TABLE_COLUMNS) + f"{'kernel cos':>12}"
+    lines = [head]
+    for name, m in rows.items():
+        cells = "".join(f"{m[key]:>9.3f}" for _, key in TABLE_COLUMNS)
+        lines.append(f"{name:<14}{cells}{m['kernel_cosine']:>12.3f}")
+    return "\n".join(lines)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Writes ``obj`` as indented JSON (atomically: a temporary file, then a rename)."""
+    _write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def write_history(path: str, history: Iterable[Mapping[str, Any]]) -> None:
+    """Writes one JSON object per line (``history.jsonl``)."""
+    _write_atomic(path, "".join(json.dumps(dict(h)) + "\n" for h in history).encode())
+
+
+def write_params(path: str, params: Params) -> None:
+    """Writes ``kernel`` and ``bias`` to an ``.npz`` file."""
+    tmp = f"{path}.tmp.npz"
+    np.savez(tmp, kernel=np.asarray(params["kernel"]), bias=np.asarray(params["bias"]))
+    os.replace(tmp, path)
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _show_kernel(ax: Any, kernel: np.ndarray, title: str) -> None:
+    limit = float(np.abs(kernel).max()) or 1.0
+    image = ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if kernel.size <= 64:
+        for (i, j), v in np.ndenumerate(kernel):
+            color = "white" if abs(v) > 0.6 * limit else "black"
+            ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=9, color=color)
+    ax.figure.colorbar(image, ax=ax, shrink=0.7)
+
+
+def plot_kernels(path: str, task: PlantedPatternTask, learned: Params, baseline: Params, cosine: float) -> None:
+    """Saves a PNG: the pattern, the learned kernel, and the matched filter, side by side."""
+    fig = _figure(10, 3.2)
+    axes = fig.subplots(1, 3)
+    pattern = task.pattern_array
+    axes[0].imshow(pattern, cmap="gray_r", vmin=min(0.0, float(pattern.min())))
+    axes[0].set_title("planted pattern (1 = black)", fontsize=10)
+    if pattern.size <= 64:
+        for (i, j), v in np.ndenumerate(pattern):
+            ax_color = "white" if v > 0.5 * float(pattern.max()) else "black"
+            axes[0].text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=9, color=ax_color)
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
+    kernel = np.asarray(learned["kernel"])[:, :, 0, 0]
+    _show_kernel(axes[1], kernel, f"learned kernel (bias {float(learned['bias'][0]):.2f}, cos {cosine:.3f})")
+    mf = np.asarray(baseline["kernel"])[:, :, 0, 0]
+    _show_kernel(axes[2], mf, f"matched filter (bias {float(baseline['bias'][0]):.2f})")
+    fig.savefig(path)
+
+
+def plot_detections(path: str, task: PlantedPatternTask, params: Params, *, num_images: int = 6, seed: int = 0) -> None:
+    """Saves a PNG of held-out images with the detector's hits (green), false alarms (red) and misses (orange)."""
+    from matplotlib.patches import Rectangle
+
+    images, logits, targets = held_out_scores(params, task, num_images=num_images, seed=seed)
+    kh, kw = np.asarray(params["kernel"]).shape[:2]
+    fig = _figure(2.4 * num_images, 2.9)
+    axes = np.atleast_1d(fig.subplots(1, num_images))
+    for n, ax in enumerate(axes):
+        ax.imshow(images[n, :, :, 0], cmap="gray_r", interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        hit, truth = logits[n] > 0, targets[n] > 0.5
+        counts = []
+        for mask, color, label in ((hit & truth, "tab:green", "hit"), (hit & ~truth, "tab:red", "false"),
+                                   (~hit & truth, "tab:orange", "missed")):  # fmt: skip
+            for i, j in np.argwhere(mask):
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), kw, kh, fill=False, edgecolor=color, linewidth=1.6))
+            counts.append(f"{int(mask.sum())} {label}")
+        ax.set_title(", ".join(counts), fontsize=8)
+    fig.suptitle("held-out images: detections (logit > 0) in green, false alarms red, misses orange", fontsize=10)
+    fig.savefig(path)
+
+
+def plot_history(path: str, history: Sequence[Mapping[str, Any]]) -> None:
+    """Saves a PNG of the training loss per step (log scale) with a running mean."""
+    steps = np.array([h["step"] for h in history])
+    loss = np.array([h["loss"] for h in history], dtype=np.float64)
+    fig = _figure(6, 3.4)
+    ax = fig.subplots()
+    ax.plot(steps, loss, color="tab:blue", alpha=0.35, linewidth=0.8, label="loss per step")
+    window = max(1, len(loss) // 50)
+    if window > 1:
+        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, color="tab:blue", linewidth=1.8, label=f"mean of {window}")
+    if np.all(loss[np.isfinite(loss)] > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("training curve", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path)
+
+
+__all__ = [
+    "format_table",
+    "write_json",
+    "write_history",
+    "write_params",
+    "plot_kernels",
+    "plot_detections",
+    "plot_history",
+]

@@ -1,0 +1,217 @@
+"""Training state and the jitted multi-step update.
+
+A run is fully described by a hashable :class:`TrainConfig`; its state is a :class:`TrainState` NamedTuple
+created by :func:`init_state` and advanced by :func:`train_steps`, which samples every batch on the device
+inside one ``lax.scan``. Step ``s`` draws its batch from ``fold_in(data_key, s)`` — a function of the seed
+and the step number only — so how the steps are grouped into dispatches (or split across a kill and a
+resume) does not change the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxconv._data import PlantedPatternTask
+from jaxconv._detector import LOSSES, Params, check_kernel_shape, crop_targets, detection_loss, init_params, logit_map
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
+
+INIT_STREAM = 0
+"""``fold_in(key(seed), INIT_STREAM)`` draws the initial kernel."""
+TRAIN_STREAM = 1
+"""``fold_in(fold_in(key(seed), TRAIN_STREAM), step)`` draws step ``step``'s batch."""
+
+
+def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+    """The optax optimizer called ``name`` (one of :data:`OPTIMIZERS`) at ``learning_rate``.
+
+    Raises:
+      ValueError: an unknown ``name`` or a ``learning_rate`` that is not ``> 0``.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}; got {name!r}")
+    _check_number("learning_rate", learning_rate, "a finite number > 0", lambda v: v > 0)
+    if name == "momentum":
+        return optax.sgd(learning_rate, momentum=0.9)
+    return getattr(optax, name)(learning_rate)
+
+
+def _check_number(name: str, value: Any, allowed: str, ok: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{name}` must be {allowed}; got {value!r}")
+    if not (np.isfinite(value) and ok(value)):
+        raise ValueError(f"`{name}` must be {allowed}; got {value!r}")
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an int >= {low}; got {value!r}")
+    if value < low:
+        raise ValueError(f"`{name}` must be an int >= {low}; got {value!r}")
+    return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what one training step computes; hashable and JSON round-trippable.
+
+    Args:
+      task: the :class:`PlantedPatternTask` to learn.
+      batch_size: images per step, ``>= 1``.
+      learning_rate: ``> 0``.
+      optimizer: one of :data:`OPTIMIZERS`.
+      kernel_shape: ``(KH, KW)``, at least the pattern's shape; ``None`` means the pattern's shape.
+      seed: the run's seed; the initial kernel and every batch derive from it.
+      loss: one of :data:`LOSSES` (``"hard_negative"`` handles the class imbalance best, ``"bce"`` not at all).
+
+    Raises:
+      ValueError: a value that is not allowed (the message names the argument).
+      TypeError: an argument of the wrong type.
+
+    Examples:
+      >>> import jaxconv
+      >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed"))
+      >>> config.kernel_shape, config.optimizer, config.loss
+      ((2, 3), 'adam', 'hard_negative')
+      >>> jaxconv.TrainConfig.from_dict(config.to_dict()) == config
+      True
+    """
+
+    task: PlantedPatternTask = dataclasses.field(default_factory=PlantedPatternTask)
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    optimizer: str = "adam"
+    kernel_shape: Any = None
+    seed: int = 0
+    loss: str = "hard_negative"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, PlantedPatternTask):
+            raise TypeError(f"`task` must be a PlantedPatternTask; got {type(self.task).__name__}")
+        pattern_shape = self.task.pattern_array.shape
+        kernel_shape = pattern_shape if self.kernel_shape is None else self.kernel_shape
+        object.__setattr__(self, "kernel_shape", check_kernel_shape(kernel_shape, pattern_shape))
+        object.__setattr__(self, "batch_size", _check_int("batch_size", self.batch_size, 1))
+        object.__setattr__(self, "seed", _check_int("seed", self.seed, 0))
+        make_optimizer(self.optimizer, self.learning_rate)
+        object.__setattr__(self, "learning_rate", float(self.learning_rate))
+        if self.loss not in LOSSES:
+            raise ValueError(f"`loss` must be one of {LOSSES}; got {self.loss!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` turns it back into an equal config."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["task"] = self.task.to_dict()
+        out["kernel_shape"] = list(self.kernel_shape)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict`."""
+        data = dict(data)
+        data["task"] = PlantedPatternTask(**data["task"])
+        data["kernel_shape"] = tuple(data["kernel_shape"])
+        return cls(**data)
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training.
+
+    Attributes:
+      params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
+      opt_state: the optimizer's state.
+      step: ``[]`` int32, steps taken so far.
+      key: the data-stream key; step ``s`` uses ``fold_in(key, s)``.
+    """
+
+    params: Params
+    opt_state: optax.OptState
+    step: jax.Array
+    key: jax.Array
+
+
+def init_state(config: TrainConfig) -> TrainState:
+    """The state before step 0: a random kernel drawn from ``config.seed``, a fresh optimizer state.
+
+    Args:
+      config: the run's :class:`TrainConfig`.
+
+    Returns:
+      A :class:`TrainState` with ``step == 0``.
+
+    Raises:
+      TypeError: ``config`` is not a :class:`TrainConfig`.
+
+    Examples:
+      >>> import jaxconv
+      >>> state = jaxconv.init_state(jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed")))
+      >>> state.params["kernel"].shape, int(state.step)
+      ((2, 3, 1, 1), 0)
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}")
+    base = jax.random.key(config.seed)
+    params = init_params(jax.random.fold_in(base, INIT_STREAM), config.kernel_shape)
+    opt_state = make_optimizer(config.optimizer, config.learning_rate).init(params)
+    return TrainState(params, opt_state, jnp.zeros((), jnp.int32), jax.random.fold_in(base, TRAIN_STREAM))
+
+
+def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: jax.Array) -> jax.Array:
+    """The training loss of ``params`` on one batch ``(images [B,H,W,1], targets [B,Ho,Wo])``."""
+    targets = crop_targets(targets, config.task.pattern_array.shape, config.kernel_shape)
+    return detection_loss(logit_map(params, images), targets, loss=config.loss)
+
+
+def _one_step(config: TrainConfig, state: TrainState, _: Any) -> tuple[TrainState, jax.Array]:
+    optimizer = make_optimizer(config.optimizer, config.learning_rate)
+    batch = config.task.sample(jax.random.fold_in(state.key, state.step), config.batch_size)
+    loss, grads = jax.value_and_grad(batch_loss)(state.params, config, batch.images, batch.targets)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, state.step + 1, state.key), loss
+
+
+@functools.partial(jax.jit, static_argnames=("config", "num_steps"))
+def _train_steps(config: TrainConfig, state: TrainState, num_steps: int) -> tuple[TrainState, jax.Array]:
+    return jax.lax.scan(functools.partial(_one_step, config), state, None, length=num_steps)
+
+
+def train_steps(config: TrainConfig, state: TrainState, num_steps: int) -> tuple[TrainState, jax.Array]:
+    """Advances ``state`` by ``num_steps`` optimizer steps in one jitted dispatch (a ``lax.scan``).
+
+    Each step samples a fresh batch on the device from ``fold_in(state.key, step)``, so the result does
+    not depend on how a run's steps are grouped into calls.
+
+    Args:
+      config: the run's :class:`TrainConfig` (static: a new config compiles anew).
+      state: the current :class:`TrainState`.
+      num_steps: ``>= 1`` (static).
+
+    Returns:
+      ``(new_state, losses [num_steps])``.
+
+    Raises:
+      ValueError: ``num_steps`` is not an int ``>= 1``.
+
+    Examples:
+      >>> import jaxconv
+      >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed", image_shape=8), batch_size=2)
+      >>> state, losses = jaxconv.train_steps(config, jaxconv.init_state(config), 3)
+      >>> int(state.step), losses.shape
+      (3, (3,))
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}")
+    num_steps = _check_int("num_steps", num_steps, 1)
+    # The seed only matters through `state` (initial kernel, data key): runs that differ in seed share a compile.
+    return _train_steps(dataclasses.replace(config, seed=0), state, num_steps)
+
+
+__all__ = ["OPTIMIZERS", "TrainConfig", "TrainState", "make_optimizer", "init_state", "train_steps", "batch_loss"]
