@@ -1,6 +1,7 @@
 """jaxconv: a 2-D convolution built from ``lax.dynamic_slice`` and ``vmap``, and a lab for learning its kernel."""
 
 from jaxconv._anatomy import kernel_gradient_sources as kernel_gradient_sources
+from jaxconv._anatomy import patches as patches
 from jaxconv._anatomy import shift_error as shift_error
 from jaxconv._conv import conv2d as conv2d
 from jaxconv._data import BACKGROUNDS as BACKGROUNDS

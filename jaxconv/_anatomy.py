@@ -102,6 +102,49 @@ def shift_error(
     return error, interior
 
 
+def patches(image: jax.typing.ArrayLike, kernel_shape: tuple[int, int], **conv_options: Any) -> jax.Array:
+    """The neighbourhood under the kernel at every output position: ``patches[i, j] = d r[i, j] / d kernel``.
+
+    A convolution's response is linear in its kernel, ``r[i, j] = <patches[i, j], kernel>``, so the patches are
+    exactly the Jacobian of :func:`jaxconv.conv2d` with respect to the kernel — computed here by forward-mode
+    autodiff (``KH * KW`` JVPs), not by a second implementation of the sliding window.
+
+    Args:
+      image: ``[H, W]``.
+      kernel_shape: ``(KH, KW)``.
+      **conv_options: ``padding``, ``padding_mode``, ``dilation``, ``strategy``, ``precision`` for
+        :func:`jaxconv.conv2d` (stride 1).
+
+    Returns:
+      ``[Ho, Wo, KH, KW]`` in the image's floating dtype (float32 for bool/integer images).
+
+    Raises:
+      ValueError: a non-2-D image, a bad ``kernel_shape`` or unknown options.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> image = jnp.arange(12.0).reshape(3, 4)
+      >>> p = jaxconv.patches(image, (2, 2))
+      >>> p.shape
+      (2, 3, 2, 2)
+      >>> p[1, 2]
+      Array([[ 6.,  7.],
+             [10., 11.]], dtype=float32)
+    """
+    image = jnp.asarray(image)
+    if (
+        not isinstance(kernel_shape, (tuple, list))
+        or len(kernel_shape) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in kernel_shape)
+    ):
+        raise ValueError(f"patches: `kernel_shape` must be a pair (KH, KW) of ints >= 1; got {kernel_shape!r}")
+    _plain_spec(image.shape, tuple(kernel_shape), conv_options, "patches")
+    dtype = image.dtype if jnp.issubdtype(image.dtype, jnp.floating) else jnp.float32
+    kernel = jnp.zeros(tuple(kernel_shape), dtype)
+    return jax.jacfwd(lambda k: conv2d(image, k, **conv_options))(kernel)
+
+
 def kernel_gradient_sources(
     image: jax.typing.ArrayLike,
     kernel: jax.typing.ArrayLike,
@@ -111,15 +154,14 @@ def kernel_gradient_sources(
     """Each output position's contribution to the gradient of the (shared) kernel.
 
     For a loss ``L`` of the response ``r = conv2d(image, kernel)``,
-    ``dL/dkernel = sum_{i,j} dL/dr[i,j] * dr[i,j]/dkernel``: the gradient is a sum over *every* output
-    position, because every position uses the same weights. This returns the summands, from JAX's
-    Jacobian of the response with respect to the kernel, so that ``sources.sum((0, 1))`` is
-    ``jax.grad`` of the loss. An untied (locally connected or dense) layer would get only one of them per
-    weight.
+    ``dL/dkernel = sum_{i,j} dL/dr[i,j] * dr[i,j]/dkernel = sum_{i,j} dL/dr[i,j] * patches[i,j]``: the gradient
+    is a sum over *every* output position, because every position uses the same weights. This returns the
+    summands, so that ``sources.sum((0, 1))`` is ``jax.grad`` of the loss. An untied (locally connected or
+    dense) layer would get only one of them per weight.
 
     Args:
       image: ``[H, W]``.
-      kernel: ``[KH, KW]``.
+      kernel: ``[KH, KW]`` (the response is linear in it, so only its shape and dtype matter).
       output_grad: ``dL/dr``, ``[Ho, Wo]``.
       **conv_options: ``padding``, ``padding_mode``, ``dilation``, ``strategy``, ``precision`` for
         :func:`jaxconv.conv2d` (stride 1).
@@ -144,12 +186,12 @@ def kernel_gradient_sources(
       >>> bool(jnp.allclose(sources.sum((0, 1)), jax.grad(lambda k: jaxconv.conv2d(image, k).sum())(kernel)))
       True
     """
-    image, kernel, output_grad = jnp.asarray(image), jnp.asarray(kernel), jnp.asarray(output_grad)
-    spec = _plain_spec(image.shape, kernel.shape, conv_options, "kernel_gradient_sources")
+    kernel, output_grad = jnp.asarray(kernel), jnp.asarray(output_grad)
+    image = jnp.asarray(image, jnp.result_type(kernel.dtype, jnp.asarray(image).dtype))
+    spec = _plain_spec(jnp.shape(image), kernel.shape, conv_options, "kernel_gradient_sources")
     if output_grad.shape != spec.out_hw:
         raise ValueError(
             f"kernel_gradient_sources: `output_grad` must have the response's shape {spec.out_hw}; "
             f"got {output_grad.shape}"
         )
-    jacobian = jax.jacrev(lambda k: conv2d(image, k, **conv_options))(kernel)  # [Ho, Wo, KH, KW]
-    return output_grad[:, :, None, None] * jacobian
+    return output_grad[:, :, None, None] * patches(image, kernel.shape, **conv_options)

@@ -6,6 +6,7 @@ figure is drawn: no pyplot, no global backend state, and ``import jaxconv`` stay
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -68,10 +69,46 @@ def write_params(path: str, params: Params) -> None:
     os.replace(tmp, path)
 
 
-def _figure(width: float, height: float) -> Any:
+def default_out(name: str = "") -> str:
+    """A fresh run directory name: ``runs/[NAME-]YYYYmmdd-HHMMSS`` (with ``-2``, ``-3``... if taken)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join("runs", f"{name}-{stamp}" if name else stamp)
+    out, n = base, 1
+    while os.path.exists(out):
+        n += 1
+        out = f"{base}-{n}"
+    return out
+
+
+def prepare_out(path: str) -> str:
+    """Creates the run directory ``path`` and checks that it is writable.
+
+    Raises:
+      ValueError: naming ``--out``, when the directory cannot be created or written.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        raise ValueError(f"argument --out: cannot write to {path!r} ({err.strerror or err})") from None
+    return path
+
+
+def figure(width: float, height: float) -> Any:
+    """A matplotlib ``Figure`` (object API, Agg, constrained layout) of ``width`` x ``height`` inches."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def save_figure(fig: Any, path: str) -> None:
+    """Saves ``fig`` as PNG at ``path`` atomically (a temporary file, then a rename)."""
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp)
+    os.replace(tmp, path)
 
 
 def _show_kernel(ax: Any, kernel: np.ndarray, title: str) -> None:
@@ -89,7 +126,7 @@ def _show_kernel(ax: Any, kernel: np.ndarray, title: str) -> None:
 
 def plot_kernels(path: str, task: PlantedPatternTask, learned: Params, baseline: Params, cosine: float) -> None:
     """Saves a PNG: the pattern, the learned kernel, and the matched filter, side by side."""
-    fig = _figure(10, 3.2)
+    fig = figure(10, 3.2)
     axes = fig.subplots(1, 3)
     pattern = task.pattern_array
     axes[0].imshow(pattern, cmap="gray_r", vmin=min(0.0, float(pattern.min())))
@@ -104,7 +141,7 @@ def plot_kernels(path: str, task: PlantedPatternTask, learned: Params, baseline:
     _show_kernel(axes[1], kernel, f"learned kernel (bias {float(learned['bias'][0]):.2f}, cos {cosine:.3f})")
     mf = np.asarray(baseline["kernel"])[:, :, 0, 0]
     _show_kernel(axes[2], mf, f"matched filter (bias {float(baseline['bias'][0]):.2f})")
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def plot_detections(path: str, task: PlantedPatternTask, params: Params, *, num_images: int = 6, seed: int = 0) -> None:
@@ -113,7 +150,7 @@ def plot_detections(path: str, task: PlantedPatternTask, params: Params, *, num_
 
     images, logits, targets = held_out_scores(params, task, num_images=num_images, seed=seed)
     kh, kw = np.asarray(params["kernel"]).shape[:2]
-    fig = _figure(2.4 * num_images, 2.9)
+    fig = figure(2.4 * num_images, 2.9)
     axes = np.atleast_1d(fig.subplots(1, num_images))
     for n, ax in enumerate(axes):
         ax.imshow(images[n, :, :, 0], cmap="gray_r", interpolation="nearest")
@@ -128,14 +165,14 @@ def plot_detections(path: str, task: PlantedPatternTask, params: Params, *, num_
             counts.append(f"{int(mask.sum())} {label}")
         ax.set_title(", ".join(counts), fontsize=8)
     fig.suptitle("held-out images: detections (logit > 0) in green, false alarms red, misses orange", fontsize=10)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def plot_history(path: str, history: Sequence[Mapping[str, Any]]) -> None:
     """Saves a PNG of the training loss per step (log scale) with a running mean."""
     steps = np.array([h["step"] for h in history])
     loss = np.array([h["loss"] for h in history], dtype=np.float64)
-    fig = _figure(6, 3.4)
+    fig = figure(6, 3.4)
     ax = fig.subplots()
     ax.plot(steps, loss, color="tab:blue", alpha=0.35, linewidth=0.8, label="loss per step")
     window = max(1, len(loss) // 50)
@@ -149,10 +186,14 @@ def plot_history(path: str, history: Sequence[Mapping[str, Any]]) -> None:
     ax.set_title("training curve", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 __all__ = [
+    "default_out",
+    "prepare_out",
+    "figure",
+    "save_figure",
     "format_table",
     "write_json",
     "write_history",

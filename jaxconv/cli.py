@@ -8,7 +8,6 @@ one line naming the flag — never a traceback.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import sys
@@ -197,28 +196,6 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     bench.set_defaults(run=_bench.run)
 
 
-def _default_out() -> str:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out, n = os.path.join("runs", stamp), 1
-    while os.path.exists(out):
-        n += 1
-        out = os.path.join("runs", f"{stamp}-{n}")
-    return out
-
-
-def _prepare_out(path: str) -> str:
-    """Creates the run directory; any failure is a flag error (``--out``)."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as err:
-        raise ValueError(f"argument --out: cannot write to {path!r} ({err.strerror or err})") from None
-    return path
-
-
 def _flag_message(err: Exception) -> str:
     message = str(err)
     for name, flag in _FLAG_OF.items():
@@ -246,6 +223,7 @@ def _versions() -> dict[str, str]:
 def run_train(args: argparse.Namespace) -> int:
     """Runs ``jaxconv train`` with parsed ``args``; returns the exit status."""
     started = time.perf_counter()
+    from jaxconv import _report
     from jaxconv._data import PlantedPatternTask
     from jaxconv._train import TrainConfig
 
@@ -270,13 +248,12 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             loss=args.loss,
         )
-        out = _prepare_out(args.out or _default_out())
+        out = _report.prepare_out(args.out or _report.default_out())
     except (ValueError, TypeError) as err:
         fail(_flag_message(err))
 
     from tqdm import tqdm
 
-    from jaxconv import _report
     from jaxconv._fit import fit
     from jaxconv._metrics import evaluate, matched_filter
 

@@ -70,3 +70,26 @@ def test_gradient_sources_rejects_wrong_output_grad():
     image, kernel = integer_case(4)
     with pytest.raises(ValueError, match="`output_grad`"):
         jaxconv.kernel_gradient_sources(image, kernel, jnp.ones((3, 3)))
+
+
+@pytest.mark.parametrize(("padding", "mode", "dilation"), [("VALID", "zeros", 1), ("SAME", "reflect", (1, 2))])
+def test_patches_are_the_windows(padding, mode, dilation):
+    """patches[i, j] equals the padded image's pixels under the (dilated) kernel at (i, j); <patches, k> = conv."""
+    image, kernel = integer_case(5, hw=(7, 8), kernel_hw=(2, 3))
+    p = jaxconv.patches(image, (2, 3), padding=padding, padding_mode=mode, dilation=dilation)
+    dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
+    if padding == "VALID":
+        padded = np.asarray(image)
+    else:
+        eh, ew = 1 * dh + 1, 2 * dw + 1
+        pads = ((eh - 1) // 2, eh - 1 - (eh - 1) // 2), ((ew - 1) // 2, ew - 1 - (ew - 1) // 2)
+        padded = np.pad(np.asarray(image), pads, mode="reflect")
+    for i, j in [(0, 0), (3, 2), (p.shape[0] - 1, p.shape[1] - 1)]:
+        np.testing.assert_array_equal(p[i, j], padded[i : i + dh + 1 : dh, j : j + 2 * dw + 1 : dw])
+    response = jaxconv.conv2d(image, kernel, padding=padding, padding_mode=mode, dilation=dilation)
+    np.testing.assert_allclose(jnp.einsum("ijab,ab->ij", p, kernel), response, rtol=1e-6)
+
+
+def test_patches_rejects_bad_kernel_shape():
+    with pytest.raises(ValueError, match="`kernel_shape`"):
+        jaxconv.patches(jnp.ones((5, 5)), (0, 2))
