@@ -1,0 +1,34 @@
+"""Smoke tests: each experiment script runs on a tiny configuration and writes its results and figures."""
+
+import json
+import os
+import runpy
+import sys
+
+import pytest
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+
+
+def run_experiment(name, *args):
+    argv = sys.argv
+    sys.argv = [name, *args]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(os.path.join(EXPERIMENTS, name), run_name="__main__")
+    finally:
+        sys.argv = argv
+    return exit_info.value.code
+
+
+def test_equivariance(tmp_path):
+    assert run_experiment("equivariance.py", "--steps", "60", "--images", "1", "--shifts", "2",
+                          "--image-size", "12", "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["shift_error"]["circular"]["boundary_max_error"] == 0.0
+    for mode in ("zeros", "reflect", "replicate", "circular"):
+        assert results["shift_error"][mode]["interior_max_error"] == 0.0
+    mf = results["planted_everywhere"]["matched filter"]
+    assert mf["detected_fraction"] == 1.0 and mf["logit_min"] == mf["logit_max"]
+    assert (tmp_path / "shift_error.png").stat().st_size > 0
+    assert (tmp_path / "planted_everywhere.png").stat().st_size > 0
