@@ -32,3 +32,13 @@ def test_equivariance(tmp_path):
     assert mf["detected_fraction"] == 1.0 and mf["logit_min"] == mf["logit_max"]
     assert (tmp_path / "shift_error.png").stat().st_size > 0
     assert (tmp_path / "planted_everywhere.png").stat().st_size > 0
+
+
+def test_gradient_sources(tmp_path):
+    assert run_experiment("gradient_sources.py", "--image-size", "10", "--out", str(tmp_path)) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    for checks in results["losses"].values():
+        assert checks["max_abs_diff_sum_of_sources_vs_grad"] < 1e-5
+        assert checks["max_abs_diff_untied_grad_vs_sources"] < 1e-6
+    assert max(results["losses"]["balanced"]["positions_per_weight_conv"]) > 1
+    assert (tmp_path / "gradient_sources.png").stat().st_size > 0
