@@ -60,7 +60,7 @@ def _xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
 
 
 def _gathered(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """``"window"`` / ``"shift"``: pad (fused by XLA into the gather), then the strategy's bilinear primitive."""
+    """``"window"`` / ``"shift"`` / ``"direct"``: pad (fused by XLA into what reads it), then the bilinear primitive."""
     xp = pad_image(x, spec)
     n, hp, wp, c = xp.shape
     valid = dataclasses.replace(spec, in_shape=(n, hp, wp, c), padding=((0, 0), (0, 0)), padding_mode="zeros")
@@ -175,9 +175,11 @@ def conv2d(
         ``"replicate"`` (repeat the edge) or ``"circular"`` (wrap around).
       layout: ``"NHWC"`` or ``"NCHW"``.
       strategy: ``"window"`` (a ``dynamic_slice`` per output position, vmapped), ``"shift"`` (a
-        ``dynamic_slice`` per kernel tap, vmapped), ``"xla"`` (``lax.conv_general_dilated``) or ``"auto"``
-        (picked for speed). All give the same numbers.
-      precision: passed to the contraction, as in ``lax.dot_general``.
+        ``dynamic_slice`` per kernel tap, vmapped), ``"direct"`` (one static slice per kernel tap, multiplied and
+        accumulated elementwise — for few channels and depthwise), ``"xla"`` (``lax.conv_general_dilated``) or
+        ``"auto"`` (picked for speed). All give the same numbers.
+      precision: passed to the contraction, as in ``lax.dot_general`` (``"direct"``'s elementwise products with
+        at most 8 channels per group are exact and ignore it).
 
     Returns:
       ``[N, Ho, Wo, O]`` / ``[Ho, Wo, O]`` (NHWC), ``[N, O, Ho, Wo]`` / ``[O, Ho, Wo]`` (NCHW) or ``[Ho, Wo]``,
