@@ -16,7 +16,7 @@ from jax import lax
 
 from jaxconv._primitive import correlate
 from jaxconv._spec import ConvSpec, check_layout, make_spec
-from jaxconv._strategies import accumulator
+from jaxconv._strategies import DIRECT_MAX_UNROLLED, accumulator
 
 _JNP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -60,20 +60,20 @@ def _xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
 
 
 def _gathered(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """``"window"`` / ``"shift"``: pad (fused by XLA into the gather), then the strategy's bilinear primitive."""
+    """``"window"`` / ``"shift"`` / ``"direct"``: pad (fused by XLA into what reads it), then the bilinear primitive."""
     xp = pad_image(x, spec)
     n, hp, wp, c = xp.shape
     valid = dataclasses.replace(spec, in_shape=(n, hp, wp, c), padding=((0, 0), (0, 0)), padding_mode="zeros")
     return correlate(xp, kernel, valid)
 
 
-# "auto" on CPU, from `jaxconv bench` (BENCHMARKS.md: 2-core AMD EPYC, jax 0.10.2, f32, the issue's grid). The
-# gathered strategies materialise KH*KW*C/G values per output pixel, and their transposed-convolution backward does so
-# again with O/G channels, so they beat lax.conv_general_dilated forward *and* forward+backward only when both
-# per-group channel counts are 1 and the kernel is small (32x64x64 and 1x512x512, 1->1, k3: shift 0.2-0.5x of lax
-# forward, <= 1x forward+backward). With k7, with more channels, grouped, strided or dilated they lost (1.2-13x),
-# so "auto" is "xla" there. On GPU/TPU nothing was measured (no accelerator was available), so "auto" is "xla".
-_SHIFT_MAX_TAPS = 9
+# "auto" on CPU, from `jaxconv bench` (BENCHMARKS.md: 2-core AMD EPYC, jax 0.10.2, f32, 1 thread, the issue's grid).
+# "direct" (unrolled per-tap broadcast multiply-adds) beat lax.conv_general_dilated forward *and* forward+backward on
+# every grid point with at most DIRECT_MAX_UNROLLED = 8 input channels per group: 1->1 k3/k7, 1->8 k5, 3->16 k3,
+# 1->16 k5, 8->8 k3 d2 and depthwise 32 k3 (forward 1.7-28x faster than lax, forward+backward 1.05-6x). It also beat
+# "shift", the previous pick for 1->1 k3 (0.14 vs 1.0 ms forward). With more channels per group (16->32 s2, 32->32,
+# 64->64) direct contracts by one dot per tap and lost 2-5x, so "auto" is "xla" there. On GPU/TPU nothing was
+# measured (no accelerator was available), so "auto" is "xla".
 
 
 def resolve_strategy(spec: ConvSpec) -> str:
@@ -85,7 +85,7 @@ def resolve_strategy(spec: ConvSpec) -> str:
       >>> from jaxconv._spec import make_spec
       >>> opts = dict(stride=1, padding="SAME", dilation=1, groups=1, padding_mode="zeros", precision=None)
       >>> resolve_strategy(make_spec((32, 64, 64, 1), (3, 3, 1, 1), strategy="auto", **opts))
-      'shift'
+      'direct'
       >>> resolve_strategy(make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="auto", **opts))
       'xla'
       >>> resolve_strategy(make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="window", **opts))
@@ -93,11 +93,8 @@ def resolve_strategy(spec: ConvSpec) -> str:
     """
     if spec.strategy != "auto":
         return spec.strategy
-    kh, kw, cg, o = spec.kernel_shape
-    single_channel = spec.groups == 1 and cg == 1 and o == 1
-    unit_steps = spec.stride == (1, 1) and spec.dilation == (1, 1)
-    if jax.default_backend() == "cpu" and single_channel and unit_steps and kh * kw <= _SHIFT_MAX_TAPS:
-        return "shift"
+    if jax.default_backend() == "cpu" and spec.kernel_shape[2] <= DIRECT_MAX_UNROLLED:
+        return "direct"
     return "xla"
 
 
@@ -175,9 +172,11 @@ def conv2d(
         ``"replicate"`` (repeat the edge) or ``"circular"`` (wrap around).
       layout: ``"NHWC"`` or ``"NCHW"``.
       strategy: ``"window"`` (a ``dynamic_slice`` per output position, vmapped), ``"shift"`` (a
-        ``dynamic_slice`` per kernel tap, vmapped), ``"xla"`` (``lax.conv_general_dilated``) or ``"auto"``
-        (picked for speed). All give the same numbers.
-      precision: passed to the contraction, as in ``lax.dot_general``.
+        ``dynamic_slice`` per kernel tap, vmapped), ``"direct"`` (one static slice per kernel tap, multiplied and
+        accumulated elementwise — for few channels and depthwise), ``"xla"`` (``lax.conv_general_dilated``) or
+        ``"auto"`` (picked for speed). All give the same numbers.
+      precision: passed to the contraction, as in ``lax.dot_general`` (``"direct"``'s elementwise products with
+        at most 8 channels per group are exact and ignore it).
 
     Returns:
       ``[N, Ho, Wo, O]`` / ``[Ho, Wo, O]`` (NHWC), ``[N, O, Ho, Wo]`` / ``[O, Ho, Wo]`` (NCHW) or ``[Ho, Wo]``,

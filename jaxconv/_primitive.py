@@ -1,4 +1,4 @@
-"""``correlate_p``: the valid cross-correlation of the ``window``/``shift`` strategies as one bilinear primitive.
+"""``correlate_p``: the valid cross-correlation of the gathered and direct strategies as one bilinear primitive.
 
 Autodiff of a vmapped ``dynamic_slice`` transposes the gather into a scatter-add, which XLA:CPU runs on one
 thread. So the strategies are wrapped in a primitive whose rules are themselves correlations computed by the same
@@ -12,6 +12,13 @@ gathers and dots:
   ``FULL``, correlated (same strategy, same dilation and groups) with the spatially flipped kernel whose
   per-group in/out channels are swapped. It is ``correlate_p`` again, so it has derivatives of its own;
 - batching: a mapped input folds into the batch; a mapped kernel becomes extra feature groups.
+
+``"direct"`` (one static slice per tap, multiplied and accumulated elementwise) measured its derivatives per shape
+(BENCHMARKS.md, 1 thread): its input gradient is ``direct`` again while the transposed correlation has at most
+``DIRECT_MAX_UNROLLED`` input channels per group, else XLA's convolution (many-in few-out, e.g. the 16->1 transpose of
+1->16 k5: direct 15.8 ms, XLA 2.5 ms); its kernel gradient is per-tap reductions for one channel per group
+(depthwise) and XLA's backward-filter convolution otherwise (1->16 k5: 0.8 ms vs 2.6 for a dot per tap). The
+primitive's ``"xla"`` mode (:func:`jaxconv._strategies.xla_correlate`) exists for these rules only.
 
 Padding happens outside, on the input (``jnp.pad`` is linear and its transpose is a cheap slice-and-add), and is
 fused by XLA into the gather that reads it.
@@ -30,14 +37,14 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from jaxconv._spec import ConvSpec
+from jaxconv._strategies import DIRECT_MAX_UNROLLED, kernel_gradient
 from jaxconv._strategies import correlate as _correlate_impl
-from jaxconv._strategies import kernel_gradient
 
 correlate_p = Primitive("jaxconv_correlate")
 
 
 def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """Valid cross-correlation by ``spec.strategy`` (``"window"`` or ``"shift"``), differentiable by convolutions.
+    """Valid cross-correlation by ``spec.strategy`` (``"window"``, ``"shift"``, ``"direct"``), differentiable.
 
     Args:
       xp: the padded image ``[N, Hp, Wp, C]``; ``spec.in_shape`` must equal its shape and ``spec.padding`` be zero.
@@ -76,7 +83,12 @@ def input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> j
     )
     flipped = kernel[::-1, ::-1].reshape(kh, kw, cg, g, o // g).transpose(0, 1, 4, 3, 2).reshape(kh, kw, o // g, c)
     n, hf, wf, _ = full.shape
-    tspec = dataclasses.replace(spec, in_shape=(n, hf, wf, o), kernel_shape=(kh, kw, o // g, c), stride=(1, 1))
+    strategy = spec.strategy
+    if strategy == "direct" and o // g > DIRECT_MAX_UNROLLED:
+        strategy = "xla"  # many-in, few-out: direct contracts per tap by dots, slower than XLA (16->1 k5: 6x)
+    tspec = dataclasses.replace(
+        spec, in_shape=(n, hf, wf, o), kernel_shape=(kh, kw, o // g, c), stride=(1, 1), strategy=strategy
+    )
     return correlate(full, flipped, tspec)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 LAYOUTS = ("NHWC", "NCHW")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("VALID", "SAME", "FULL")
-STRATEGIES = ("auto", "window", "shift", "xla")
+STRATEGIES = ("auto", "window", "shift", "direct", "xla")
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 

@@ -74,6 +74,10 @@ def columns(xp: jax.Array, spec: ConvSpec) -> jax.Array:
 
 def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """Valid cross-correlation of a padded ``[N, Hp, Wp, C]`` with ``[KH, KW, C//G, O]``: ``[N, Ho, Wo, O]``."""
+    if spec.strategy == "direct":
+        return direct_correlate(xp, kernel, spec)
+    if spec.strategy == "xla":
+        return xla_correlate(xp, kernel, spec)
     n, ho, wo, o = spec.out_shape
     kh, kw, cg, _ = spec.kernel_shape
     g = spec.groups
@@ -91,6 +95,10 @@ def kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.
     ``dk[a, b, c, o] = sum_{n, i, j} xp[n, i*sh + a*dh, j*sw + b*dw, g(o)*C/G + c] * ct[n, i, j, o]``, one dot
     over ``N * Ho * Wo``. Returns ``[KH, KW, C//G, O]``.
     """
+    if spec.strategy == "direct":
+        return direct_kernel_gradient(xp, cotangent, spec)
+    if spec.strategy == "xla":
+        return xla_kernel_gradient(xp, cotangent, spec)
     n, ho, wo, o = spec.out_shape
     kh, kw, cg, _ = spec.kernel_shape
     g = spec.groups
@@ -104,3 +112,119 @@ def kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.
         preferred_element_type=acc,
     )
     return dk.reshape(kh, kw, cg, o).astype(xp.dtype)
+
+
+# "direct": per-group input channels up to this many are contracted by unrolled broadcast multiply-adds, which XLA
+# fuses, over all taps and channels, into one elementwise loop vectorised over the output channels. More channels
+# go through one dot per tap (measured slower than XLA's convolution: 16->16 k3 2.6 vs 1.5 ms, 32->32 2.2x).
+DIRECT_MAX_UNROLLED = 8
+
+
+def tap_views(xp: jax.Array, spec: ConvSpec) -> list[jax.Array]:
+    """One static strided slice of ``xp`` per kernel tap, tap-major: the ``[N, Ho, Wo, C]`` inputs each tap weighs."""
+    n, _, _, c = xp.shape
+    kh, kw = spec.kernel_shape[:2]
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    ho, wo = spec.out_hw
+    return [
+        lax.slice(
+            xp, (0, a * dh, b * dw, 0), (n, a * dh + (ho - 1) * sh + 1, b * dw + (wo - 1) * sw + 1, c), (1, sh, sw, 1)
+        )  # fmt: skip
+        for a in range(kh)
+        for b in range(kw)
+    ]
+
+
+def direct_correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``"direct"``: the sum over taps of (the tap's static slice) contracted with (the tap's weights).
+
+    With few input channels per group (``C // G <= DIRECT_MAX_UNROLLED``: single-channel, few-channel, depthwise
+    with or without a channel multiplier) every (tap, channel) is one broadcast multiply-add
+    ``view[..., g, c] * kernel[a, b, c, g, :]`` in the accumulator dtype, and XLA fuses the whole sum into a single
+    loop over the output that reads each input value ``KH * KW`` times from cache (``precision`` does not apply:
+    these are exact elementwise products). Otherwise each tap is one dot over the group's channels.
+    """
+    n, ho, wo, o = spec.out_shape
+    kh, kw, cg, _ = spec.kernel_shape
+    g = spec.groups
+    m = o // g
+    acc = accumulator(xp.dtype) or xp.dtype
+    weights = kernel.reshape(kh * kw, cg, g, m)
+    out: jax.Array | None = None
+    for t, view in enumerate(tap_views(xp, spec)):
+        if cg <= DIRECT_MAX_UNROLLED:
+            v, w = view.astype(acc), weights[t].astype(acc)
+            for c in range(cg):
+                if g == 1:  # [N, Ho, Wo, 1] * [O]
+                    term = v[..., c : c + 1] * w[c, 0].reshape(1, 1, 1, o)
+                elif cg == 1 and m == 1:  # depthwise: [N, Ho, Wo, C] * [C]
+                    term = v * w[0, :, 0].reshape(1, 1, 1, o)
+                else:  # [N, Ho, Wo, G, 1] * [G, M]
+                    term = v.reshape(n, ho, wo, g, cg)[..., c : c + 1] * w[c].reshape(1, 1, 1, g, m)
+                out = term if out is None else out + term
+        else:
+            v = view.reshape(n, ho, wo, g, cg)
+            term = jnp.einsum("nhwgc,cgo->nhwgo", v, weights[t], precision=spec.precision, preferred_element_type=acc)
+            out = term if out is None else out + term
+    assert out is not None
+    return _fusion_fence(out.reshape(n, ho, wo, o).astype(xp.dtype))
+
+
+def _fusion_fence(y: jax.Array) -> jax.Array:
+    """An exact no-op (rounding to the dtype's own exponent and mantissa widths) that XLA:CPU does not fold away.
+
+    XLA:CPU's YNNPACK fusion pulls an elementwise producer into a consumer's dot or reduction (a loss, a ``vdot``),
+    materialising every tap's slice on the way: 32x64x64 1->1 k3, ``vdot(conv, ct)`` 4.3 ms instead of 0.2 ms. It
+    does not take ``reduce_precision``, so the unrolled sum stays one native loop fusion.
+    (``optimization_barrier`` does not help: XLA:CPU removes it before fusion.)
+    """
+    info = jnp.finfo(y.dtype)
+    return lax.reduce_precision(y, exponent_bits=info.nexp, mantissa_bits=info.nmant)
+
+
+def _lax_valid(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    return lax.conv_general_dilated(
+        xp,
+        kernel,
+        window_strides=spec.stride,
+        padding=((0, 0), (0, 0)),
+        rhs_dilation=spec.dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=spec.groups,
+        precision=spec.precision,
+        preferred_element_type=accumulator(xp.dtype),
+    )
+
+
+def xla_correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's own valid convolution, for the derivative rules that measured faster through it (see ``_primitive``)."""
+    return _lax_valid(xp, kernel, spec).astype(xp.dtype)
+
+
+def xla_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's backward-filter convolution: the transpose of the valid convolution w.r.t. its kernel."""
+    acc = accumulator(xp.dtype) or xp.dtype
+    kernel = jax.ShapeDtypeStruct(spec.kernel_shape, xp.dtype)
+    (dk,) = jax.linear_transpose(lambda k: _lax_valid(xp, k, spec).astype(acc), kernel)(cotangent.astype(acc))
+    return dk.astype(xp.dtype)
+
+
+def direct_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``"direct"``'s kernel gradient (measured per shape, BENCHMARKS.md).
+
+    One input channel per group (depthwise, with or without a multiplier): per tap, the elementwise product of the
+    tap's slice and the output gradient, reduced over ``N, Ho`` (rows stay contiguous) and then ``Wo``. Otherwise
+    XLA's backward-filter convolution, which beat a dot or a fused reduction per tap on every such grid point.
+    """
+    kh, kw, cg, o = spec.kernel_shape
+    if cg != 1 or spec.groups == 1:
+        return xla_kernel_gradient(xp, cotangent, spec)
+    n, ho, wo, _ = spec.out_shape
+    g = spec.groups
+    acc = accumulator(xp.dtype) or xp.dtype
+    ct = cotangent.reshape(n, ho, wo, g, o // g).astype(acc)
+    taps = [
+        jnp.sum(jnp.sum(view.astype(acc).reshape(n, ho, wo, g, 1) * ct, axis=(0, 1)), axis=0)
+        for view in tap_views(xp, spec)
+    ]
+    return jnp.stack(taps).reshape(kh, kw, cg, o).astype(xp.dtype)

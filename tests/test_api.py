@@ -10,7 +10,7 @@ from reference import numpy_conv2d
 import jaxconv
 from jaxconv._conv import _conv_nhwc
 
-STRATEGIES = ("window", "shift", "xla")
+STRATEGIES = ("window", "shift", "direct", "xla")
 
 
 def operands(seed=0, shape=(2, 7, 6, 3), kernel_shape=(3, 3, 3, 2)):
@@ -58,7 +58,7 @@ def test_mixed_float_dtypes_promote():
     assert jaxconv.conv2d(jnp.asarray(x, jnp.bfloat16), kernel.astype(jnp.bfloat16), np.ones(2)).dtype == jnp.bfloat16
 
 
-@pytest.mark.parametrize("strategy", ("window", "shift", "xla", "auto"))
+@pytest.mark.parametrize("strategy", ("window", "shift", "direct", "xla", "auto"))
 def test_no_retrace_on_same_shapes_and_options(strategy):
     x, kernel = operands(seed=2, shape=(1, 9, 9, 3))
     opts = dict(padding="SAME", stride=2, padding_mode="reflect", strategy=strategy)

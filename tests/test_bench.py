@@ -15,7 +15,7 @@ def test_bench_quick_writes_table_json_and_plot(tmp_path, capsys):
     assert result["environment"]["jax"]
     for record in result["records"]:
         for mode in ("fwd_ms", "fwd_bwd_ms"):
-            assert {"auto", "window", "shift", "xla", "lax"} <= set(record[mode])
+            assert {"auto", "window", "shift", "direct", "xla", "lax"} <= set(record[mode])
             assert all(ms > 0 for ms in record[mode].values())
         assert all(err < 1e-4 for err in record["max_abs_err"].values())
         assert record["temp_bytes"]["auto"]["fwd"] is None or record["temp_bytes"]["auto"]["fwd"] >= 0

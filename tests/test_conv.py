@@ -13,7 +13,7 @@ from reference import lax_conv2d, numpy_conv2d
 
 import jaxconv
 
-STRATEGIES = ("window", "shift", "xla", "auto")
+STRATEGIES = ("window", "shift", "direct", "xla", "auto")
 MODES = ("zeros", "reflect", "replicate", "circular")
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -128,7 +128,7 @@ def test_output_sizes(padding, stride):
 
 
 @given(
-    strategy=st.sampled_from(STRATEGIES[:3]),
+    strategy=st.sampled_from(STRATEGIES[:4]),
     hw=st.sampled_from([(5, 5), (6, 9), (8, 7)]),
     channels=st.sampled_from([(1, 1), (2, 4), (4, 4), (3, 6)]),
     kernel_hw=st.sampled_from([(1, 1), (2, 3), (3, 3)]),

@@ -86,6 +86,6 @@ def test_messages_show_given_and_allowed():
 
 def test_zero_size_output_is_an_error_not_a_clipped_slice():
     """dynamic_slice would clamp an oversized window silently; conv2d refuses before slicing."""
-    for strategy in ("window", "shift", "xla"):
+    for strategy in ("window", "shift", "direct", "xla"):
         with pytest.raises(ValueError, match="`kernel`"):
             jaxconv.conv2d(jnp.ones((4, 4)), jnp.ones((5, 1)), strategy=strategy)

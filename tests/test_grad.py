@@ -35,7 +35,7 @@ def reference_options(opts, kernel_hw=(3, 2), hw=(6, 7)):
                 mode=opts.get("padding_mode", "zeros"))  # fmt: skip
 
 
-@pytest.mark.parametrize("strategy", ["window", "shift", "xla"])
+@pytest.mark.parametrize("strategy", ["window", "shift", "direct", "xla"])
 @pytest.mark.parametrize("config", ["strided_dilated_same", "grouped_reflect", "circular_full"])
 def test_check_grads_second_order_float64(strategy, config):
     with jax.enable_x64(True):
@@ -47,7 +47,7 @@ def test_check_grads_second_order_float64(strategy, config):
         check_grads(f, (x, kernel, bias), order=2, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("strategy", ["window", "shift", "xla", "auto"])
+@pytest.mark.parametrize("strategy", ["window", "shift", "direct", "xla", "auto"])
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 def test_gradients_match_lax_float32(strategy, config):
     x, kernel, bias = operands(jnp.float32, config, seed=1)

@@ -22,7 +22,7 @@ CONFIGS = {
     "grouped_circular": dict(groups=2, padding=2, padding_mode="circular", dilation=2),
     "replicate_full": dict(padding="FULL", padding_mode="replicate", stride=(1, 2)),
 }
-STRATEGIES = ("window", "shift")
+STRATEGIES = ("window", "shift", "direct")
 
 
 def operands(config, dtype=jnp.float32, seed=0, hw=(9, 8)):
@@ -101,11 +101,12 @@ def test_vmap_over_kernel_and_input_and_of_grad(strategy):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
-def test_scan_of_grad():
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_scan_of_grad(strategy):
     x, k = operands("stride3_leftover")
 
     def step(carry, _):
-        g = jax.grad(loss(conv("shift", "stride3_leftover")), argnums=1)(x, carry)
+        g = jax.grad(loss(conv(strategy, "stride3_leftover")), argnums=1)(x, carry)
         return carry - 0.01 * g, None
 
     ours, _ = lax.scan(step, k, None, length=3)
@@ -131,3 +132,42 @@ def test_half_precision_gradients(strategy, dtype):
     for a, b in zip(grads, expected, strict=True):
         assert a.dtype == dtype
         np.testing.assert_allclose(a.astype(jnp.float32), b, rtol=tol, atol=tol * float(jnp.abs(b).max()))
+
+
+# "direct" contracts per shape: unrolled broadcast multiply-adds (C//G <= 8, incl. depthwise with a multiplier), one
+# dot per tap (C//G > 8); its input gradient switches to XLA's convolution for O//G > 8 and its kernel gradient
+# to XLA's backward-filter convolution unless C//G == 1 < G. Each branch against lax, both orders of channel counts.
+DIRECT_SHAPES = {
+    "dot_per_tap_and_xla_transpose": (12, 16, 1),
+    "unrolled_into_many_outputs": (3, 16, 1),
+    "depthwise": (6, 6, 6),
+    "depthwise_multiplier": (4, 12, 4),
+    "grouped_few_channels": (8, 4, 2),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(DIRECT_SHAPES))
+def test_direct_contraction_paths(shape):
+    c, o, groups = DIRECT_SHAPES[shape]
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((2, 7, 6, c)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((3, 3, c // groups, o)), jnp.float32)
+    opts = dict(groups=groups, padding="SAME", stride=(2, 1), padding_mode="reflect")
+    ours = lambda x, k: jaxconv.conv2d(x, k, strategy="direct", **opts)  # noqa: E731
+    ref = lambda x, k: jaxconv.conv2d(x, k, strategy="xla", **opts)  # noqa: E731
+    np.testing.assert_allclose(jax.jit(ours)(x, k), ref(x, k), rtol=1e-5, atol=1e-4)
+    grads = jax.jit(jax.value_and_grad(loss(ours), argnums=(0, 1)))(x, k)[1]
+    expected = jax.grad(loss(ref), argnums=(0, 1))(x, k)
+    for a, b in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    tangents = (jnp.cos(x), jnp.sin(k))
+    np.testing.assert_allclose(jax.jvp(ours, (x, k), tangents)[1], jax.jvp(ref, (x, k), tangents)[1], rtol=1e-5,
+                               atol=1e-4)  # fmt: skip
+
+
+def test_direct_forward_is_one_fusion_with_a_loss():
+    """The unrolled sum stays out of a consumer's reduction (XLA:CPU's YNN fusion would materialise every slice)."""
+    x, k = jnp.ones((2, 9, 8, 1)), jnp.ones((3, 3, 1, 2))
+    f = jax.jit(lambda x, k: jnp.vdot(jaxconv.conv2d(x, k, strategy="direct"), jnp.ones((2, 7, 6, 2))))
+    assert "reduce-precision" in f.lower(x, k).as_text(dialect="hlo")
+    assert float(f(x, k)) == 9.0 * 2 * 7 * 6 * 2
