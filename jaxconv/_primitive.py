@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax._src import core as jax_core  # typeof(...).mat: whether a value varies over shard_map's axes
 from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
@@ -54,6 +55,10 @@ def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     Returns:
       ``[N, Ho, Wo, O]`` in ``xp``'s dtype.
     """
+    if any(jax_core.typeof(v).mat.varying for v in (xp, kernel)):
+        # Inside shard_map, values that vary over a manual mesh axis carry that in their type, which the
+        # primitive's rules do not track: use the same computation with JAX's own autodiff there.
+        return _correlate_impl(xp, kernel, spec)
     return correlate_p.bind(xp, kernel, spec=spec)
 
 
