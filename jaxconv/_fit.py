@@ -113,7 +113,7 @@ def fit(
     Examples:
       >>> import jaxconv
       >>> task = jaxconv.PlantedPatternTask("seed", image_shape=(12, 12))
-      >>> result = jaxconv.fit(task, steps=150, batch_size=8, eval_images=50)
+      >>> result = jaxconv.fit(task, steps=150, batch_size=8, steps_per_dispatch=150, eval_images=50)
       >>> result.params["kernel"].shape, len(result.history), result.metrics["f1"]
       ((2, 3, 1, 1), 150, 1.0)
     """
