@@ -161,6 +161,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                      help="held-out images to score (1000)")  # fmt: skip
     out.add_argument("--out", metavar="DIR", default=None, help="run directory (runs/<timestamp>)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     safety = parser.add_argument_group("checkpoints and numerical faults")
     safety.add_argument("--checkpoint-every", type=_int_at_least(0), default=0, metavar="N",
                         help="write OUT/checkpoints/ckpt-<step>.npz every N steps (0: none, or only at the end "
@@ -172,7 +173,6 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after M steps in a row with a non-finite loss or gradient (20)")  # fmt: skip
     safety.add_argument("--debug-nans", action="store_true",
                         help="turn on JAX's NaN checking (raises at the first NaN, with its traceback)")  # fmt: skip
-    out.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +223,7 @@ def _prepare_out(path: str) -> str:
 
 
 def _flag_message(err: Exception) -> str:
-    message = str(err)
+    message = str(err).removeprefix("PlantedPatternTask: ")
     for name, flag in _FLAG_OF.items():
         if f"`{name}`" in message:
             return f"argument {flag}: " + message.replace(f"`{name}`", flag)
