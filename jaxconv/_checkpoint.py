@@ -27,6 +27,7 @@ from jaxconv._train import TrainConfig, TrainState, init_state
 
 FORMAT = 1
 _NAME = re.compile(r"^ckpt-(\d{8,})\.npz$")
+_TMP = re.compile(r"^\.ckpt-\d{8,}\.npz\.tmp-\d+$")
 
 
 class CheckpointWarning(UserWarning):
@@ -112,6 +113,8 @@ def save_checkpoint(
 ) -> str:
     """Atomically writes ``state`` as ``directory/ckpt-<step>.npz`` and deletes all but the newest ``keep``.
 
+    One writer per folder: temporary files left by a writer killed mid-write are deleted too.
+
     Args:
       directory: created if missing.
       state: the :class:`TrainState` to save.
@@ -165,7 +168,8 @@ def save_checkpoint(
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(directory)
-    for _, old in list_checkpoints(directory)[keep:]:
+    stale = [os.path.join(directory, n) for n in os.listdir(directory) if _TMP.match(n)]  # left by a kill mid-write
+    for old in stale + [p for _, p in list_checkpoints(directory)[keep:]]:
         try:
             os.remove(old)
         except FileNotFoundError:

@@ -38,7 +38,8 @@ def test_save_restore_is_bitwise_and_keeps_the_last_k(tmp_path):
         losses.extend(np.asarray(chunk).tolist())
         save_checkpoint(str(tmp_path), state, config, np.asarray(losses, np.float32), keep=2)
     assert [step for step, _ in list_checkpoints(str(tmp_path))] == [20, 15]
-    (tmp_path / ".ckpt-00000025.npz.tmp-123").write_bytes(b"half-written")  # a kill mid-write leaves this
+    stale = tmp_path / ".ckpt-00000025.npz.tmp-123"
+    stale.write_bytes(b"half-written")  # a kill mid-write leaves this: ignored, then cleaned up
     restored = restore_latest(str(tmp_path), config)
     chex.assert_trees_all_equal(restored.state.params, state.params)
     chex.assert_trees_all_equal(restored.state.opt_state, state.opt_state)
@@ -46,6 +47,8 @@ def test_save_restore_is_bitwise_and_keeps_the_last_k(tmp_path):
     np.testing.assert_array_equal(jax.random.key_data(restored.state.key), jax.random.key_data(state.key))
     np.testing.assert_array_equal(restored.losses, np.asarray(losses, np.float32))
     assert restore_latest(str(tmp_path / "empty"), config) is None
+    save_checkpoint(str(tmp_path), state, config, np.asarray(losses, np.float32), keep=2)
+    assert not stale.exists() and [step for step, _ in list_checkpoints(str(tmp_path))] == [20, 15]
 
 
 def test_fit_resume_is_bit_identical(tmp_path):
