@@ -3,6 +3,10 @@
 from jaxconv._anatomy import kernel_gradient_sources as kernel_gradient_sources
 from jaxconv._anatomy import patches as patches
 from jaxconv._anatomy import shift_error as shift_error
+from jaxconv._checkpoint import CheckpointError as CheckpointError
+from jaxconv._checkpoint import CheckpointWarning as CheckpointWarning
+from jaxconv._checkpoint import restore_latest as restore_latest
+from jaxconv._checkpoint import save_checkpoint as save_checkpoint
 from jaxconv._conv import conv2d as conv2d
 from jaxconv._data import BACKGROUNDS as BACKGROUNDS
 from jaxconv._data import PATTERNS as PATTERNS
@@ -13,6 +17,7 @@ from jaxconv._detector import detection_loss as detection_loss
 from jaxconv._detector import init_params as init_params
 from jaxconv._detector import logit_map as logit_map
 from jaxconv._fit import FitResult as FitResult
+from jaxconv._fit import NonFiniteError as NonFiniteError
 from jaxconv._fit import fit as fit
 from jaxconv._metrics import average_precision as average_precision
 from jaxconv._metrics import evaluate as evaluate

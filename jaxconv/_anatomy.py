@@ -194,4 +194,4 @@ def kernel_gradient_sources(
             f"kernel_gradient_sources: `output_grad` must have the response's shape {spec.out_hw}; "
             f"got {output_grad.shape}"
         )
-    return output_grad[:, :, None, None] * patches(image, kernel.shape, **conv_options)
+    return output_grad[:, :, None, None] * patches(image, (kernel.shape[0], kernel.shape[1]), **conv_options)

@@ -85,9 +85,7 @@ def logit_map(params: Params, images: jax.typing.ArrayLike) -> jax.Array:
       >>> logit_map(params, jnp.array([[1.0, 0.0, 1.0]]).reshape(1, 1, 3, 1))
       Array([[[ 0.5, -1.5]]], dtype=float32)
     """
-    # The bias is added here, as a scalar, rather than through conv2d's `bias`: conv2d adds a [1] bias to the
-    # [B, Ho, Wo, 1] output by implicit rank promotion, which fails under jax_numpy_rank_promotion="raise".
-    return conv2d(images, params["kernel"])[..., 0] + params["bias"][0]
+    return conv2d(images, params["kernel"], params["bias"])[..., 0]
 
 
 def crop_targets(targets: jax.Array, pattern_shape: tuple[int, int], kernel_shape: tuple[int, int]) -> jax.Array:

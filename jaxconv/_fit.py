@@ -9,10 +9,15 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxconv._checkpoint import list_checkpoints, restore_latest, save_checkpoint
 from jaxconv._data import PlantedPatternTask
 from jaxconv._detector import Params
 from jaxconv._metrics import evaluate
-from jaxconv._train import TrainConfig, TrainState, init_state, train_steps
+from jaxconv._train import TrainConfig, TrainState, init_state, nonfinite_steps, train_steps
+
+
+class NonFiniteError(RuntimeError):
+    """Training stopped: too many steps in a row had a non-finite loss or gradient."""
 
 
 class FitResult(NamedTuple):
@@ -20,12 +25,15 @@ class FitResult(NamedTuple):
 
     Attributes:
       params: the learned ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
-      history: one ``{"step": s, "loss": l}`` per step (``s`` counts from 1).
+      history: one ``{"step": s, "loss": l}`` per step (``s`` counts from 1; ``l`` is ``None`` for a step
+        skipped because its loss or gradient was not finite), including steps run before a resume.
       metrics: :func:`evaluate`'s dict on the held-out images (empty when ``eval_images == 0``).
       state: the final :class:`TrainState`.
       config: the :class:`TrainConfig` that made it.
-      timing: ``wall_s`` (training, compile included), ``steps_per_s`` and ``images_per_s`` (after the first
-        dispatch, which compiles), ``eval_s``.
+      timing: ``wall_s`` (training in this call, compile included), ``steps_per_s`` and ``images_per_s``
+        (after the first dispatch, which compiles), ``eval_s``.
+      skipped_steps: how many steps were skipped as non-finite.
+      resumed_from: the step this call resumed from (0 for a fresh start).
     """
 
     params: Params
@@ -34,6 +42,8 @@ class FitResult(NamedTuple):
     state: TrainState
     config: TrainConfig
     timing: dict[str, float]
+    skipped_steps: int
+    resumed_from: int
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
@@ -55,17 +65,23 @@ def fit(
     steps_per_dispatch: int = 100,
     eval_images: int = 1000,
     eval_seed: int = 0,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 0,
+    keep: int = 3,
+    resume: bool = False,
+    max_nonfinite: int = 20,
     callback: Callable[[TrainState, np.ndarray], None] | None = None,
 ) -> FitResult:
     """Learns a kernel and bias that detect ``task``'s pattern, by backpropagation through ``conv2d``.
 
     The kernel starts random; each step samples a fresh batch on the device (no host round-trip) and
     ``steps_per_dispatch`` steps run per jitted ``lax.scan``. Step ``s`` uses batch ``fold_in(key, s)``, so the
-    result is the same for every ``steps_per_dispatch``.
+    result is the same for every ``steps_per_dispatch`` — and for a run resumed from a checkpoint, however
+    often it was interrupted.
 
     Args:
       task: the :class:`PlantedPatternTask` (default: the seed pattern on 32x32 binary images).
-      steps: optimizer steps, ``>= 1``.
+      steps: total optimizer steps, ``>= 1`` (a resumed run continues up to this count).
       batch_size: images per step.
       learning_rate: the optimizer's step size.
       optimizer: one of ``OPTIMIZERS``.
@@ -76,19 +92,28 @@ def fit(
       steps_per_dispatch: steps per jitted call, ``>= 1`` (does not change the result).
       eval_images: held-out images to score at the end (0: skip).
       eval_seed: picks the held-out images.
+      checkpoint_dir: where checkpoints go (``None``: none are written).
+      checkpoint_every: write one every this many steps (0: only at the end); needs ``checkpoint_dir``.
+      keep: how many checkpoints to keep.
+      resume: continue from the newest usable checkpoint in ``checkpoint_dir`` (start fresh if it has none).
+      max_nonfinite: stop after this many steps in a row with a non-finite loss or gradient (each is
+        skipped and counted; checked after every dispatch).
       callback: called after every dispatch with the state and that dispatch's losses ``[n]``.
 
     Returns:
-      A :class:`FitResult` ``(params, history, metrics, state, config, timing)``.
+      A :class:`FitResult` ``(params, history, metrics, state, config, timing, skipped_steps, resumed_from)``.
 
     Raises:
       ValueError: an argument outside what is allowed (the message names it).
       TypeError: an argument of the wrong type.
+      CheckpointError: ``resume`` but no checkpoint is usable, or the newest usable one was made with a
+        different configuration (the message says what differs).
+      NonFiniteError: ``max_nonfinite`` steps in a row were not finite; the last checkpoint is kept.
 
     Examples:
       >>> import jaxconv
       >>> task = jaxconv.PlantedPatternTask("seed", image_shape=(12, 12))
-      >>> result = jaxconv.fit(task, steps=150, batch_size=8, eval_images=50)
+      >>> result = jaxconv.fit(task, steps=150, batch_size=8, steps_per_dispatch=150, eval_images=50)
       >>> result.params["kernel"].shape, len(result.history), result.metrics["f1"]
       ((2, 3, 1, 1), 150, 1.0)
     """
@@ -105,30 +130,65 @@ def fit(
     steps = _check_int("steps", steps, 1)
     per_dispatch = _check_int("steps_per_dispatch", steps_per_dispatch, 1)
     eval_images = _check_int("eval_images", eval_images, 0)
-    state = init_state(config)
-    history: list[dict[str, Any]] = []
+    checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 0)
+    keep = _check_int("keep", keep, 1)
+    max_nonfinite = _check_int("max_nonfinite", max_nonfinite, 1)
+    if checkpoint_dir is None and (checkpoint_every or resume):
+        raise ValueError("`checkpoint_dir` must be given with `checkpoint_every` or `resume`; got None")
+
+    state, losses = init_state(config), np.zeros((0,), np.float32)
+    if resume:
+        assert checkpoint_dir is not None
+        restored = restore_latest(checkpoint_dir, config)
+        if restored is not None:
+            state, losses = restored.state, restored.losses
+    resumed_from = int(state.step)
+    if resumed_from > steps:
+        raise ValueError(f"`steps` must be at least the resumed checkpoint's step {resumed_from}; got {steps}")
+
+    parts = [losses]
     start = time.perf_counter()
-    first_done = start
-    first_steps = 0
+    first_done, first_steps = start, 0
     while int(state.step) < steps:
-        n = min(per_dispatch, steps - int(state.step))
-        state, dispatch_losses = train_steps(config, state, n)
-        losses = np.asarray(jax.device_get(dispatch_losses))
         done = int(state.step)
-        history.extend({"step": done - n + i + 1, "loss": float(v)} for i, v in enumerate(losses))
-        if first_steps == 0:
-            first_done, first_steps = time.perf_counter(), done
+        n = min(per_dispatch, steps - done)
+        if checkpoint_every:
+            n = min(n, checkpoint_every - done % checkpoint_every)
+        state, dispatch_losses = train_steps(config, state, n)
+        chunk = np.asarray(jax.device_get(dispatch_losses), np.float32)
+        parts.append(chunk)
+        if not first_steps:
+            first_done, first_steps = time.perf_counter(), n
         if callback is not None:
-            callback(state, losses)
+            callback(state, chunk)
+        in_a_row, total = nonfinite_steps(state)
+        if in_a_row >= max_nonfinite:
+            kept = list_checkpoints(checkpoint_dir) if checkpoint_dir else []
+            where = f"; the last checkpoint is step {kept[0][0]} in {checkpoint_dir}" if kept else ""
+            raise NonFiniteError(
+                f"training stopped at step {int(state.step)}: the last {in_a_row} steps had a non-finite loss or "
+                f"gradient ({total} skipped in all){where}"
+            )
+        step_now = int(state.step)
+        if checkpoint_dir is not None and (
+            (checkpoint_every and step_now % checkpoint_every == 0) or step_now == steps
+        ):
+            save_checkpoint(checkpoint_dir, state, config, np.concatenate(parts), keep=keep)
     end = time.perf_counter()
-    timed_steps = steps - first_steps
-    rate = timed_steps / (end - first_done) if timed_steps else first_steps / (end - start)
+    losses = np.concatenate(parts)
+    timed = int(state.step) - resumed_from - first_steps
+    if timed > 0:
+        rate = timed / (end - first_done)
+    else:
+        rate = first_steps / (end - start) if end > start else 0.0
     timing = {"wall_s": end - start, "steps_per_s": rate, "images_per_s": rate * config.batch_size}
+    history = [{"step": i + 1, "loss": float(v) if np.isfinite(v) else None} for i, v in enumerate(losses.tolist())]
     metrics: dict[str, Any] = {}
     if eval_images:
         metrics = evaluate(state.params, task, num_images=eval_images, seed=eval_seed)
         timing["eval_s"] = time.perf_counter() - end
-    return FitResult(state.params, history, metrics, state, config, timing)
+    skipped = nonfinite_steps(state)[1]
+    return FitResult(state.params, history, metrics, state, config, timing, skipped, resumed_from)
 
 
-__all__ = ["FitResult", "fit"]
+__all__ = ["FitResult", "NonFiniteError", "fit"]

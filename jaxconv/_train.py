@@ -43,6 +43,25 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
     return getattr(optax, name)(learning_rate)
 
 
+def _guarded(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
+    # Skips (and counts) every update whose gradient is not finite. optax would apply the update anyway after
+    # `max_consecutive_errors` in a row; `fit` stops the run long before that instead.
+    return optax.apply_if_finite(optimizer, max_consecutive_errors=2**30)
+
+
+def nonfinite_steps(state: TrainState) -> tuple[int, int]:
+    """``(in_a_row, total)``: the steps skipped for a non-finite loss or gradient, latest run and overall.
+
+    Examples:
+      >>> import jaxconv
+      >>> from jaxconv._train import nonfinite_steps
+      >>> nonfinite_steps(jaxconv.init_state(jaxconv.TrainConfig()))
+      (0, 0)
+    """
+    opt_state = state.opt_state
+    return int(opt_state.notfinite_count), int(opt_state.total_notfinite)
+
+
 def _check_number(name: str, value: Any, allowed: str, ok: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"`{name}` must be {allowed}; got {value!r}")
@@ -126,7 +145,7 @@ class TrainState(NamedTuple):
 
     Attributes:
       params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
-      opt_state: the optimizer's state.
+      opt_state: the optimizer's state, wrapped by ``optax.apply_if_finite`` (it counts skipped steps).
       step: ``[]`` int32, steps taken so far.
       key: the data-stream key; step ``s`` uses ``fold_in(key, s)``.
     """
@@ -159,7 +178,7 @@ def init_state(config: TrainConfig) -> TrainState:
         raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}")
     base = jax.random.key(config.seed)
     params = init_params(jax.random.fold_in(base, INIT_STREAM), config.kernel_shape)
-    opt_state = make_optimizer(config.optimizer, config.learning_rate).init(params)
+    opt_state = _guarded(make_optimizer(config.optimizer, config.learning_rate)).init(params)
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32), jax.random.fold_in(base, TRAIN_STREAM))
 
 
@@ -170,9 +189,11 @@ def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: 
 
 
 def _one_step(config: TrainConfig, state: TrainState, _: Any) -> tuple[TrainState, jax.Array]:
-    optimizer = make_optimizer(config.optimizer, config.learning_rate)
+    optimizer = _guarded(make_optimizer(config.optimizer, config.learning_rate))
     batch = config.task.sample(jax.random.fold_in(state.key, state.step), config.batch_size)
     loss, grads = jax.value_and_grad(batch_loss)(state.params, config, batch.images, batch.targets)
+    # A non-finite loss poisons the gradient too, so that the step is skipped even if the gradient looks finite.
+    grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, opt_state, state.step + 1, state.key), loss
@@ -187,7 +208,8 @@ def train_steps(config: TrainConfig, state: TrainState, num_steps: int) -> tuple
     """Advances ``state`` by ``num_steps`` optimizer steps in one jitted dispatch (a ``lax.scan``).
 
     Each step samples a fresh batch on the device from ``fold_in(state.key, step)``, so the result does
-    not depend on how a run's steps are grouped into calls.
+    not depend on how a run's steps are grouped into calls. A step whose loss or gradient is not finite
+    changes nothing but the optimizer state's counters (see :func:`nonfinite_steps`).
 
     Args:
       config: the run's :class:`TrainConfig` (static: a new config compiles anew).
@@ -214,4 +236,13 @@ def train_steps(config: TrainConfig, state: TrainState, num_steps: int) -> tuple
     return _train_steps(dataclasses.replace(config, seed=0), state, num_steps)
 
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "TrainState", "make_optimizer", "init_state", "train_steps", "batch_loss"]
+__all__ = [
+    "OPTIMIZERS",
+    "TrainConfig",
+    "TrainState",
+    "make_optimizer",
+    "init_state",
+    "train_steps",
+    "batch_loss",
+    "nonfinite_steps",
+]

@@ -8,10 +8,11 @@ one line naming the flag — never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -160,6 +161,17 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--out", metavar="DIR", default=None, help="run directory (runs/<timestamp>)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    safety = parser.add_argument_group("checkpoints and numerical faults")
+    safety.add_argument("--checkpoint-every", type=_int_at_least(0), default=0, metavar="N",
+                        help="write OUT/checkpoints/ckpt-<step>.npz every N steps (0: none, or only at the end "
+                        "with --resume)")  # fmt: skip
+    safety.add_argument("--keep", type=_int_at_least(1), default=3, metavar="K", help="checkpoints kept (3)")
+    safety.add_argument("--resume", action="store_true",
+                        help="continue from the newest usable checkpoint in OUT (needs --out)")  # fmt: skip
+    safety.add_argument("--max-nonfinite", type=_int_at_least(1), default=20, metavar="M",
+                        help="stop after M steps in a row with a non-finite loss or gradient (20)")  # fmt: skip
+    safety.add_argument("--debug-nans", action="store_true",
+                        help="turn on JAX's NaN checking (raises at the first NaN, with its traceback)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,27 +209,11 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
 
 
 def _flag_message(err: Exception) -> str:
-    message = str(err)
+    message = str(err).removeprefix("PlantedPatternTask: ")
     for name, flag in _FLAG_OF.items():
         if f"`{name}`" in message:
             return f"argument {flag}: " + message.replace(f"`{name}`", flag)
     return message
-
-
-def _versions() -> dict[str, str]:
-    import jax
-    import numpy
-    import optax
-
-    import jaxconv
-
-    return {
-        "jaxconv": jaxconv.__version__,
-        "jax": jax.__version__,
-        "optax": optax.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -248,47 +244,89 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             loss=args.loss,
         )
+        if args.resume and args.out is None:
+            raise ValueError("argument --resume: needs --out DIR, the run directory to continue")
         out = _report.prepare_out(args.out or _report.default_out())
     except (ValueError, TypeError) as err:
         fail(_flag_message(err))
+    checkpoint_dir = os.path.join(out, "checkpoints")
+    from jaxconv._checkpoint import list_checkpoints
+
+    if not args.resume and list_checkpoints(checkpoint_dir):
+        fail(f"argument --out: {out} already holds checkpoints; pass --resume to continue it, or another --out")
 
     from tqdm import tqdm
 
+    from jaxconv._checkpoint import versions
     from jaxconv._fit import fit
     from jaxconv._metrics import evaluate, matched_filter
 
-    print(f"jaxconv train: pattern {args.pattern!r} {task.pattern_array.shape}, {task.background} "
-          f"{task.image_shape[0]}x{task.image_shape[1]} images -> {out}", file=sys.stderr)  # fmt: skip
     run_config = {
         "train": config.to_dict(),
         "steps": args.steps,
         "steps_per_dispatch": args.steps_per_dispatch,
         "eval_images": args.eval_images,
+        "checkpoint_every": args.checkpoint_every,
+        "keep": args.keep,
+        "max_nonfinite": args.max_nonfinite,
         "eval_seed": 0,
-        "versions": _versions(),
+        "versions": versions(),
     }
     _report.write_json(os.path.join(out, "config.json"), run_config)
 
-    bar = tqdm(total=args.steps, disable=args.no_progress, unit="step", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=args.steps,
+        disable=args.no_progress,
+        desc=f"train -> {out}",
+        unit="step",
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
     def progress(state: Any, losses: Any) -> None:
-        bar.update(len(losses))
+        bar.update(int(state.step) - bar.n)
         bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
 
-    with bar:
-        result = fit(
-            task,
-            steps=args.steps,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            optimizer=config.optimizer,
-            kernel_shape=config.kernel_shape,
-            seed=config.seed,
-            loss=config.loss,
-            steps_per_dispatch=args.steps_per_dispatch,
-            eval_images=args.eval_images,
-            callback=progress,
-        )
+    def one_line_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
+        bar.clear()
+        print(f"jaxconv train: warning: {message}", file=sys.stderr)
+
+    import jax
+
+    from jaxconv._checkpoint import CheckpointError
+    from jaxconv._fit import NonFiniteError
+
+    try:
+        with bar, warnings.catch_warnings(), contextlib.ExitStack() as stack:
+            warnings.showwarning = one_line_warning
+            warnings.simplefilter("always")
+            if args.debug_nans:
+                stack.enter_context(jax.debug_nans(True))
+            result = fit(
+                task,
+                steps=args.steps,
+                batch_size=config.batch_size,
+                learning_rate=config.learning_rate,
+                optimizer=config.optimizer,
+                kernel_shape=config.kernel_shape,
+                seed=config.seed,
+                loss=config.loss,
+                steps_per_dispatch=args.steps_per_dispatch,
+                eval_images=args.eval_images,
+                checkpoint_dir=checkpoint_dir if (args.checkpoint_every or args.resume) else None,
+                checkpoint_every=args.checkpoint_every,
+                keep=args.keep,
+                resume=args.resume,
+                max_nonfinite=args.max_nonfinite,
+                callback=progress,
+            )
+    except CheckpointError as err:
+        fail(f"argument --resume: {err}")
+    except NonFiniteError as err:
+        print(f"jaxconv train: error: {err}", file=sys.stderr)
+        return 1
+    if result.resumed_from:
+        print(f"resumed from step {result.resumed_from}", file=sys.stderr)
     baseline = matched_filter(task, config.kernel_shape)
     baseline_metrics = evaluate(baseline, task, num_images=args.eval_images)
     timing = {k: round(v, 4) for k, v in result.timing.items()}
@@ -304,9 +342,12 @@ def run_train(args: argparse.Namespace) -> int:
         _report.plot_detections(os.path.join(out, "detections.png"), task, result.params)
         _report.plot_history(os.path.join(out, "training.png"), result.history)
     print(_report.format_table({"learned": result.metrics, "matched filter": baseline_metrics}))
+    if result.skipped_steps:
+        print(f"{result.skipped_steps} steps skipped: non-finite loss or gradient")
     print(
         f"{args.eval_images} held-out images, {result.metrics['tp'] + result.metrics['fn']} pattern positions; "
-        f"trained {args.steps} steps in {timing['wall_s']:.2f} s ({timing['steps_per_s']:.0f} steps/s, "
+        f"trained steps {result.resumed_from + 1}-{args.steps} in {timing['wall_s']:.2f} s "
+        f"({timing['steps_per_s']:.0f} steps/s, "
         f"{timing['images_per_s']:.0f} images/s after compiling); wall {time.perf_counter() - started:.1f} s"
     )
     print(f"wrote {out}")

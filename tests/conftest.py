@@ -7,10 +7,14 @@ from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-# Each new shape is a compile, so examples are few and the per-example deadline is off.
-# `HYPOTHESIS_PROFILE=long pytest ...` runs the thorough profile.
+# Each new shape is a compile, so examples are few and slow, and their timing erratic: no deadline. CI's
+# profile is derandomized (the same examples every run); `HYPOTHESIS_PROFILE=long` (or pytest's
+# `--hypothesis-profile=long`) runs thousands of fresh ones.
 settings.register_profile(
-    "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    "ci", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True,
+    print_blob=True,
+)  # fmt: skip
+settings.register_profile(
+    "long", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
 )
-settings.register_profile("long", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -63,13 +63,13 @@ def test_train_steps_under_jit_compiles_once_and_does_not_depend_on_chunking():
 
 
 def test_fit_tiny_config_learns_the_pattern():
-    result = jaxconv.fit(SMALL, steps=150, batch_size=8, eval_images=200)
+    result = jaxconv.fit(SMALL, steps=150, batch_size=8, steps_per_dispatch=150, eval_images=200)
     assert len(result.history) == 150 and result.history[-1]["step"] == 150
     assert result.history[-1]["loss"] < result.history[0]["loss"] / 5
     assert result.metrics["f1"] == 1.0
     assert result.metrics["kernel_cosine"] > 0.99
     assert result.timing["steps_per_s"] > 0 and result.timing["images_per_s"] > 0
-    again = jaxconv.fit(SMALL, steps=150, batch_size=8, eval_images=0)
+    again = jaxconv.fit(SMALL, steps=150, batch_size=8, steps_per_dispatch=150, eval_images=0)
     chex.assert_trees_all_equal(result.params, again.params)  # same seed: bit-identical
     assert again.metrics == {}
 
