@@ -8,7 +8,7 @@ runs the chosen strategy on NHWC input and an HWIO kernel.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -135,6 +135,100 @@ def _rank_error(layout: str, x_shape: tuple[int, ...]) -> ValueError:
     )
 
 
+class Canonical(NamedTuple):
+    """A convolution's operands in canonical form, and how to put its output back in the caller's.
+
+    Attributes:
+      x: ``[N, H, W, C]``, in the result dtype.
+      kernel: ``[KH, KW, C // groups, O]`` (HWIO), in the result dtype.
+      bias: ``[O]`` in the result dtype, or ``None``.
+      spec: the validated static description.
+      layout: the caller's layout.
+      ndim: the rank of the caller's ``x`` (4, 3, or 2 for a plain image).
+    """
+
+    x: jax.Array
+    kernel: jax.Array
+    bias: jax.Array | None
+    spec: ConvSpec
+    layout: str
+    ndim: int
+
+    def restore(self, out: jax.Array) -> jax.Array:
+        """``[N, Ho, Wo, O]`` back to the caller's layout and rank."""
+        if self.ndim == 2:
+            return out[0, :, :, 0]
+        if self.layout == "NCHW":
+            out = out.transpose(0, 3, 1, 2)
+        return out if self.ndim == 4 else out[0]
+
+
+def canonicalize(
+    x: jax.typing.ArrayLike,
+    kernel: jax.typing.ArrayLike,
+    bias: jax.typing.ArrayLike | None,
+    *,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: Any,
+    padding_mode: Any,
+    layout: Any,
+    strategy: Any,
+    precision: Any,
+) -> Canonical:
+    """Validates :func:`conv2d`'s arguments and brings its operands to NHWC / HWIO in the result dtype.
+
+    Raises:
+      ValueError, TypeError: as :func:`conv2d`, naming the argument.
+    """
+    layout = check_layout(layout)
+    x, kernel = _as_array("x", x), _as_array("kernel", kernel)
+    dtype = _canonical_dtype(x, kernel)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+
+    plain = x.ndim == 2
+    if plain:
+        if kernel.ndim != 2:
+            raise ValueError(f"conv2d: `kernel` must have rank 2 [KH,KW] for a rank-2 x; got shape {kernel.shape}")
+        x4, k4 = x[None, :, :, None], kernel[:, :, None, None]
+    elif x.ndim in (3, 4):
+        if kernel.ndim != 4:
+            form = "[KH,KW,C//groups,O]" if layout == "NHWC" else "[O,C//groups,KH,KW]"
+            raise ValueError(
+                f"conv2d: `kernel` must have rank 4 ({form} for layout={layout!r}) for a rank-{x.ndim} x; "
+                f"got shape {kernel.shape}"
+            )
+        x4 = x if x.ndim == 4 else x[None]
+        if layout == "NCHW":
+            x4, k4 = x4.transpose(0, 2, 3, 1), kernel.transpose(2, 3, 1, 0)
+        else:
+            k4 = kernel
+    else:
+        raise _rank_error(layout, x.shape)
+
+    spec = make_spec(
+        x4.shape,
+        k4.shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        strategy=strategy,
+        precision=precision,
+    )
+    if bias is not None:
+        bias = _as_array("bias", bias)
+        allowed = ((), (1,)) if plain else ((spec.kernel_shape[3],),)
+        if bias.shape not in allowed:
+            raise ValueError(f"conv2d: `bias` must have shape {' or '.join(map(str, allowed))}; got {bias.shape}")
+        if not (jnp.issubdtype(bias.dtype, jnp.number) or bias.dtype == jnp.bool_):
+            raise TypeError(f"conv2d: `bias` must have a numeric dtype; got {bias.dtype}")
+        bias = bias.reshape(-1).astype(dtype)
+    return Canonical(x4, k4, bias, spec, layout, x.ndim)
+
+
 def conv2d(
     x: jax.typing.ArrayLike,
     kernel: jax.typing.ArrayLike,
@@ -204,54 +298,17 @@ def conv2d(
       >>> jaxconv.conv2d(image, kernel, padding="SAME", strategy="window").shape
       (3, 4)
     """
-    layout = check_layout(layout)
-    x, kernel = _as_array("x", x), _as_array("kernel", kernel)
-    dtype = _canonical_dtype(x, kernel)
-    x, kernel = x.astype(dtype), kernel.astype(dtype)
-
-    plain = x.ndim == 2
-    if plain:
-        if kernel.ndim != 2:
-            raise ValueError(f"conv2d: `kernel` must have rank 2 [KH,KW] for a rank-2 x; got shape {kernel.shape}")
-        x4, k4 = x[None, :, :, None], kernel[:, :, None, None]
-    elif x.ndim in (3, 4):
-        if kernel.ndim != 4:
-            form = "[KH,KW,C//groups,O]" if layout == "NHWC" else "[O,C//groups,KH,KW]"
-            raise ValueError(
-                f"conv2d: `kernel` must have rank 4 ({form} for layout={layout!r}) for a rank-{x.ndim} x; "
-                f"got shape {kernel.shape}"
-            )
-        x4 = x if x.ndim == 4 else x[None]
-        if layout == "NCHW":
-            x4, k4 = x4.transpose(0, 2, 3, 1), kernel.transpose(2, 3, 1, 0)
-        else:
-            k4 = kernel
-    else:
-        raise _rank_error(layout, x.shape)
-
-    spec = make_spec(
-        x4.shape,
-        k4.shape,
+    canon = canonicalize(
+        x,
+        kernel,
+        bias,
         stride=stride,
         padding=padding,
         dilation=dilation,
         groups=groups,
         padding_mode=padding_mode,
+        layout=layout,
         strategy=strategy,
         precision=precision,
     )
-    if bias is not None:
-        bias = _as_array("bias", bias)
-        allowed = ((), (1,)) if plain else ((spec.kernel_shape[3],),)
-        if bias.shape not in allowed:
-            raise ValueError(f"conv2d: `bias` must have shape {' or '.join(map(str, allowed))}; got {bias.shape}")
-        if not (jnp.issubdtype(bias.dtype, jnp.number) or bias.dtype == jnp.bool_):
-            raise TypeError(f"conv2d: `bias` must have a numeric dtype; got {bias.dtype}")
-        bias = bias.reshape(-1).astype(dtype)
-
-    out = _conv_nhwc(x4, k4, bias, spec)
-    if plain:
-        return out[0, :, :, 0]
-    if layout == "NCHW":
-        out = out.transpose(0, 3, 1, 2)
-    return out if x.ndim == 4 else out[0]
+    return canon.restore(_conv_nhwc(canon.x, canon.kernel, canon.bias, canon.spec))

@@ -22,8 +22,7 @@ from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxconv._conv import conv2d
-from jaxconv._spec import check_layout, make_spec
+from jaxconv._conv import canonicalize, conv2d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,40 +268,10 @@ def spatial_conv2d(
         precision=precision,
     )
 
-    # conv2d's own checks, with its messages, and the result's shape and dtype — without computing anything.
-    def shape_of(a: Any) -> Any:  # shape and dtype only: conv2d's checks need no sharding
-        return None if a is None else jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a))
-
-    result = jax.eval_shape(lambda a, k, b: conv2d(a, k, b, **options), *map(shape_of, (x, kernel, bias)))
-    layout = check_layout(layout)
-    x, kernel = jnp.asarray(x, result.dtype), jnp.asarray(kernel, result.dtype)
-    plain = x.ndim == 2
-    if plain:
-        x4, k4 = x[None, :, :, None], kernel[:, :, None, None]
-    else:
-        x4 = x if x.ndim == 4 else x[None]
-        k4 = kernel
-        if layout == "NCHW":
-            x4, k4 = x4.transpose(0, 2, 3, 1), kernel.transpose(2, 3, 1, 0)
-    spec = make_spec(
-        x4.shape,
-        k4.shape,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        padding_mode=padding_mode,
-        strategy=strategy,
-        precision=precision,
-    )
+    canon = canonicalize(x, kernel, bias, **options)  # conv2d's own checks and messages
+    spec = canon.spec
     opts = _Options(spec.stride, spec.dilation, spec.padding, spec.groups, spec.padding_mode, spec.strategy, precision)
-    b = None if bias is None else jnp.asarray(bias, result.dtype).reshape(-1)
-    out = _sharded_nhwc_jit(x4, k4, b, mesh, opts)
-    if plain:
-        return out[0, :, :, 0]
-    if layout == "NCHW":
-        out = out.transpose(0, 3, 1, 2)
-    return out if x.ndim == 4 else out[0]
+    return canon.restore(_sharded_nhwc_jit(canon.x, canon.kernel, canon.bias, mesh, opts))
 
 
 __all__ = ["spatial_conv2d"]
