@@ -12,11 +12,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxconv._primitive import correlate
 from jaxconv._spec import ConvSpec, check_layout, make_spec
-from jaxconv._strategies import DIRECT_MAX_UNROLLED, accumulator
+from jaxconv._strategies import DIRECT_MAX_UNROLLED, lax_conv
 
 _JNP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -43,20 +42,8 @@ def pad_image(x: jax.Array, spec: ConvSpec) -> jax.Array:
 def _xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """``lax.conv_general_dilated``, the reference (non-zero padding modes are padded first)."""
     if spec.padding_mode == "zeros":
-        xp, pads = x, spec.padding
-    else:
-        xp, pads = pad_image(x, spec), ((0, 0), (0, 0))
-    return lax.conv_general_dilated(
-        xp,
-        kernel,
-        window_strides=spec.stride,
-        padding=pads,
-        rhs_dilation=spec.dilation,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=spec.groups,
-        precision=spec.precision,
-        preferred_element_type=accumulator(x.dtype),
-    )
+        return lax_conv(x, kernel, spec, spec.padding)
+    return lax_conv(pad_image(x, spec), kernel, spec)
 
 
 def _gathered(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:

@@ -182,30 +182,31 @@ def _fusion_fence(y: jax.Array) -> jax.Array:
     return lax.reduce_precision(y, exponent_bits=info.nexp, mantissa_bits=info.nmant)
 
 
-def _lax_valid(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Any = ((0, 0), (0, 0))) -> jax.Array:
+    """``lax.conv_general_dilated`` for ``spec`` (NHWC / HWIO), zero-padded by ``padding``, in the accumulator dtype."""
     return lax.conv_general_dilated(
-        xp,
+        x,
         kernel,
         window_strides=spec.stride,
-        padding=((0, 0), (0, 0)),
+        padding=padding,
         rhs_dilation=spec.dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=spec.groups,
         precision=spec.precision,
-        preferred_element_type=accumulator(xp.dtype),
+        preferred_element_type=accumulator(x.dtype),
     )
 
 
 def xla_correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """XLA's own valid convolution, for the derivative rules that measured faster through it (see ``_primitive``)."""
-    return _lax_valid(xp, kernel, spec).astype(xp.dtype)
+    return lax_conv(xp, kernel, spec).astype(xp.dtype)
 
 
 def xla_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
     """XLA's backward-filter convolution: the transpose of the valid convolution w.r.t. its kernel."""
     acc = accumulator(xp.dtype) or xp.dtype
     kernel = jax.ShapeDtypeStruct(spec.kernel_shape, xp.dtype)
-    (dk,) = jax.linear_transpose(lambda k: _lax_valid(xp, k, spec).astype(acc), kernel)(cotangent.astype(acc))
+    (dk,) = jax.linear_transpose(lambda k: lax_conv(xp, k, spec).astype(acc), kernel)(cotangent.astype(acc))
     return dk.astype(xp.dtype)
 
 
