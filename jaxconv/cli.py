@@ -49,6 +49,7 @@ _FLAG_OF = {
     "optimizer": "--optimizer",
     "loss": "--loss",
     "seed": "--seed",
+    "devices": "--devices",
 }
 
 
@@ -125,6 +126,14 @@ def parse_pattern(text: str) -> Any:
     return tuple(tuple(int(c) for c in row) for row in rows)
 
 
+def parse_address(text: str) -> str:
+    """``--coordinator``: ``HOST:PORT`` with a port in ``[1, 65535]`` (``[::1]:PORT`` for an IPv6 host)."""
+    host, sep, port = text.rpartition(":")
+    if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT, a port in [1, 65535], e.g. 10.0.0.1:1234; got {text!r}")
+    return text
+
+
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from jaxconv._data import BACKGROUNDS
     from jaxconv._detector import LOSSES
@@ -172,6 +181,17 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after M steps in a row with a non-finite loss or gradient (20)")  # fmt: skip
     safety.add_argument("--debug-nans", action="store_true",
                         help="turn on JAX's NaN checking (raises at the first NaN, with its traceback)")  # fmt: skip
+    scale = parser.add_argument_group("devices and hosts (data parallel: the same result to float32 rounding)")
+    scale.add_argument("--devices", type=_int_at_least(1), default=None, metavar="N",
+                       help="shard each batch over this process's first N devices; --batch-size must be a "
+                       "multiple of the total device count (one device)")  # fmt: skip
+    scale.add_argument("--coordinator", type=parse_address, default=None, metavar="HOST:PORT",
+                       help="multi-host: process 0's address; calls jax.distributed.initialize and trains one "
+                       "model over every process's devices; process 0 alone writes OUT")  # fmt: skip
+    scale.add_argument("--num-processes", type=_int_at_least(1), default=None, metavar="P",
+                       help="multi-host: how many processes (with --coordinator)")  # fmt: skip
+    scale.add_argument("--process-id", type=_int_at_least(0), default=None, metavar="I",
+                       help="multi-host: this process's rank in [0, P) (with --coordinator)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +236,23 @@ def _flag_message(err: Exception) -> str:
     return message
 
 
+def _train_devices(per_process: int | None, multihost: bool) -> Any:
+    """What ``fit(devices=...)`` gets: ``None``, ``N``, or under ``--coordinator`` every process's first ``N``."""
+    if not multihost:
+        return per_process
+    import jax
+
+    if per_process is None:
+        return jax.devices()
+    local = len(jax.local_devices())
+    if per_process > local:
+        raise ValueError(f"`devices` must be an int in [1, {local}] (this process's devices); got {per_process}")
+    chosen = []
+    for process in range(jax.process_count()):
+        chosen += [d for d in jax.devices() if d.process_index == process][:per_process]
+    return chosen
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Runs ``jaxconv train`` with parsed ``args``; returns the exit status."""
     started = time.perf_counter()
@@ -225,6 +262,21 @@ def run_train(args: argparse.Namespace) -> int:
 
     fail = getattr(args, "parser", None) or build_parser()
     fail = fail.error
+    multihost = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in multihost) and None in multihost:
+        fail("argument --coordinator: --coordinator, --num-processes and --process-id must be given together")
+    if args.coordinator is not None:
+        if args.process_id >= args.num_processes:
+            fail(f"argument --process-id: must be < --num-processes ({args.num_processes}); got {args.process_id}")
+        if args.resume and args.num_processes > 1:
+            fail("argument --resume: not supported with --num-processes > 1 (start a fresh --out)")
+        import jax
+
+        try:  # before anything touches a device
+            jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        except Exception as err:  # a coordinator that cannot be reached, a port in use...
+            print(f"jaxconv train: error: jax.distributed.initialize: {' '.join(str(err).split())}", file=sys.stderr)
+            return 1
     try:
         task = PlantedPatternTask(
             args.pattern,
@@ -246,13 +298,19 @@ def run_train(args: argparse.Namespace) -> int:
         )
         if args.resume and args.out is None:
             raise ValueError("argument --resume: needs --out DIR, the run directory to continue")
-        out = _report.prepare_out(args.out or _report.default_out())
+        devices = _train_devices(args.devices, args.coordinator is not None)
+        if devices is not None:
+            from jaxconv._fit import batch_mesh
+
+            batch_mesh(devices, config.batch_size)
+        writer = args.process_id in (None, 0)
+        out = _report.prepare_out(args.out or _report.default_out()) if writer else (args.out or "")
     except (ValueError, TypeError) as err:
         fail(_flag_message(err))
     checkpoint_dir = os.path.join(out, "checkpoints")
     from jaxconv._checkpoint import list_checkpoints
 
-    if not args.resume and list_checkpoints(checkpoint_dir):
+    if writer and not args.resume and list_checkpoints(checkpoint_dir):
         fail(f"argument --out: {out} already holds checkpoints; pass --resume to continue it, or another --out")
 
     from tqdm import tqdm
@@ -270,13 +328,16 @@ def run_train(args: argparse.Namespace) -> int:
         "keep": args.keep,
         "max_nonfinite": args.max_nonfinite,
         "eval_seed": 0,
+        "devices": 1 if devices is None else (devices if isinstance(devices, int) else len(devices)),
+        "num_processes": args.num_processes or 1,
         "versions": versions(),
     }
-    _report.write_json(os.path.join(out, "config.json"), run_config)
+    if writer:
+        _report.write_json(os.path.join(out, "config.json"), run_config)
 
     bar = tqdm(
         total=args.steps,
-        disable=args.no_progress,
+        disable=args.no_progress or not writer,
         desc=f"train -> {out}",
         unit="step",
         file=sys.stderr,
@@ -312,19 +373,22 @@ def run_train(args: argparse.Namespace) -> int:
                 seed=config.seed,
                 loss=config.loss,
                 steps_per_dispatch=args.steps_per_dispatch,
-                eval_images=args.eval_images,
+                eval_images=args.eval_images if writer else 0,
                 checkpoint_dir=checkpoint_dir if (args.checkpoint_every or args.resume) else None,
                 checkpoint_every=args.checkpoint_every,
                 keep=args.keep,
                 resume=args.resume,
                 max_nonfinite=args.max_nonfinite,
                 callback=progress,
+                devices=devices,
             )
     except CheckpointError as err:
         fail(f"argument --resume: {err}")
     except NonFiniteError as err:
         print(f"jaxconv train: error: {err}", file=sys.stderr)
         return 1
+    if not writer:
+        return 0
     if result.resumed_from:
         print(f"resumed from step {result.resumed_from}", file=sys.stderr)
     baseline = matched_filter(task, config.kernel_shape)
