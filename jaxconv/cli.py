@@ -127,7 +127,9 @@ def parse_pattern(text: str) -> Any:
 
 
 def parse_address(text: str) -> str:
-    """``--coordinator``: ``HOST:PORT`` with a port in ``[1, 65535]`` (``[::1]:PORT`` for an IPv6 host)."""
+    """``--coordinator``: ``HOST:PORT`` with a port in ``[1, 65535]`` (``[::1]:PORT`` for an IPv6 host), or ``auto``."""
+    if text == "auto":
+        return text
     host, sep, port = text.rpartition(":")
     if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
         raise argparse.ArgumentTypeError(f"must be HOST:PORT, a port in [1, 65535], e.g. 10.0.0.1:1234; got {text!r}")
@@ -185,13 +187,14 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     scale.add_argument("--devices", type=_int_at_least(1), default=None, metavar="N",
                        help="shard each batch over this process's first N devices; --batch-size must be a "
                        "multiple of the total device count (one device)")  # fmt: skip
-    scale.add_argument("--coordinator", type=parse_address, default=None, metavar="HOST:PORT",
-                       help="multi-host: process 0's address; calls jax.distributed.initialize and trains one "
-                       "model over every process's devices; process 0 alone writes OUT")  # fmt: skip
+    scale.add_argument("--coordinator", type=parse_address, default=None, metavar="HOST:PORT|auto",
+                       help="multi-host: process 0's address (auto: let JAX detect SLURM, Open MPI, ...); calls "
+                       "jax.distributed.initialize and trains one model over every process's devices; process 0 "
+                       "alone writes OUT")  # fmt: skip
     scale.add_argument("--num-processes", type=_int_at_least(1), default=None, metavar="P",
-                       help="multi-host: how many processes (with --coordinator)")  # fmt: skip
+                       help="multi-host: how many processes (needed with --coordinator HOST:PORT)")  # fmt: skip
     scale.add_argument("--process-id", type=_int_at_least(0), default=None, metavar="I",
-                       help="multi-host: this process's rank in [0, P) (with --coordinator)")  # fmt: skip
+                       help="multi-host: this process's rank in [0, P) (needed with HOST:PORT)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,27 +259,31 @@ def _train_devices(per_process: int | None, multihost: bool) -> Any:
 def run_train(args: argparse.Namespace) -> int:
     """Runs ``jaxconv train`` with parsed ``args``; returns the exit status."""
     started = time.perf_counter()
+    import jax
+
     from jaxconv import _report
     from jaxconv._data import PlantedPatternTask
     from jaxconv._train import TrainConfig
 
     fail = getattr(args, "parser", None) or build_parser()
     fail = fail.error
-    multihost = (args.coordinator, args.num_processes, args.process_id)
-    if any(v is not None for v in multihost) and None in multihost:
-        fail("argument --coordinator: --coordinator, --num-processes and --process-id must be given together")
+    if args.coordinator is None and (args.num_processes, args.process_id) != (None, None):
+        fail("argument --coordinator: --num-processes and --process-id need --coordinator HOST:PORT (or auto)")
+    if args.coordinator not in (None, "auto") and None in (args.num_processes, args.process_id):
+        fail("argument --coordinator: --coordinator HOST:PORT needs --num-processes and --process-id")
+    if None not in (args.num_processes, args.process_id) and args.process_id >= args.num_processes:
+        fail(f"argument --process-id: must be < --num-processes ({args.num_processes}); got {args.process_id}")
+    if args.resume and (args.num_processes or 1) > 1:
+        fail("argument --resume: not supported with several processes (start a fresh --out)")
     if args.coordinator is not None:
-        if args.process_id >= args.num_processes:
-            fail(f"argument --process-id: must be < --num-processes ({args.num_processes}); got {args.process_id}")
-        if args.resume and args.num_processes > 1:
-            fail("argument --resume: not supported with --num-processes > 1 (start a fresh --out)")
-        import jax
-
-        try:  # before anything touches a device
-            jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-        except Exception as err:  # a coordinator that cannot be reached, a port in use...
+        try:  # before anything touches a device; "auto": JAX detects SLURM, Open MPI, TPU pods, ...
+            address = None if args.coordinator == "auto" else args.coordinator
+            jax.distributed.initialize(address, args.num_processes, args.process_id)
+        except Exception as err:  # a coordinator that cannot be reached, no cluster detected, ...
             print(f"jaxconv train: error: jax.distributed.initialize: {' '.join(str(err).split())}", file=sys.stderr)
             return 1
+        if args.resume and jax.process_count() > 1:
+            fail("argument --resume: not supported with several processes (start a fresh --out)")
     try:
         task = PlantedPatternTask(
             args.pattern,
@@ -303,7 +310,7 @@ def run_train(args: argparse.Namespace) -> int:
             from jaxconv._fit import batch_mesh
 
             batch_mesh(devices, config.batch_size)
-        writer = args.process_id in (None, 0)
+        writer = args.coordinator is None or jax.process_index() == 0
         out = _report.prepare_out(args.out or _report.default_out()) if writer else (args.out or "")
     except (ValueError, TypeError) as err:
         fail(_flag_message(err))
@@ -351,8 +358,6 @@ def run_train(args: argparse.Namespace) -> int:
     def one_line_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
         bar.clear()
         print(f"jaxconv train: warning: {message}", file=sys.stderr)
-
-    import jax
 
     from jaxconv._checkpoint import CheckpointError
     from jaxconv._fit import NonFiniteError

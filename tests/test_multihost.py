@@ -90,6 +90,9 @@ def test_two_processes_equal_one(tmp_path):
         (["--coordinator", "localhost:70000"], "--coordinator"),
         (["--coordinator", "127.0.0.1:1234"], "--coordinator"),  # without --num-processes and --process-id
         (["--num-processes", "2", "--process-id", "0"], "--coordinator"),
+        (["--coordinator", "127.0.0.1:1234", "--process-id", "0"], "--coordinator"),
+        (["--coordinator", "auto", "--num-processes", "2", "--process-id", "3"], "--process-id"),
+        (["--coordinator", "auto", "--num-processes", "2", "--resume"], "--resume"),
         (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], "--process-id"),
         (["--coordinator", "127.0.0.1:1234", "--num-processes", "0", "--process-id", "0"], "--num-processes"),
         (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "1", "--resume"], "--resume"),
