@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxconv._checkpoint import list_checkpoints, restore_latest, save_checkpoint
 from jaxconv._data import PlantedPatternTask
 from jaxconv._detector import Params
 from jaxconv._metrics import evaluate
-from jaxconv._train import TrainConfig, TrainState, init_state, nonfinite_steps, train_steps
+from jaxconv._train import TrainConfig, TrainState, check_mesh, init_state, nonfinite_steps, replicate, train_steps
 
 
 class NonFiniteError(RuntimeError):
@@ -52,6 +54,49 @@ def _check_int(name: str, value: Any, low: int) -> int:
     return int(value)
 
 
+def batch_mesh(devices: int | Sequence[jax.Device], batch_size: int) -> Mesh:
+    """The 1-D mesh (axis ``"batch"``) that :func:`fit` shards each ``[batch_size, ...]`` batch over.
+
+    Args:
+      devices: an int ``D`` (the first ``D`` of ``jax.local_devices()``) or a sequence of distinct
+        ``jax.Device`` (under ``jax.distributed``, it may hold other processes' devices: ``jax.devices()``).
+      batch_size: the global batch; ``D`` must divide it.
+
+    Returns:
+      A ``jax.sharding.Mesh`` of shape ``(D,)``.
+
+    Raises:
+      TypeError: ``devices`` is neither an int nor a sequence of ``jax.Device``.
+      ValueError: ``devices`` is empty, repeats a device or asks for more than there are; ``batch_size`` is not
+        a multiple of ``D``.
+
+    Examples:
+      >>> import jax
+      >>> from jaxconv._fit import batch_mesh
+      >>> dict(batch_mesh(1, 8).shape)
+      {'batch': 1}
+      >>> batch_mesh(jax.devices()[:1], 8).devices.tolist() == jax.devices()[:1]
+      True
+    """
+    local = jax.local_devices()
+    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(local):
+            raise ValueError(f"`devices` must be an int in [1, {len(local)}] (this process's devices); got {devices}")
+        chosen = local[: int(devices)]
+    elif isinstance(devices, (Sequence, np.ndarray)) and not isinstance(devices, str):
+        chosen = list(np.ravel(np.asarray(devices, dtype=object)))
+        if not chosen:
+            raise ValueError("`devices` must name at least one device; got an empty sequence")
+        bad = [d for d in chosen if not isinstance(d, jax.Device)]
+        if bad:
+            raise TypeError(f"`devices` must be an int or a sequence of jax.Device; got an element {bad[0]!r}")
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"`devices` must not repeat a device; got {chosen}")
+    else:
+        raise TypeError(f"`devices` must be None, an int or a sequence of jax.Device; got {devices!r}")
+    return check_mesh(Mesh(np.array(chosen), ("batch",)), batch_size)
+
+
 def fit(
     task: PlantedPatternTask | None = None,
     *,
@@ -71,6 +116,7 @@ def fit(
     resume: bool = False,
     max_nonfinite: int = 20,
     callback: Callable[[TrainState, np.ndarray], None] | None = None,
+    devices: int | Sequence[jax.Device] | None = None,
 ) -> FitResult:
     """Learns a kernel and bias that detect ``task``'s pattern, by backpropagation through ``conv2d``.
 
@@ -99,6 +145,11 @@ def fit(
       max_nonfinite: stop after this many steps in a row with a non-finite loss or gradient (each is
         skipped and counted; checked after every dispatch).
       callback: called after every dispatch with the state and that dispatch's losses ``[n]``.
+      devices: ``None`` (one device), an int ``D`` (this process's first ``D`` devices) or a sequence of
+        ``jax.Device``: data parallel over a 1-D mesh of them (see :func:`batch_mesh`), each device taking
+        ``batch_size / D`` images of every step; the same params as one device to float32 rounding. Under
+        ``jax.distributed``, pass ``jax.devices()`` (all processes' devices) from every process, with the same
+        arguments: only process 0 writes checkpoints.
 
     Returns:
       A :class:`FitResult` ``(params, history, metrics, state, config, timing, skipped_steps, resumed_from)``.
@@ -135,6 +186,8 @@ def fit(
     max_nonfinite = _check_int("max_nonfinite", max_nonfinite, 1)
     if checkpoint_dir is None and (checkpoint_every or resume):
         raise ValueError("`checkpoint_dir` must be given with `checkpoint_every` or `resume`; got None")
+    mesh = None if devices is None else batch_mesh(devices, config.batch_size)
+    writer = jax.process_index() == 0
 
     state, losses = init_state(config), np.zeros((0,), np.float32)
     if resume:
@@ -142,6 +195,8 @@ def fit(
         restored = restore_latest(checkpoint_dir, config)
         if restored is not None:
             state, losses = restored.state, restored.losses
+    if mesh is not None:
+        state = replicate(state, mesh)  # under jax.distributed: checks that every process holds the same state
     resumed_from = int(state.step)
     if resumed_from > steps:
         raise ValueError(f"`steps` must be at least the resumed checkpoint's step {resumed_from}; got {steps}")
@@ -154,7 +209,7 @@ def fit(
         n = min(per_dispatch, steps - done)
         if checkpoint_every:
             n = min(n, checkpoint_every - done % checkpoint_every)
-        state, dispatch_losses = train_steps(config, state, n)
+        state, dispatch_losses = train_steps(config, state, n, mesh=mesh)
         chunk = np.asarray(jax.device_get(dispatch_losses), np.float32)
         parts.append(chunk)
         if not first_steps:
@@ -170,8 +225,10 @@ def fit(
                 f"gradient ({total} skipped in all){where}"
             )
         step_now = int(state.step)
-        if checkpoint_dir is not None and (
-            (checkpoint_every and step_now % checkpoint_every == 0) or step_now == steps
+        if (
+            writer
+            and checkpoint_dir is not None
+            and ((checkpoint_every and step_now % checkpoint_every == 0) or step_now == steps)
         ):
             save_checkpoint(checkpoint_dir, state, config, np.concatenate(parts), keep=keep)
     end = time.perf_counter()
@@ -183,12 +240,15 @@ def fit(
         rate = first_steps / (end - start) if end > start else 0.0
     timing = {"wall_s": end - start, "steps_per_s": rate, "images_per_s": rate * config.batch_size}
     history = [{"step": i + 1, "loss": float(v) if np.isfinite(v) else None} for i, v in enumerate(losses.tolist())]
+    params = state.params
+    if mesh is not None:  # a local copy on the default device, whatever mesh trained it
+        params = jax.tree.map(jnp.asarray, jax.device_get(params))
     metrics: dict[str, Any] = {}
     if eval_images:
-        metrics = evaluate(state.params, task, num_images=eval_images, seed=eval_seed)
+        metrics = evaluate(params, task, num_images=eval_images, seed=eval_seed)
         timing["eval_s"] = time.perf_counter() - end
     skipped = nonfinite_steps(state)[1]
-    return FitResult(state.params, history, metrics, state, config, timing, skipped, resumed_from)
+    return FitResult(params, history, metrics, state, config, timing, skipped, resumed_from)
 
 
-__all__ = ["FitResult", "NonFiniteError", "fit"]
+__all__ = ["FitResult", "NonFiniteError", "batch_mesh", "fit"]

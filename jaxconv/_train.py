@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxconv._data import PlantedPatternTask
 from jaxconv._detector import LOSSES, Params, check_kernel_shape, crop_targets, detection_loss, init_params, logit_map
@@ -188,10 +189,16 @@ def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: 
     return detection_loss(logit_map(params, images), targets, loss=config.loss)
 
 
-def _one_step(config: TrainConfig, state: TrainState, _: Any) -> tuple[TrainState, jax.Array]:
+def _one_step(config: TrainConfig, mesh: Mesh | None, state: TrainState, _: Any) -> tuple[TrainState, jax.Array]:
     optimizer = _guarded(make_optimizer(config.optimizer, config.learning_rate))
     batch = config.task.sample(jax.random.fold_in(state.key, state.step), config.batch_size)
-    loss, grads = jax.value_and_grad(batch_loss)(state.params, config, batch.images, batch.targets)
+    images, targets = batch.images, batch.targets
+    if mesh is not None:
+        # Data parallel: each device holds (and, threefry being partitionable, samples) B / D images; the
+        # params are replicated, so XLA all-reduces the batch-mean gradient.
+        by_batch = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+        images, targets = jax.lax.with_sharding_constraint((images, targets), by_batch)
+    loss, grads = jax.value_and_grad(batch_loss)(state.params, config, images, targets)
     # A non-finite loss poisons the gradient too, so that the step is skipped even if the gradient looks finite.
     grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -199,41 +206,113 @@ def _one_step(config: TrainConfig, state: TrainState, _: Any) -> tuple[TrainStat
     return TrainState(params, opt_state, state.step + 1, state.key), loss
 
 
-@functools.partial(jax.jit, static_argnames=("config", "num_steps"))
-def _train_steps(config: TrainConfig, state: TrainState, num_steps: int) -> tuple[TrainState, jax.Array]:
-    return jax.lax.scan(functools.partial(_one_step, config), state, None, length=num_steps)
+@functools.partial(jax.jit, static_argnames=("config", "num_steps", "mesh"))
+def _train_steps(
+    config: TrainConfig, state: TrainState, num_steps: int, mesh: Mesh | None = None
+) -> tuple[TrainState, jax.Array]:
+    out = jax.lax.scan(functools.partial(_one_step, config, mesh), state, None, length=num_steps)
+    if mesh is not None:  # every process can read the (replicated) state and losses
+        out = jax.lax.with_sharding_constraint(out, NamedSharding(mesh, PartitionSpec()))
+    return out
 
 
-def train_steps(config: TrainConfig, state: TrainState, num_steps: int) -> tuple[TrainState, jax.Array]:
+def check_mesh(mesh: Any, batch_size: int) -> Mesh:
+    """``mesh`` if it is a 1-D :class:`jax.sharding.Mesh` whose size divides ``batch_size``.
+
+    Raises:
+      TypeError: ``mesh`` is not a ``Mesh``.
+      ValueError: ``mesh`` is not 1-D, or ``batch_size`` does not divide evenly over its devices.
+    """
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"`mesh` must be a jax.sharding.Mesh; got {type(mesh).__name__}")
+    if len(mesh.axis_names) != 1:
+        raise ValueError(f"`mesh` must be 1-D (one batch axis); got axes {mesh.axis_names}")
+    if batch_size % mesh.size:
+        raise ValueError(
+            f"`batch_size` must divide evenly over the {mesh.size} devices; got {batch_size} "
+            f"({batch_size} % {mesh.size} = {batch_size % mesh.size})"
+        )
+    return mesh
+
+
+def replicate(state: TrainState, mesh: Mesh) -> TrainState:
+    """``state`` with every leaf replicated over ``mesh``, ready for ``train_steps(..., mesh=mesh)``.
+
+    Args:
+      state: a :class:`TrainState` (on any device, or NumPy).
+      mesh: a :class:`jax.sharding.Mesh`; it may span processes (``jax.distributed``), and ``state`` must then
+        be the same on every process (``jax.device_put`` checks it).
+
+    Returns:
+      The same :class:`TrainState`, every leaf a ``jax.Array`` with sharding ``NamedSharding(mesh, P())``.
+
+    Examples:
+      >>> import jax
+      >>> import jaxconv
+      >>> from jaxconv._train import replicate
+      >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ("batch",))
+      >>> state = replicate(jaxconv.init_state(jaxconv.TrainConfig()), mesh)
+      >>> state.params["kernel"].sharding.spec, state.key.dtype
+      (P(), key<fry>)
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def put(x: Any) -> Any:
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        return jax.device_put(np.asarray(x), replicated)
+
+    return jax.tree.map(put, state)
+
+
+def train_steps(
+    config: TrainConfig, state: TrainState, num_steps: int, *, mesh: Mesh | None = None
+) -> tuple[TrainState, jax.Array]:
     """Advances ``state`` by ``num_steps`` optimizer steps in one jitted dispatch (a ``lax.scan``).
 
     Each step samples a fresh batch on the device from ``fold_in(state.key, step)``, so the result does
     not depend on how a run's steps are grouped into calls. A step whose loss or gradient is not finite
     changes nothing but the optimizer state's counters (see :func:`nonfinite_steps`).
 
+    With a ``mesh``, the step is data parallel: the ``[B, ...]`` batch is sharded along the mesh's one axis
+    (``B / D`` images per device), ``state`` should be replicated over it (see :func:`replicate`), and XLA
+    inserts the gradient all-reduce; the result equals the single-device one to float32 rounding. The mesh
+    may span several processes (``jax.distributed``): each process then runs this same call.
+
     Args:
       config: the run's :class:`TrainConfig` (static: a new config compiles anew).
       state: the current :class:`TrainState`.
       num_steps: ``>= 1`` (static).
+      mesh: ``None`` (one device, as before) or a 1-D :class:`jax.sharding.Mesh` whose size ``D`` divides
+        ``config.batch_size`` (static).
 
     Returns:
       ``(new_state, losses [num_steps])``.
 
     Raises:
-      ValueError: ``num_steps`` is not an int ``>= 1``.
+      ValueError: ``num_steps`` is not an int ``>= 1``; ``mesh`` is not 1-D or does not divide the batch.
+      TypeError: ``config`` or ``mesh`` of the wrong type.
 
     Examples:
+      >>> import jax
       >>> import jaxconv
+      >>> from jaxconv._train import replicate
       >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed", image_shape=8), batch_size=2)
       >>> state, losses = jaxconv.train_steps(config, jaxconv.init_state(config), 3)
       >>> int(state.step), losses.shape
       (3, (3,))
+      >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ("batch",))
+      >>> sharded, _ = jaxconv.train_steps(config, replicate(jaxconv.init_state(config), mesh), 3, mesh=mesh)
+      >>> float(abs(sharded.params["kernel"] - state.params["kernel"]).max()) < 1e-5
+      True
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}")
     num_steps = _check_int("num_steps", num_steps, 1)
+    if mesh is not None:
+        mesh = check_mesh(mesh, config.batch_size)
     # The seed only matters through `state` (initial kernel, data key): runs that differ in seed share a compile.
-    return _train_steps(dataclasses.replace(config, seed=0), state, num_steps)
+    return _train_steps(dataclasses.replace(config, seed=0), state, num_steps, mesh)
 
 
 __all__ = [
@@ -245,4 +324,6 @@ __all__ = [
     "train_steps",
     "batch_loss",
     "nonfinite_steps",
+    "check_mesh",
+    "replicate",
 ]

@@ -49,6 +49,7 @@ _FLAG_OF = {
     "optimizer": "--optimizer",
     "loss": "--loss",
     "seed": "--seed",
+    "devices": "--devices",
 }
 
 
@@ -125,6 +126,16 @@ def parse_pattern(text: str) -> Any:
     return tuple(tuple(int(c) for c in row) for row in rows)
 
 
+def parse_address(text: str) -> str:
+    """``--coordinator``: ``HOST:PORT`` with a port in ``[1, 65535]`` (``[::1]:PORT`` for an IPv6 host), or ``auto``."""
+    if text == "auto":
+        return text
+    host, sep, port = text.rpartition(":")
+    if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT, a port in [1, 65535], e.g. 10.0.0.1:1234; got {text!r}")
+    return text
+
+
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from jaxconv._data import BACKGROUNDS
     from jaxconv._detector import LOSSES
@@ -172,6 +183,18 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after M steps in a row with a non-finite loss or gradient (20)")  # fmt: skip
     safety.add_argument("--debug-nans", action="store_true",
                         help="turn on JAX's NaN checking (raises at the first NaN, with its traceback)")  # fmt: skip
+    scale = parser.add_argument_group("devices and hosts (data parallel: the same result to float32 rounding)")
+    scale.add_argument("--devices", type=_int_at_least(1), default=None, metavar="N",
+                       help="shard each batch over this process's first N devices; --batch-size must be a "
+                       "multiple of the total device count (one device)")  # fmt: skip
+    scale.add_argument("--coordinator", type=parse_address, default=None, metavar="HOST:PORT|auto",
+                       help="multi-host: process 0's address (auto: let JAX detect SLURM, Open MPI, ...); calls "
+                       "jax.distributed.initialize and trains one model over every process's devices; process 0 "
+                       "alone writes OUT")  # fmt: skip
+    scale.add_argument("--num-processes", type=_int_at_least(1), default=None, metavar="P",
+                       help="multi-host: how many processes (needed with --coordinator HOST:PORT)")  # fmt: skip
+    scale.add_argument("--process-id", type=_int_at_least(0), default=None, metavar="I",
+                       help="multi-host: this process's rank in [0, P) (needed with HOST:PORT)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,15 +239,51 @@ def _flag_message(err: Exception) -> str:
     return message
 
 
+def _train_devices(per_process: int | None, multihost: bool) -> Any:
+    """What ``fit(devices=...)`` gets: ``None``, ``N``, or under ``--coordinator`` every process's first ``N``."""
+    if not multihost:
+        return per_process
+    import jax
+
+    if per_process is None:
+        return jax.devices()
+    local = len(jax.local_devices())
+    if per_process > local:
+        raise ValueError(f"`devices` must be an int in [1, {local}] (this process's devices); got {per_process}")
+    chosen = []
+    for process in range(jax.process_count()):
+        chosen += [d for d in jax.devices() if d.process_index == process][:per_process]
+    return chosen
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Runs ``jaxconv train`` with parsed ``args``; returns the exit status."""
     started = time.perf_counter()
+    import jax
+
     from jaxconv import _report
     from jaxconv._data import PlantedPatternTask
     from jaxconv._train import TrainConfig
 
     fail = getattr(args, "parser", None) or build_parser()
     fail = fail.error
+    if args.coordinator is None and (args.num_processes, args.process_id) != (None, None):
+        fail("argument --coordinator: --num-processes and --process-id need --coordinator HOST:PORT (or auto)")
+    if args.coordinator not in (None, "auto") and None in (args.num_processes, args.process_id):
+        fail("argument --coordinator: --coordinator HOST:PORT needs --num-processes and --process-id")
+    if None not in (args.num_processes, args.process_id) and args.process_id >= args.num_processes:
+        fail(f"argument --process-id: must be < --num-processes ({args.num_processes}); got {args.process_id}")
+    if args.resume and (args.num_processes or 1) > 1:
+        fail("argument --resume: not supported with several processes (start a fresh --out)")
+    if args.coordinator is not None:
+        try:  # before anything touches a device; "auto": JAX detects SLURM, Open MPI, TPU pods, ...
+            address = None if args.coordinator == "auto" else args.coordinator
+            jax.distributed.initialize(address, args.num_processes, args.process_id)
+        except Exception as err:  # a coordinator that cannot be reached, no cluster detected, ...
+            print(f"jaxconv train: error: jax.distributed.initialize: {' '.join(str(err).split())}", file=sys.stderr)
+            return 1
+        if args.resume and jax.process_count() > 1:
+            fail("argument --resume: not supported with several processes (start a fresh --out)")
     try:
         task = PlantedPatternTask(
             args.pattern,
@@ -246,13 +305,19 @@ def run_train(args: argparse.Namespace) -> int:
         )
         if args.resume and args.out is None:
             raise ValueError("argument --resume: needs --out DIR, the run directory to continue")
-        out = _report.prepare_out(args.out or _report.default_out())
+        devices = _train_devices(args.devices, args.coordinator is not None)
+        if devices is not None:
+            from jaxconv._fit import batch_mesh
+
+            batch_mesh(devices, config.batch_size)
+        writer = args.coordinator is None or jax.process_index() == 0
+        out = _report.prepare_out(args.out or _report.default_out()) if writer else (args.out or "")
     except (ValueError, TypeError) as err:
         fail(_flag_message(err))
     checkpoint_dir = os.path.join(out, "checkpoints")
     from jaxconv._checkpoint import list_checkpoints
 
-    if not args.resume and list_checkpoints(checkpoint_dir):
+    if writer and not args.resume and list_checkpoints(checkpoint_dir):
         fail(f"argument --out: {out} already holds checkpoints; pass --resume to continue it, or another --out")
 
     from tqdm import tqdm
@@ -270,13 +335,16 @@ def run_train(args: argparse.Namespace) -> int:
         "keep": args.keep,
         "max_nonfinite": args.max_nonfinite,
         "eval_seed": 0,
+        "devices": 1 if devices is None else (devices if isinstance(devices, int) else len(devices)),
+        "num_processes": args.num_processes or 1,
         "versions": versions(),
     }
-    _report.write_json(os.path.join(out, "config.json"), run_config)
+    if writer:
+        _report.write_json(os.path.join(out, "config.json"), run_config)
 
     bar = tqdm(
         total=args.steps,
-        disable=args.no_progress,
+        disable=args.no_progress or not writer,
         desc=f"train -> {out}",
         unit="step",
         file=sys.stderr,
@@ -290,8 +358,6 @@ def run_train(args: argparse.Namespace) -> int:
     def one_line_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
         bar.clear()
         print(f"jaxconv train: warning: {message}", file=sys.stderr)
-
-    import jax
 
     from jaxconv._checkpoint import CheckpointError
     from jaxconv._fit import NonFiniteError
@@ -312,19 +378,22 @@ def run_train(args: argparse.Namespace) -> int:
                 seed=config.seed,
                 loss=config.loss,
                 steps_per_dispatch=args.steps_per_dispatch,
-                eval_images=args.eval_images,
+                eval_images=args.eval_images if writer else 0,
                 checkpoint_dir=checkpoint_dir if (args.checkpoint_every or args.resume) else None,
                 checkpoint_every=args.checkpoint_every,
                 keep=args.keep,
                 resume=args.resume,
                 max_nonfinite=args.max_nonfinite,
                 callback=progress,
+                devices=devices,
             )
     except CheckpointError as err:
         fail(f"argument --resume: {err}")
     except NonFiniteError as err:
         print(f"jaxconv train: error: {err}", file=sys.stderr)
         return 1
+    if not writer:
+        return 0
     if result.resumed_from:
         print(f"resumed from step {result.resumed_from}", file=sys.stderr)
     baseline = matched_filter(task, config.kernel_shape)
