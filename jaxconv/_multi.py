@@ -237,7 +237,7 @@ def multi_logits(params: Params, images: jax.typing.ArrayLike) -> jax.Array:
     Examples:
       >>> import jax.numpy as jnp
       >>> from jaxconv._multi import multi_logits
-      >>> params = {"kernel": jnp.ones((1, 1, 1, 2)) * jnp.array([1.0, -1.0]), "bias": jnp.array([0.0, 0.5])}
+      >>> params = {"kernel": jnp.array([1.0, -1.0]).reshape(1, 1, 1, 2), "bias": jnp.array([0.0, 0.5])}
       >>> multi_logits(params, jnp.full((1, 1, 2, 1), 2.0)).tolist()
       [[[[2.0, -1.5], [2.0, -1.5]]]]
     """
