@@ -186,6 +186,10 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
+def _added_field_defaults() -> dict[str, Any]:
+    return {"l1": 0.0, "l2": 0.0}
+
+
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``"name: saved -> current"`` for every field where two ``TrainConfig.to_dict()`` dicts differ.
 
@@ -265,7 +269,9 @@ def restore_latest(directory: str, config: TrainConfig) -> Restored | None:
                 stacklevel=2,
             )
             continue
-        differences = config_differences(meta["config"], config.to_dict())
+        # A checkpoint from before a field existed (e.g. ``l1``, ``l2``) was made with that field's default.
+        saved = {**_added_field_defaults(), **meta["config"]}
+        differences = config_differences(saved, config.to_dict())
         if differences:
             raise CheckpointError(
                 f"cannot resume from {path}: it was made with a different configuration ({'; '.join(differences)})"

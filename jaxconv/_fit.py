@@ -107,6 +107,8 @@ def fit(
     kernel_shape: tuple[int, int] | None = None,
     seed: int = 0,
     loss: str = "hard_negative",
+    l1: float = 0.0,
+    l2: float = 0.0,
     steps_per_dispatch: int = 100,
     eval_images: int = 1000,
     eval_seed: int = 0,
@@ -135,6 +137,8 @@ def fit(
       seed: seeds the initial kernel and every training batch.
       loss: one of ``LOSSES``: ``"hard_negative"`` (BCE over the positives and the hardest negatives),
         ``"balanced"`` (class-balanced BCE) or ``"bce"`` (plain, no imbalance handling).
+      l1: weight of an L1 penalty on the kernel (``l1 * sum |kernel|``), ``>= 0``.
+      l2: weight of an L2 penalty on the kernel (``l2 * sum kernel^2``), ``>= 0``.
       steps_per_dispatch: steps per jitted call, ``>= 1`` (does not change the result).
       eval_images: held-out images to score at the end (0: skip).
       eval_seed: picks the held-out images.
@@ -177,6 +181,8 @@ def fit(
         kernel_shape=kernel_shape,
         seed=seed,
         loss=loss,
+        l1=l1,
+        l2=l2,
     )
     steps = _check_int("steps", steps, 1)
     per_dispatch = _check_int("steps_per_dispatch", steps_per_dispatch, 1)

@@ -89,6 +89,11 @@ def kernel_cosine(kernel: jax.typing.ArrayLike, pattern: jax.typing.ArrayLike) -
       >>> round(kernel_cosine([[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], [[1, 0], [0, 1]]), 6)
       1.0
     """
+    return float(np.clip(_placement_cosines(kernel, pattern).max(), -1.0, 1.0))
+
+
+def _placement_cosines(kernel: Any, pattern: Any) -> np.ndarray:
+    """``[KH - PH + 1, KW - PW + 1]``: :func:`kernel_cosine` with the pattern at each offset in the kernel."""
     k = np.asarray(kernel, dtype=np.float64)
     if k.ndim == 4 and k.shape[2:] == (1, 1):
         k = k[:, :, 0, 0]
@@ -101,17 +106,56 @@ def kernel_cosine(kernel: jax.typing.ArrayLike, pattern: jax.typing.ArrayLike) -
     if not np.any(pc):
         raise ValueError("`pattern` must be non-constant")
     ph, pw = p.shape
-    best = -1.0
-    for a in range(k.shape[0] - ph + 1):
-        for b in range(k.shape[1] - pw + 1):
+    cosines = np.zeros((k.shape[0] - ph + 1, k.shape[1] - pw + 1))
+    for a in range(cosines.shape[0]):
+        for b in range(cosines.shape[1]):
             kc = k.copy()
             kc[a : a + ph, b : b + pw] -= kc[a : a + ph, b : b + pw].mean()
             norm = np.linalg.norm(kc)
-            if norm == 0:
-                best = max(best, 0.0)
-                continue
-            best = max(best, float(np.sum(kc[a : a + ph, b : b + pw] * pc) / (norm * np.linalg.norm(pc))))
-    return float(np.clip(best, -1.0, 1.0))
+            if norm > 0:
+                cosines[a, b] = float(np.sum(kc[a : a + ph, b : b + pw] * pc) / (norm * np.linalg.norm(pc)))
+    return cosines
+
+
+def kernel_placement(kernel: jax.typing.ArrayLike, pattern: jax.typing.ArrayLike) -> dict[str, Any]:
+    """Where a kernel larger than the pattern holds it, and how much of the kernel lies outside that window.
+
+    The best placement is the offset with the largest :func:`kernel_cosine`; ``outside_energy`` is the share
+    of the kernel's energy ``sum k^2`` outside the ``PH x PW`` window there (0: the kernel localises on the
+    pattern; a random kernel has about ``1 - PH PW / (KH KW)``), and ``outside_max_ratio`` is
+    ``max |k outside| / max |k inside|``.
+
+    Args:
+      kernel: ``[KH, KW]`` or ``[KH, KW, 1, 1]``.
+      pattern: ``[PH, PW]``, ``PH <= KH``, ``PW <= KW``, non-constant.
+
+    Returns:
+      ``{"offset": (row, col), "cosine": float, "outside_energy": float, "outside_max_ratio": float}``.
+
+    Raises:
+      ValueError: bad shapes or a constant pattern.
+
+    Examples:
+      >>> from jaxconv._metrics import kernel_placement
+      >>> kernel = [[0, 0, 0, 0], [0, 2, -2, 0.5], [0, -2, 2, 0]]
+      >>> p = kernel_placement(kernel, [[1, 0], [0, 1]])
+      >>> p["offset"], round(p["cosine"], 3), round(p["outside_energy"], 4), p["outside_max_ratio"]
+      ((1, 1), 0.992, 0.0154, 0.25)
+    """
+    cosines = _placement_cosines(kernel, pattern)
+    a, b = (int(v) for v in np.unravel_index(np.argmax(cosines), cosines.shape))
+    k = np.asarray(kernel, dtype=np.float64).reshape(np.shape(kernel)[:2])
+    ph, pw = np.shape(pattern)
+    inside = np.zeros(k.shape, bool)
+    inside[a : a + ph, b : b + pw] = True
+    total = float(np.sum(k**2))
+    top = float(np.abs(k[inside]).max())
+    return {
+        "offset": (a, b),
+        "cosine": float(np.clip(cosines[a, b], -1.0, 1.0)),
+        "outside_energy": float(np.sum(k[~inside] ** 2)) / total if total > 0 else 0.0,
+        "outside_max_ratio": float(np.abs(k[~inside]).max(initial=0.0)) / top if top > 0 else 0.0,
+    }
 
 
 def matched_filter(task: PlantedPatternTask, kernel_shape: tuple[int, int] | None = None) -> Params:
@@ -265,6 +309,7 @@ __all__ = [
     "EVAL_STREAM",
     "average_precision",
     "kernel_cosine",
+    "kernel_placement",
     "matched_filter",
     "evaluate",
     "held_out_key",

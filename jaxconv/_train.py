@@ -90,6 +90,8 @@ class TrainConfig:
       kernel_shape: ``(KH, KW)``, at least the pattern's shape; ``None`` means the pattern's shape.
       seed: the run's seed; the initial kernel and every batch derive from it.
       loss: one of :data:`LOSSES` (``"hard_negative"`` handles the class imbalance best, ``"bce"`` not at all).
+      l1: weight of an L1 penalty ``l1 * sum |kernel|`` added to the loss (not on the bias), ``>= 0``.
+      l2: weight of an L2 penalty ``l2 * sum kernel^2`` added to the loss (not on the bias), ``>= 0``.
 
     Raises:
       ValueError: a value that is not allowed (the message names the argument).
@@ -111,6 +113,8 @@ class TrainConfig:
     kernel_shape: Any = None
     seed: int = 0
     loss: str = "hard_negative"
+    l1: float = 0.0
+    l2: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, PlantedPatternTask):
@@ -124,6 +128,10 @@ class TrainConfig:
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
         if self.loss not in LOSSES:
             raise ValueError(f"`loss` must be one of {LOSSES}; got {self.loss!r}")
+        for name in ("l1", "l2"):
+            value = getattr(self, name)
+            _check_number(name, value, "a finite number >= 0", lambda v: v >= 0)
+            object.__setattr__(self, name, float(value))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` turns it back into an equal config."""
@@ -134,8 +142,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The inverse of :meth:`to_dict`."""
-        data = dict(data)
+        """The inverse of :meth:`to_dict` (a dict from before ``l1``/``l2`` existed gets them as 0)."""
+        data = {"l1": 0.0, "l2": 0.0, **data}
         data["task"] = PlantedPatternTask(**data["task"])
         data["kernel_shape"] = tuple(data["kernel_shape"])
         return cls(**data)
@@ -184,9 +192,14 @@ def init_state(config: TrainConfig) -> TrainState:
 
 
 def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: jax.Array) -> jax.Array:
-    """The training loss of ``params`` on one batch ``(images [B,H,W,1], targets [B,Ho,Wo])``."""
+    """The training loss of ``params`` on one batch ``(images [B,H,W,1], targets [B,Ho,Wo])``, penalties included."""
     targets = crop_targets(targets, config.task.pattern_array.shape, config.kernel_shape)
-    return detection_loss(logit_map(params, images), targets, loss=config.loss)
+    loss = detection_loss(logit_map(params, images), targets, loss=config.loss)
+    if config.l1:
+        loss = loss + config.l1 * jnp.sum(jnp.abs(params["kernel"]))
+    if config.l2:
+        loss = loss + config.l2 * jnp.sum(params["kernel"] ** 2)
+    return loss
 
 
 def _one_step(config: TrainConfig, mesh: Mesh | None, state: TrainState, _: Any) -> tuple[TrainState, jax.Array]:

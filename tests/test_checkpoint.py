@@ -87,6 +87,8 @@ def test_no_usable_checkpoint_and_other_config_are_refused(tmp_path):
             checkpoint_dir=folder,
             resume=True,
         )
+    with pytest.raises(CheckpointError, match=r"l1: 0\.0 -> 0\.5"):
+        jaxconv.fit(TASK, **FIT, l1=0.5, checkpoint_dir=folder, resume=True)
     for _, path in list_checkpoints(folder):
         with open(path, "r+b") as f:
             f.truncate(100)

@@ -42,3 +42,38 @@ def test_gradient_sources(tmp_path):
         assert checks["max_abs_diff_untied_grad_vs_sources"] < 1e-6
     assert max(results["losses"]["balanced"]["positions_per_weight_conv"]) > 1
     assert (tmp_path / "gradient_sources.png").stat().st_size > 0
+
+
+def test_noise_sweep(tmp_path):
+    assert run_experiment("noise_sweep.py", "--snr-db", "6", "14", "--seeds", "1", "--steps", "40",
+                          "--image-size", "12", "--eval-images", "40", "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["rows"]
+    assert [r["snr_db"] for r in rows] == [6.0, 14.0]
+    assert rows[0]["theory"]["average_precision"] < rows[1]["theory"]["average_precision"]
+    assert rows[1]["matched_filter"]["average_precision"] > 0.5
+    assert set(results["gaps"]) == {"6", "14"}
+    assert (tmp_path / "noise_sweep.png").stat().st_size > 0
+
+
+def test_kernel_size(tmp_path):
+    assert run_experiment("kernel_size.py", "--kernel", "4", "4", "--seeds", "1", "--steps", "60", "--l1", "0.01",
+                          "--l2", "--image-size", "10", "--eval-images", "20", "--backgrounds", "binary",
+                          "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    runs = results["runs"]["binary"]
+    assert list(runs) == ["no penalty", "L1 0.01"]
+    placement = runs["no penalty"][0]["placement"]
+    assert 0 <= placement["outside_energy"] < results["random_kernel_outside_energy"]
+    assert (tmp_path / "kernel_size.png").stat().st_size > 0
+
+
+def test_multi_pattern(tmp_path):
+    assert run_experiment("multi_pattern.py", "--patterns", "hedge", "vedge", "--channels", "2", "--steps", "60",
+                          "--batch-size", "8", "--image-size", "12", "--instances", "1", "1", "--eval-images", "20",
+                          "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    confusion = results["evaluation"]["learned"]["confusion"]
+    assert len(confusion) == 2 and len(confusion[0]) == 3
+    assert (tmp_path / "multi_kernels.png").stat().st_size > 0
+    assert (tmp_path / "multi_confusion.png").stat().st_size > 0

@@ -94,3 +94,18 @@ def test_gaussian_matched_filter_is_the_pattern():
 def test_bad_arguments(call, error, words):
     with pytest.raises(error, match=words):
         call(PlantedPatternTask("seed", image_shape=8))
+
+
+def test_kernel_placement_finds_the_window_and_the_energy_outside():
+    from jaxconv._metrics import kernel_placement
+
+    task = jaxconv.PlantedPatternTask("seed")
+    mf = jaxconv.matched_filter(task, kernel_shape=(5, 5))["kernel"]
+    placement = kernel_placement(mf, task.pattern_array)
+    assert placement["offset"] == (1, 1) and placement["cosine"] == pytest.approx(1.0)
+    assert placement["outside_energy"] == 0.0 and placement["outside_max_ratio"] == 0.0
+    assert placement["cosine"] == pytest.approx(jaxconv.kernel_cosine(mf, task.pattern_array))
+    random = np.random.default_rng(0).standard_normal((40, 40))
+    assert kernel_placement(random, task.pattern_array)["outside_energy"] == pytest.approx(1 - 6 / 1600, abs=0.01)
+    with pytest.raises(ValueError, match="`kernel`"):
+        kernel_placement(np.ones((1, 3)), task.pattern_array)

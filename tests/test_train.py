@@ -8,7 +8,7 @@ import pytest
 
 import jaxconv
 from jaxconv import PlantedPatternTask, TrainConfig, detection_loss, init_state, train_steps
-from jaxconv._train import _train_steps
+from jaxconv._train import _train_steps, batch_loss
 
 SMALL = PlantedPatternTask("seed", image_shape=(12, 12))
 
@@ -103,6 +103,9 @@ def test_imbalance_handling_matters():
         ({"loss": "hinge"}, ValueError, "`loss`"),
         ({"seed": -1}, ValueError, "`seed`"),
         ({"steps_per_dispatch": 0}, ValueError, "`steps_per_dispatch`"),
+        ({"l1": -0.1}, ValueError, "`l1`"),
+        ({"l2": float("nan")}, ValueError, "`l2`"),
+        ({"l1": "0.1"}, TypeError, "`l1`"),
     ],
 )
 def test_fit_rejects_bad_arguments(kwargs, error, words):
@@ -115,3 +118,15 @@ def test_config_round_trips_and_larger_kernel_trains():
     assert TrainConfig.from_dict(config.to_dict()) == config
     state, losses = train_steps(config, init_state(config), 2)
     assert state.params["kernel"].shape == (4, 5, 1, 1) and losses.shape == (2,)
+
+
+def test_penalties_add_to_the_loss_and_round_trip():
+    config = TrainConfig(SMALL, kernel_shape=(3, 4), l1=0.01, l2=0.02)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert TrainConfig.from_dict({k: v for k, v in config.to_dict().items() if k not in ("l1", "l2")}).l1 == 0.0
+    params = init_state(config).params
+    images, targets, _ = SMALL.sample(jax.random.key(0), 2)
+    plain = batch_loss(params, TrainConfig(SMALL, kernel_shape=(3, 4)), images, targets)
+    penalised = batch_loss(params, config, images, targets)
+    k = np.asarray(params["kernel"])
+    np.testing.assert_allclose(penalised - plain, 0.01 * np.abs(k).sum() + 0.02 * (k**2).sum(), rtol=1e-5)
