@@ -8,6 +8,7 @@ runs the chosen strategy on NHWC input and an HWIO kernel.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -85,7 +86,7 @@ def resolve_strategy(spec: ConvSpec) -> str:
     return "xla"
 
 
-@jax.jit(static_argnames=("spec",))
+@functools.partial(jax.jit, static_argnames=("spec",))
 def _conv_nhwc(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, spec: ConvSpec) -> jax.Array:
     strategy = resolve_strategy(spec)
     if strategy == "xla":

@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax._src import core as jax_core  # typeof(...).mat: whether a value varies over shard_map's axes
+from jax._src import core as jax_core  # typeof: whether a value varies over shard_map's axes
 from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
@@ -42,6 +42,13 @@ from jaxconv._strategies import DIRECT_MAX_UNROLLED, kernel_gradient
 from jaxconv._strategies import correlate as _correlate_impl
 
 correlate_p = Primitive("jaxconv_correlate")
+
+
+def _varies_over_manual_axes(value: Any) -> bool:
+    """Whether ``value`` varies over a shard_map mesh axis (``aval.mat.varying`` in jax 0.10, ``aval.vma`` before)."""
+    aval = jax_core.typeof(value)
+    mat = getattr(aval, "mat", None)
+    return bool(mat.varying if mat is not None else getattr(aval, "vma", frozenset()))
 
 
 def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
@@ -55,7 +62,7 @@ def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     Returns:
       ``[N, Ho, Wo, O]`` in ``xp``'s dtype.
     """
-    if any(jax_core.typeof(v).mat.varying for v in (xp, kernel)):
+    if any(_varies_over_manual_axes(v) for v in (xp, kernel)):
         # Inside shard_map, values that vary over a manual mesh axis carry that in their type, which the
         # primitive's rules do not track: use the same computation with JAX's own autodiff there.
         return _correlate_impl(xp, kernel, spec)

@@ -205,8 +205,10 @@ def xla_correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array
 def xla_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
     """XLA's backward-filter convolution: the transpose of the valid convolution w.r.t. its kernel."""
     acc = accumulator(xp.dtype) or xp.dtype
-    kernel = jax.ShapeDtypeStruct(spec.kernel_shape, xp.dtype)
-    (dk,) = jax.linear_transpose(lambda k: lax_conv(xp, k, spec).astype(acc), kernel)(cotangent.astype(acc))
+    # Transposed in the accumulator dtype (inputs upcast exactly), which every jax version transposes alike.
+    x_acc = xp.astype(acc)
+    kernel = jax.ShapeDtypeStruct(spec.kernel_shape, acc)
+    (dk,) = jax.linear_transpose(lambda k: lax_conv(x_acc, k, spec), kernel)(cotangent.astype(acc))
     return dk.astype(xp.dtype)
 
 

@@ -265,8 +265,8 @@ def replicate(state: TrainState, mesh: Mesh) -> TrainState:
       >>> from jaxconv._train import replicate
       >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ("batch",))
       >>> state = replicate(jaxconv.init_state(jaxconv.TrainConfig()), mesh)
-      >>> state.params["kernel"].sharding.spec, state.key.dtype
-      (P(), key<fry>)
+      >>> state.params["kernel"].sharding.spec == jax.sharding.PartitionSpec(), state.key.dtype
+      (True, key<fry>)
     """
     replicated = NamedSharding(mesh, PartitionSpec())
 

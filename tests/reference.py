@@ -1,8 +1,19 @@
 """Independent references for conv2d: a plain NumPy loop, and lax.conv_general_dilated after jnp.pad."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+
+def enable_x64():
+    """A with-block with float64 on: ``jax.enable_x64`` (jax >= 0.7) or ``jax.experimental.enable_x64`` before."""
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64 as legacy_enable_x64
+
+    return legacy_enable_x64()
+
 
 NUMPY_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 

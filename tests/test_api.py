@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import numpy_conv2d
+from reference import enable_x64, numpy_conv2d
 
 import jaxconv
 from jaxconv._conv import _conv_nhwc
@@ -32,7 +32,7 @@ def test_float_dtypes(strategy, dtype, tol):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_float64_with_x64(strategy):
-    with jax.enable_x64(True):
+    with enable_x64():
         x, kernel = operands()
         out = jaxconv.conv2d(x.astype(np.float64), kernel.astype(np.float64), strategy=strategy)
         assert out.dtype == jnp.float64

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
-from reference import lax_conv2d
+from reference import enable_x64, lax_conv2d
 
 import jaxconv
 
@@ -38,7 +38,7 @@ def reference_options(opts, kernel_hw=(3, 2), hw=(6, 7)):
 @pytest.mark.parametrize("strategy", ["window", "shift", "direct", "xla"])
 @pytest.mark.parametrize("config", ["strided_dilated_same", "grouped_reflect", "circular_full"])
 def test_check_grads_second_order_float64(strategy, config):
-    with jax.enable_x64(True):
+    with enable_x64():
         x, kernel, bias = operands(jnp.float64, config)
 
         def f(x, kernel, bias):

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from reference import enable_x64
 
 import jaxconv
 
@@ -68,7 +69,7 @@ def test_gradient_has_no_scatter(strategy):
 def test_second_order_float64(strategy):
     """hessian (forward-over-reverse) and reverse-over-reverse, w.r.t. both operands, against lax."""
     config = "depthwise_reflect"
-    with jax.enable_x64(True):
+    with enable_x64():
         x, k = operands(config, jnp.float64, hw=(5, 4))
         ours, ref = loss(conv(strategy, config)), loss(conv("xla", config))
         for argnum in (0, 1):
