@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 
 
 def run_on_cpu_devices(
@@ -19,3 +20,18 @@ def run_on_cpu_devices(
     return subprocess.run(
         [sys.executable, *args], env=child_env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+class Checks:
+    """Named checks in a multi-device child: prints ``ok NAME`` or ``FAIL NAME`` with its traceback, and counts."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def __call__(self, name: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+            print(f"ok   {name}")
+        except Exception:  # report every check, not only the first failure
+            self.failures += 1
+            print(f"FAIL {name}\n{traceback.format_exc()}")

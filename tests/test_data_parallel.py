@@ -7,10 +7,9 @@ start-up; it prints one line per check and the pytest side asserts that none fai
 from __future__ import annotations
 
 import sys
-import traceback
 
 import pytest
-from _multidevice import run_on_cpu_devices
+from _multidevice import Checks, run_on_cpu_devices
 
 # 100 Adam steps; the 8-device gradient is the same batch mean summed in another order, so the params differ by
 # float32 rounding, amplified a little by the optimizer (measured: ~5e-7 on a kernel of O(1) values).
@@ -35,16 +34,7 @@ def _child() -> int:
     assert jax.device_count() == 8, jax.devices()
     task = jaxconv.PlantedPatternTask("seed", image_shape=(12, 12))
     common = dict(steps=100, batch_size=16, steps_per_dispatch=50, eval_images=0, seed=3)
-    failures = 0
-
-    def check(name, fn):
-        nonlocal failures
-        try:
-            fn()
-            print(f"ok   {name}")
-        except Exception:  # report every check, not only the first failure
-            failures += 1
-            print(f"FAIL {name}\n{traceback.format_exc()}")
+    check = Checks()
 
     def close(a, b, rtol=RTOL, atol=ATOL):
         for k in ("kernel", "bias"):
@@ -139,7 +129,7 @@ def _child() -> int:
             assert message.count("\n") == 1 and words in message and "Traceback" not in message, message
 
     check("jaxconv train: bad --devices and --batch-size exit 2 with one line", cli_bad_devices)
-    return 1 if failures else 0
+    return 1 if check.failures else 0
 
 
 def test_data_parallel_on_8_devices_equals_one():

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import itertools
 import sys
-import traceback
 
 import pytest
-from _multidevice import run_on_cpu_devices
+from _multidevice import Checks, run_on_cpu_devices
 
 RTOL = ATOL = 2e-5  # float32: a sum of at most a few dozen products of O(1) numbers, summed in another order
 
@@ -81,16 +80,7 @@ def _child() -> int:
     assert jax.device_count() == 8, jax.devices()
     mesh8 = Mesh(np.array(jax.devices()), ("rows",))
     rng = np.random.default_rng(0)
-    failures = 0
-
-    def check(name, fn):
-        nonlocal failures
-        try:
-            fn()
-            print(f"ok   {name}")
-        except Exception:  # report every case, not only the first failure
-            failures += 1
-            print(f"FAIL {name}\n{traceback.format_exc()}")
+    check = Checks()
 
     def forward(case):
         x, kernel, bias, options = _inputs(rng, case)
@@ -165,7 +155,7 @@ def _child() -> int:
             raise AssertionError("a 2-D mesh was accepted")
 
     check("2-D mesh is a ValueError naming mesh", bad_mesh)
-    return 1 if failures else 0
+    return 1 if check.failures else 0
 
 
 def test_spatial_conv2d_on_8_devices_equals_conv2d():
