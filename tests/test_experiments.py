@@ -99,3 +99,15 @@ def test_false_alarms(tmp_path):
     assert results["binary"]["detectors"]["matched filter"]["missed_occurrences"] == 0
     assert results["gaussian"]["targets_all_zero"]
     assert (tmp_path / "false_alarms.png").stat().st_size > 0
+
+
+def test_least_squares(tmp_path):
+    assert run_experiment("least_squares.py", "--train-images", "20", "--test-images", "20", "--steps", "600",
+                          "--learning-rate", "0.02", "--image-size", "12", "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    ls, gd = results["least_squares"], results["gradient_descent"]
+    assert ls["train_mse"] <= gd["train_mse"] + 1e-6
+    assert gd["final_relative_distance"] < 1e-2
+    assert ls["train_mse"] < results["constant_predictor"]["train_mse"]
+    assert (tmp_path / "least_squares_kernels.png").stat().st_size > 0
+    assert (tmp_path / "least_squares_convergence.png").stat().st_size > 0
