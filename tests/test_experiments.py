@@ -77,3 +77,37 @@ def test_multi_pattern(tmp_path):
     assert len(confusion) == 2 and len(confusion[0]) == 3
     assert (tmp_path / "multi_kernels.png").stat().st_size > 0
     assert (tmp_path / "multi_confusion.png").stat().st_size > 0
+
+
+def test_kernel_evolution(tmp_path):
+    assert run_experiment("kernel_evolution.py", "--steps", "40", "--every", "10", "--snapshots", "0", "10", "40",
+                          "--image-size", "12", "--eval-images", "20", "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [c["step"] for c in results["curve"]] == [0, 10, 20, 30, 40]
+    assert [s["step"] for s in results["snapshots"]] == [0, 10, 40]
+    assert results["curve"][-1]["kernel_cosine"] > results["curve"][0]["kernel_cosine"]
+    assert (tmp_path / "kernel_evolution.png").stat().st_size > 0
+    assert (tmp_path / "cosine_curve.png").stat().st_size > 0
+
+
+def test_false_alarms(tmp_path):
+    assert run_experiment("false_alarms.py", "--steps", "60", "--images", "30", "--image-size", "12",
+                          "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["binary"]["targets_equal_exact_matches"]
+    assert results["binary"]["detectors"]["matched filter"]["false_alarms"] == 0
+    assert results["binary"]["detectors"]["matched filter"]["missed_occurrences"] == 0
+    assert results["gaussian"]["targets_all_zero"]
+    assert (tmp_path / "false_alarms.png").stat().st_size > 0
+
+
+def test_least_squares(tmp_path):
+    assert run_experiment("least_squares.py", "--train-images", "20", "--test-images", "20", "--steps", "600",
+                          "--learning-rate", "0.02", "--image-size", "12", "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    ls, gd = results["least_squares"], results["gradient_descent"]
+    assert ls["train_mse"] <= gd["train_mse"] + 1e-6
+    assert gd["final_relative_distance"] < 1e-2
+    assert ls["train_mse"] < results["constant_predictor"]["train_mse"]
+    assert (tmp_path / "least_squares_kernels.png").stat().st_size > 0
+    assert (tmp_path / "least_squares_convergence.png").stat().st_size > 0
