@@ -23,6 +23,7 @@ RUNS = [
                                              "training.png": "training.png"}),
     ("equivariance.py", [], {"shift_error.png": "shift_error.png", "planted_everywhere.png": "planted_everywhere.png"}),
     ("gradient_sources.py", [], {"gradient_sources.png": "gradient_sources.png"}),
+    ("kernel_evolution.py", [], {"kernel_evolution.png": "kernel_evolution.png"}),
     ("noise_sweep.py", [], {"noise_sweep.png": "noise_sweep.png"}),
     ("kernel_size.py", [], {"kernel_size.png": "kernel_size.png"}),
     ("multi_pattern.py", [], {"multi_confusion.png": "multi_confusion.png", "multi_kernels.png": "multi_kernels.png"}),
