@@ -35,6 +35,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 """``jaxconv train``'s defaults (also ``experiments/pattern_sweep.py``'s)."""
 
+PEER_TIMEOUT_S = 60
+"""``--peer-timeout``'s default: seconds without a heartbeat before a process counts as lost."""
+
 _FLAG_OF = {
     "pattern": "--pattern",
     "image_shape": "--image-size",
@@ -139,6 +142,7 @@ def parse_address(text: str) -> str:
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from jaxconv._data import BACKGROUNDS
     from jaxconv._detector import LOSSES
+    from jaxconv._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED
     from jaxconv._train import OPTIMIZERS
 
     d = TRAIN_DEFAULTS
@@ -174,8 +178,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     safety = parser.add_argument_group("checkpoints and numerical faults")
     safety.add_argument("--checkpoint-every", type=_int_at_least(0), default=0, metavar="N",
-                        help="write OUT/checkpoints/ckpt-<step>.npz every N steps (0: none, or only at the end "
-                        "with --resume)")  # fmt: skip
+                        help="write OUT/checkpoints/ckpt-<step>.npz every N steps (0: only at the end); SIGTERM or "
+                        f"SIGINT: one after the dispatch in flight, then exit status {EXIT_PREEMPTED}")  # fmt: skip
     safety.add_argument("--keep", type=_int_at_least(1), default=3, metavar="K", help="checkpoints kept (3)")
     safety.add_argument("--resume", action="store_true",
                         help="continue from the newest usable checkpoint in OUT (needs --out)")  # fmt: skip
@@ -195,6 +199,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="multi-host: how many processes (needed with --coordinator HOST:PORT)")  # fmt: skip
     scale.add_argument("--process-id", type=_int_at_least(0), default=None, metavar="I",
                        help="multi-host: this process's rank in [0, P) (needed with HOST:PORT)")  # fmt: skip
+    scale.add_argument("--peer-timeout", type=_int_at_least(1), default=PEER_TIMEOUT_S, metavar="SECONDS",
+                       help="multi-host: a process silent this long counts as lost and the others exit with "
+                       f"status {EXIT_PEER_LOST} ({PEER_TIMEOUT_S})")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,6 +270,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from jaxconv import _report
     from jaxconv._data import PlantedPatternTask
+    from jaxconv._preempt import distributed_options
     from jaxconv._train import TrainConfig
 
     fail = getattr(args, "parser", None) or build_parser()
@@ -273,17 +281,14 @@ def run_train(args: argparse.Namespace) -> int:
         fail("argument --coordinator: --coordinator HOST:PORT needs --num-processes and --process-id")
     if None not in (args.num_processes, args.process_id) and args.process_id >= args.num_processes:
         fail(f"argument --process-id: must be < --num-processes ({args.num_processes}); got {args.process_id}")
-    if args.resume and (args.num_processes or 1) > 1:
-        fail("argument --resume: not supported with several processes (start a fresh --out)")
     if args.coordinator is not None:
         try:  # before anything touches a device; "auto": JAX detects SLURM, Open MPI, TPU pods, ...
             address = None if args.coordinator == "auto" else args.coordinator
-            jax.distributed.initialize(address, args.num_processes, args.process_id)
+            options = distributed_options(args.peer_timeout)
+            jax.distributed.initialize(address, args.num_processes, args.process_id, **options)
         except Exception as err:  # a coordinator that cannot be reached, no cluster detected, ...
             print(f"jaxconv train: error: jax.distributed.initialize: {' '.join(str(err).split())}", file=sys.stderr)
             return 1
-        if args.resume and jax.process_count() > 1:
-            fail("argument --resume: not supported with several processes (start a fresh --out)")
     try:
         task = PlantedPatternTask(
             args.pattern,
@@ -361,6 +366,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from jaxconv._checkpoint import CheckpointError
     from jaxconv._fit import NonFiniteError
+    from jaxconv._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED, PeerLostError, Preempted
 
     try:
         with bar, warnings.catch_warnings(), contextlib.ExitStack() as stack:
@@ -379,7 +385,7 @@ def run_train(args: argparse.Namespace) -> int:
                 loss=config.loss,
                 steps_per_dispatch=args.steps_per_dispatch,
                 eval_images=args.eval_images if writer else 0,
-                checkpoint_dir=checkpoint_dir if (args.checkpoint_every or args.resume) else None,
+                checkpoint_dir=checkpoint_dir,
                 checkpoint_every=args.checkpoint_every,
                 keep=args.keep,
                 resume=args.resume,
@@ -392,6 +398,14 @@ def run_train(args: argparse.Namespace) -> int:
     except NonFiniteError as err:
         print(f"jaxconv train: error: {err}", file=sys.stderr)
         return 1
+    except Preempted as err:
+        print(f"jaxconv train: {err}; continue with --resume", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except PeerLostError as err:
+        print(f"jaxconv train: error: {err}; no checkpoint written after it", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Leave now: at a normal exit JAX's runtime would wait for the lost process at its shutdown barrier.
+        os._exit(EXIT_PEER_LOST)
     if not writer:
         return 0
     if result.resumed_from:
