@@ -75,7 +75,6 @@ class StopSignals:
     Inside it, :meth:`requested` must be called once per dispatch by every process, in the same order; it
     returns ``True`` on every process at the same call once any process got SIGTERM or SIGINT. Handlers are
     installed on entry (from the main thread only; elsewhere signals keep their handlers) and restored on exit.
-    A second SIGINT to a single process raises ``KeyboardInterrupt`` at once.
 
     Examples:
       >>> import os, signal
@@ -110,10 +109,7 @@ class StopSignals:
         self._saved.clear()
 
     def _handle(self, signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if self._received is not None and signum == signal.SIGINT and not self._engine:
-            raise KeyboardInterrupt
-        self._received = name
+        self._received = signal.Signals(signum).name
         if self._engine:  # JAX's service listens for SIGTERM only: hand it the SIGINT as one
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -224,7 +220,7 @@ def restore_shared(directory: str, config: TrainConfig) -> Restored | None:
     return Restored(state, _from_bits(payload[-1], losses), path)
 
 
-def distributed_options(peer_timeout: int) -> dict[str, int]:
+def distributed_options(peer_timeout: int) -> dict[str, Any]:
     """``jax.distributed.initialize`` keywords that bound how long a lost peer goes unnoticed, where supported.
 
     ``heartbeat_timeout_seconds``: a process that sends no heartbeat for ``peer_timeout`` seconds counts as dead

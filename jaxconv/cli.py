@@ -320,10 +320,18 @@ def run_train(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         fail(_flag_message(err))
     checkpoint_dir = os.path.join(out, "checkpoints")
+    import numpy as np
+
     from jaxconv._checkpoint import list_checkpoints
 
-    if writer and not args.resume and list_checkpoints(checkpoint_dir):
-        fail(f"argument --out: {out} already holds checkpoints; pass --resume to continue it, or another --out")
+    taken = writer and not args.resume and bool(list_checkpoints(checkpoint_dir))
+    if jax.process_count() > 1:  # only process 0 sees OUT: the others learn its verdict rather than wait for it
+        from jax.experimental import multihost_utils
+
+        taken = bool(multihost_utils.broadcast_one_to_all(np.int32(taken)))
+    if taken:
+        held = out if writer else "process 0's --out"
+        fail(f"argument --out: {held} already holds checkpoints; pass --resume to continue it, or another --out")
 
     from tqdm import tqdm
 

@@ -183,6 +183,9 @@ def test_sigterm_to_one_process_stops_both_then_resume_on_one_process(tmp_path, 
     assert f"checkpoint {two / 'checkpoints'}" in results[0][1]
     newest = list_checkpoints(str(two / "checkpoints"))[0]
     assert newest[0] == stopped[0] and not (two / "final_params.npz").exists() and not other.exists()
+    # Again without --resume: process 0 refuses its --out, and process 1, which cannot see it, agrees at once.
+    for code, output in _finish(_start(cache, [two, other], ["--steps", "100000"])):
+        assert code == 2 and "already holds checkpoints" in output and "Traceback" not in output, output
     # Resume on one process with one device (the run had two): allowed, same global batch, float32 rounding.
     steps = stopped[0] + 40
     tail = ["--steps", str(steps), "--batch-size", "8", "--image-size", "12", "--seed", "3", "--eval-images", "10"]
