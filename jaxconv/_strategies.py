@@ -224,7 +224,7 @@ def xla_padding(padding: Pads, extent: tuple[int, int]) -> XlaPadding:
         window = min(max(p, 0), reach)
         return max(-p, 0), max(p, 0) - window, window
 
-    parts = [[split(p, e - 1) for p in sides] for sides, e in zip(padding, extent)]
+    parts = [[split(p, e - 1) for p in sides] for sides, e in zip(padding, extent, strict=True)]
     crop, pad, window = (tuple(tuple(side[i] for side in axis) for axis in parts) for i in range(3))
     return XlaPadding(crop, pad, window)  # type: ignore[arg-type]
 
