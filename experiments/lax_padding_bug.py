@@ -1,6 +1,6 @@
 """Does the installed XLA still compute ``lax.conv_general_dilated``'s input gradient wrongly? And jaxconv's?
 
-    python experiments/lax_padding_bug.py                    # about 20 s on a 2-core CPU
+    python experiments/lax_padding_bug.py                    # about a minute on a 2-core CPU
     python experiments/lax_padding_bug.py --sweep 40 --out runs/lax_bug
 
 When one side's padding exceeds the kernel's reach ``(K - 1) * d`` and the other's does not, JAX transposes the
@@ -12,7 +12,8 @@ cropping pads into a convolution's window). jaxconv hands XLA only padding withi
 For issue 10's two reproducers, a seeded random sweep of such paddings and a few controls within the reach, the
 input and kernel gradients of ``sum(conv * ct)`` in float32 from ``lax.conv_general_dilated`` and from
 ``jaxconv.conv2d`` (``"xla"`` and ``"auto"``), eager and under jit, are compared with a NumPy float64 loop. Prints
-a table and whether the installed XLA still has the bug (when it no longer does, the workaround can go), and
+a table and whether the installed XLA still has the bug (when it no longer does, the workaround can go), times
+the jitted value-and-gradient of both side by side on two beyond-reach shapes (the price of being right), and
 writes ``results.json`` under ``--out``. Exits 1 if jaxconv's gradients are wrong anywhere.
 """
 
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 from typing import Any
 
 import jax
@@ -104,7 +107,14 @@ def beyond_reach(case: dict) -> bool:
 
 
 def cases(sweep: int, seed: int) -> list[dict]:
-    """Issue 10's reproducers, ``sweep`` random beyond-reach configurations and three controls within the reach."""
+    """Issue 10's reproducers, three controls within the reach, and ``sweep`` beyond-reach configurations.
+
+    Every other sweep configuration is drawn near #48713's form, where lax's transpose has no positive low padding
+    on either axis, a negative one and a positive high padding (XLA:CPU's Eigen path then skips its padding checks;
+    not every such case reads memory it should not): stride 1, top (or left) padding beyond the reach by ``over``, bottom (right) short of it by ``1..over``, the
+    other axis's low padding at least its reach, at most 16 channels (more take XLA:CPU's YNNPACK path, which is
+    right). The rest are drawn at random: any stride, either side beyond.
+    """
 
     def case(name: str, x_shape: tuple, kernel_shape: tuple, padding: tuple, stride=(1, 1), dilation=(1, 1), s=0):
         return {"name": name, "x_shape": x_shape, "kernel_shape": kernel_shape, "padding": padding,
@@ -119,27 +129,73 @@ def cases(sweep: int, seed: int) -> list[dict]:
     ]
     rng = np.random.default_rng(seed)
     for i in range(sweep):
-        kh, kw = (int(v) for v in rng.integers(1, 4, 2))
+        targeted = i % 2 == 0
+        kh, kw = (int(v) for v in rng.integers(2 if targeted else 1, 4, 2))
         dh, dw = (int(v) for v in rng.integers(1, 3, 2))
-        sh, sw = (int(v) for v in rng.integers(1, 3, 2))
-        c, o = int(rng.choice([1, 3, 8, 12, 16, 20])), int(rng.choice([1, 4, 12]))
+        sh, sw = (1, 1) if targeted else (int(v) for v in rng.integers(1, 3, 2))
+        c, o = int(rng.choice([1, 3, 8, 12, 16] if targeted else [1, 3, 8, 12, 16, 20])), int(rng.choice([1, 4, 12]))
         rh, rw = (kh - 1) * dh, (kw - 1) * dw
-        beyond, within = int(rng.integers(rh + 1, rh + 4)), int(rng.integers(0, rh + 1))
-        pads_h = (beyond, within) if rng.integers(2) else (within, beyond)
-        pads_w = tuple(int(v) for v in rng.integers(0, rw + 4, 2))
+        if targeted:  # top beyond the reach by `over`, bottom short of it by 1..over, left at least the reach
+            over = int(rng.integers(1, 4))
+            pads_h = (rh + over, rh - int(rng.integers(1, min(over, rh) + 1)))
+            pads_w = (rw + int(rng.integers(0, 4)), int(rng.integers(0, rw + 4)))
+        else:
+            beyond, within = int(rng.integers(rh + 1, rh + 4)), int(rng.integers(0, rh + 1))
+            pads_h = (beyond, within) if rng.integers(2) else (within, beyond)
+            pads_w = tuple(int(v) for v in rng.integers(0, rw + 4, 2))
         h, w = int(rng.integers(max(3, rh + 1), 10)), int(rng.integers(max(3, rw + 1), 10))
-        out.append(case(f"sweep {i}", (2, h, w, c), (kh, kw, c, o), (pads_h, pads_w), (sh, sw), (dh, dw), s=i + 1))
+        padding, x_shape, k_shape = (pads_h, pads_w), (2, h, w, c), (kh, kw, c, o)
+        if targeted and rng.integers(2):  # the same along the width
+            padding, x_shape, k_shape = (pads_w, pads_h), (2, w, h, c), (kw, kh, c, o)
+            dh, dw = dw, dh
+        name = f"sweep {i} {'#48713 form' if targeted else 'random'}"
+        out.append(case(name, x_shape, k_shape, padding, (sh, sw), (dh, dw), s=i + 1))
     return out
+
+
+TIMED = (
+    ("issue shape 2x9x10x12 k3 12->1", (2, 9, 10, 12), (3, 3, 12, 1), ((3, 1), (4, 4))),
+    ("4x32x32x16 k3 16->16", (4, 32, 32, 16), (3, 3, 16, 16), ((3, 1), (1, 1))),
+)
+
+
+def timing(repeats: int) -> list[dict]:
+    """Milliseconds per jitted value-and-gradient call, lax (wrong) vs jaxconv ``xla`` (right), interleaved, median."""
+    rows = []
+    for name, x_shape, kernel_shape, padding in TIMED:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        kernel = rng.standard_normal(kernel_shape).astype(np.float32)
+        case = {"padding": padding, "stride": (1, 1), "dilation": (1, 1)}
+        convs = implementations(case)
+        calls = {
+            name: jax.jit(jax.value_and_grad(lambda x, k, conv=convs[name]: (conv(x, k) ** 2).sum(), argnums=(0, 1)))
+            for name in ("lax.conv_general_dilated", "jaxconv xla")
+        }
+        seconds: dict[str, list[float]] = {n: [] for n in calls}
+        for f in calls.values():
+            jax.block_until_ready(f(x, kernel))
+        for _ in range(repeats):
+            for n, f in calls.items():
+                start = time.perf_counter()
+                jax.block_until_ready(f(x, kernel))
+                seconds[n].append(time.perf_counter() - start)
+        ms = {n: 1e3 * statistics.median(v) for n, v in seconds.items()}
+        rows.append({"name": name, "padding": padding, "repeats": repeats, "median_ms": ms,
+                     "ratio_jaxconv_over_lax": ms["jaxconv xla"] / ms["lax.conv_general_dilated"]})  # fmt: skip
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", type=int, default=16, help="random beyond-reach configurations")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sweep's configurations")
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls per implementation (0: no timing)")
     parser.add_argument("--out", help="output directory (default runs/lax_padding_bug-<timestamp>)")
     args = parser.parse_args(argv)
-    if args.sweep < 0:
-        parser.error(f"--sweep must be >= 0; got {args.sweep}")
+    for flag in ("sweep", "repeats"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag} must be >= 0; got {getattr(args, flag)}")
     try:
         out = _report.prepare_out(args.out or _report.default_out("lax_padding_bug"))
     except ValueError as err:
@@ -178,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "verdict": verdict,
         "summary": summary,
         "cases": rows,
+        "timing": timing(args.repeats) if args.repeats else [],
     }
     _report.write_json(os.path.join(out, "results.json"), results)
 
@@ -195,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         s = summary[name]
         print(f"{name:<32} wrong on {s['beyond_reach_wrong']:>2} of {s['beyond_reach_cases']} beyond-reach cases")
     print(verdict)
+    for t in results["timing"]:
+        ms = t["median_ms"]
+        print(
+            f"value+grad, jit, {t['name']} padded {t['padding']}: lax {ms['lax.conv_general_dilated']:.3f} ms "
+            f"(wrong), jaxconv xla {ms['jaxconv xla']:.3f} ms (right), ratio {t['ratio_jaxconv_over_lax']:.2f}"
+        )
     print(f"wrote {out}")
     return 0 if jaxconv_right else 1
 

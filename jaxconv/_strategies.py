@@ -224,9 +224,14 @@ def xla_padding(padding: Pads, extent: tuple[int, int]) -> XlaPadding:
         window = min(max(p, 0), reach)
         return max(-p, 0), max(p, 0) - window, window
 
-    parts = [[split(p, e - 1) for p in sides] for sides, e in zip(padding, extent, strict=True)]
-    crop, pad, window = (tuple(tuple(side[i] for side in axis) for axis in parts) for i in range(3))
-    return XlaPadding(crop, pad, window)  # type: ignore[arg-type]
+    (top, bottom), (left, right) = padding
+    rows = split(top, extent[0] - 1), split(bottom, extent[0] - 1)
+    cols = split(left, extent[1] - 1), split(right, extent[1] - 1)
+
+    def part(i: int) -> Pads:
+        return (rows[0][i], rows[1][i]), (cols[0][i], cols[1][i])
+
+    return XlaPadding(part(0), part(1), part(2))
 
 
 def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Pads = ((0, 0), (0, 0))) -> jax.Array:
