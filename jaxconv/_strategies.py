@@ -17,13 +17,13 @@ Half-precision inputs accumulate in float32.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._spec import ConvSpec
+from jaxconv._spec import ConvSpec, Pads
 
 # Axis letters of each strategy's gathered columns (t: kernel tap, g/c: group/channel within group).
 _COLS = {"window": "nhwtgc", "shift": "tnhwgc"}
@@ -182,13 +182,77 @@ def _fusion_fence(y: jax.Array) -> jax.Array:
     return lax.reduce_precision(y, exponent_bits=info.nexp, mantissa_bits=info.nmant)
 
 
-def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Any = ((0, 0), (0, 0))) -> jax.Array:
-    """``lax.conv_general_dilated`` for ``spec`` (NHWC / HWIO), zero-padded by ``padding``, in the accumulator dtype."""
+class XlaPadding(NamedTuple):
+    """A convolution's zero padding, split into what is safe to hand to XLA's convolution and what is done outside.
+
+    Attributes:
+      crop: ``((top, bottom), (left, right))`` rows/columns removed by an explicit slice (negative padding).
+      pad: zeros added by an explicit pad, beyond the kernel's reach.
+      window: the convolution's own padding, each side in ``[0, (K - 1) * d]``.
+    """
+
+    crop: Pads
+    pad: Pads
+    window: Pads
+
+
+def xla_padding(padding: Pads, extent: tuple[int, int]) -> XlaPadding:
+    """Splits ``padding`` so that XLA's convolution, and JAX's transposes of it, never see negative low padding.
+
+    XLA:CPU computes a convolution with negative low padding and positive high padding wrongly (openxla/xla#48713:
+    its Eigen path reads outside the input). JAX transposes a convolution padded ``(lo, hi)`` w.r.t. its input into
+    one padded ``(R - lo, R - hi + r)``, where ``R = (K - 1) * d`` is the kernel's reach and ``r < stride`` the rows no
+    output reads: negative as soon as one side's padding exceeds the reach. So the window keeps at most ``R`` on each
+    side, and the rest is explicit zeros (which XLA may fold back into the forward window: positive, harmless);
+    negative padding becomes an explicit crop. Within ``[0, R]`` everything stays in the window, unchanged.
+
+    Args:
+      padding: ``((top, bottom), (left, right))``, any sign.
+      extent: the dilated kernel's spatial extent ``((KH - 1) * dh + 1, (KW - 1) * dw + 1)``.
+
+    Returns:
+      The :class:`XlaPadding` whose crop, then pad, then window padding equals ``padding``.
+
+    Examples:
+      >>> xla_padding(((3, 1), (4, 4)), (3, 3))
+      XlaPadding(crop=((0, 0), (0, 0)), pad=((1, 0), (2, 2)), window=((2, 1), (2, 2)))
+      >>> xla_padding(((-1, 2), (0, 0)), (2, 2))
+      XlaPadding(crop=((1, 0), (0, 0)), pad=((0, 1), (0, 0)), window=((0, 1), (0, 0)))
+    """
+
+    def split(p: int, reach: int) -> tuple[int, int, int]:
+        window = min(max(p, 0), reach)
+        return max(-p, 0), max(p, 0) - window, window
+
+    (top, bottom), (left, right) = padding
+    rows = split(top, extent[0] - 1), split(bottom, extent[0] - 1)
+    cols = split(left, extent[1] - 1), split(right, extent[1] - 1)
+
+    def part(i: int) -> Pads:
+        return (rows[0][i], rows[1][i]), (cols[0][i], cols[1][i])
+
+    return XlaPadding(part(0), part(1), part(2))
+
+
+def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Pads = ((0, 0), (0, 0))) -> jax.Array:
+    """``lax.conv_general_dilated`` for ``spec`` (NHWC / HWIO), zero-padded by ``padding``, in the accumulator dtype.
+
+    Padding is split by :func:`xla_padding`: beyond the kernel's reach (or negative) it is applied outside the
+    convolution, so that neither the convolution nor its JAX-derived transposes have negative low padding.
+    """
+    plan = xla_padding(padding, spec.extent)
+    if plan.crop != ((0, 0), (0, 0)):
+        (top, bottom), (left, right) = plan.crop
+        n, h, w, c = x.shape
+        x = lax.slice(x, (0, top, left, 0), (n, h - bottom, w - right, c))
+    if plan.pad != ((0, 0), (0, 0)):
+        (top, bottom), (left, right) = plan.pad
+        x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
     return lax.conv_general_dilated(
         x,
         kernel,
         window_strides=spec.stride,
-        padding=padding,
+        padding=plan.window,
         rhs_dilation=spec.dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=spec.groups,
