@@ -48,7 +48,10 @@ def _xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
 
 
 def _gathered(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """``"window"`` / ``"shift"`` / ``"direct"``: pad (fused by XLA into what reads it), then the bilinear primitive."""
+    """``"window"`` / ``"shift"`` / ``"direct"``: the bilinear primitive, which pads with zeros itself; other padding
+    modes are padded first (fused by XLA into what reads it)."""
+    if spec.padding_mode == "zeros":
+        return correlate(x, kernel, spec)
     xp = pad_image(x, spec)
     n, hp, wp, c = xp.shape
     valid = dataclasses.replace(spec, in_shape=(n, hp, wp, c), padding=((0, 0), (0, 0)), padding_mode="zeros")

@@ -76,8 +76,6 @@ def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """Valid cross-correlation of a padded ``[N, Hp, Wp, C]`` with ``[KH, KW, C//G, O]``: ``[N, Ho, Wo, O]``."""
     if spec.strategy == "direct":
         return direct_correlate(xp, kernel, spec)
-    if spec.strategy == "xla":
-        return xla_correlate(xp, kernel, spec)
     n, ho, wo, o = spec.out_shape
     kh, kw, cg, _ = spec.kernel_shape
     g = spec.groups
@@ -97,8 +95,6 @@ def kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.
     """
     if spec.strategy == "direct":
         return direct_kernel_gradient(xp, cotangent, spec)
-    if spec.strategy == "xla":
-        return xla_kernel_gradient(xp, cotangent, spec)
     n, ho, wo, o = spec.out_shape
     kh, kw, cg, _ = spec.kernel_shape
     g = spec.groups
@@ -197,19 +193,25 @@ def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Any = ((0
     )
 
 
-def xla_correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """XLA's own valid convolution, for the derivative rules that measured faster through it (see ``_primitive``)."""
-    return lax_conv(xp, kernel, spec).astype(xp.dtype)
-
-
-def xla_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
-    """XLA's backward-filter convolution: the transpose of the valid convolution w.r.t. its kernel."""
-    acc = accumulator(xp.dtype) or xp.dtype
+def xla_input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's backward-data convolution: the transpose of ``lax_conv`` (zero padding ``spec.padding`` inside it, the
+    stride as an input dilation) w.r.t. its ``[N, H, W, C]`` input."""
+    acc = accumulator(cotangent.dtype) or cotangent.dtype
     # Transposed in the accumulator dtype (inputs upcast exactly), which every jax version transposes alike.
-    x_acc = xp.astype(acc)
+    k_acc = kernel.astype(acc)
+    x = jax.ShapeDtypeStruct(spec.in_shape, acc)
+    (dx,) = jax.linear_transpose(lambda x: lax_conv(x, k_acc, spec, spec.padding), x)(cotangent.astype(acc))
+    return dx.astype(cotangent.dtype)
+
+
+def xla_kernel_gradient(x: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's backward-filter convolution: the transpose of ``lax_conv`` (zero padding ``spec.padding`` inside it)
+    w.r.t. its kernel."""
+    acc = accumulator(x.dtype) or x.dtype
+    x_acc = x.astype(acc)
     kernel = jax.ShapeDtypeStruct(spec.kernel_shape, acc)
-    (dk,) = jax.linear_transpose(lambda k: lax_conv(x_acc, k, spec), kernel)(cotangent.astype(acc))
-    return dk.astype(xp.dtype)
+    (dk,) = jax.linear_transpose(lambda k: lax_conv(x_acc, k, spec, spec.padding), kernel)(cotangent.astype(acc))
+    return dk.astype(x.dtype)
 
 
 def direct_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
