@@ -702,7 +702,11 @@ def run(args: argparse.Namespace) -> int:
         if i == len(grid):
             break
         point = grid[i]
-        records.append(bench_point(point, rng=rng, use_torch=use_torch, warmup=args.warmup, rounds=rounds))
+        records.append(
+            bench_point(
+                point, rng=rng, strategies=args.strategies, use_torch=use_torch, warmup=args.warmup, rounds=rounds
+            )
+        )
         r = records[-1]
         auto = r["ms"]["fwd"].get("auto")
         print(f"  {point.label}: auto={r['auto_strategy']} fwd "
@@ -734,6 +738,7 @@ def run(args: argparse.Namespace) -> int:
         "validity": verdict,
         "environment": env,
         "grid": args.grid,
+        "strategies": list(args.strategies),
         "quick": args.quick,
         "seed": seed,
         "rounds": rounds,

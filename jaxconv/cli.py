@@ -225,8 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _strategies(text: str) -> tuple[str, ...]:
+    from jaxconv._bench import JAXCONV_STRATEGIES
+
+    names = tuple(dict.fromkeys(text.split(",")))
+    if not set(names) <= set(JAXCONV_STRATEGIES) or "auto" not in names:
+        raise argparse.ArgumentTypeError(
+            f"must be a comma-separated list of {', '.join(JAXCONV_STRATEGIES)} that includes auto; got {text!r}"
+        )
+    return names
+
+
 def _add_bench(commands: argparse._SubParsersAction) -> None:
-    from jaxconv._bench import GRIDS
+    from jaxconv._bench import GRIDS, JAXCONV_STRATEGIES
 
     bench = commands.add_parser(
         "bench",
@@ -247,6 +258,8 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
                        help="seed of the rounds' random order, recorded in bench.json (0)")  # fmt: skip
     bench.add_argument("--only", type=_int_at_least(0), nargs="+", default=None, metavar="I",
                        help="indices into the grid to run (all)")  # fmt: skip
+    bench.add_argument("--strategies", type=_strategies, default=JAXCONV_STRATEGIES, metavar="S,S,...",
+                       help=f"conv2d strategies to time, auto among them ({','.join(JAXCONV_STRATEGIES)})")  # fmt: skip
     bench.add_argument("--out", type=Path, default=Path("runs/bench"), metavar="DIR",
                        help="directory for bench.json/png (runs/bench)")  # fmt: skip
     bench.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")

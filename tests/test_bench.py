@@ -199,6 +199,8 @@ def test_rounds_are_in_a_fresh_seeded_random_order():
         (["--only", "-1"], "--only"),
         (["--seed", "-3"], "--seed"),
         (["--grid", "tpu"], "--grid"),
+        (["--strategies", "direct,xla"], "--strategies"),
+        (["--strategies", "auto,fast"], "--strategies"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, flag, capsys):
@@ -230,6 +232,8 @@ def test_bench_quick_writes_table_json_and_plot(tmp_path, capsys):
 
 def test_bench_gpu_grid_quick_runs_on_cpu(tmp_path, capsys):
     argv = ["bench", "--grid", "gpu", "--quick", "--only", "3", "--reps", "1", "--warmup", "0", "--no-plot"]
+    argv += ["--strategies", "auto,direct,xla"]
     assert cli.main([*argv, "--no-torch", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["grid"] == "gpu" and [r["label"] for r in result["records"]] == ["1x64x64 1->1 k3"]
+    assert set(result["records"][0]["ms"]["fwd"]) == {"auto", "direct", "xla", "lax"}
