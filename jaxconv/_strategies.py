@@ -112,7 +112,7 @@ def kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.
 
 # "direct": per-group input channels up to this many are contracted by unrolled broadcast multiply-adds, which XLA
 # fuses, over all taps and channels, into one elementwise loop vectorised over the output channels. More channels
-# go through one dot per tap (measured slower than XLA's convolution: 16->16 k3 2.6 vs 1.5 ms, 32->32 2.2x).
+# go through one dot per tap (measured slower than XLA's convolution there, BENCHMARKS.md).
 DIRECT_MAX_UNROLLED = 8
 
 
@@ -170,8 +170,8 @@ def _fusion_fence(y: jax.Array) -> jax.Array:
     """An exact no-op (rounding to the dtype's own exponent and mantissa widths) that XLA:CPU does not fold away.
 
     XLA:CPU's YNNPACK fusion pulls an elementwise producer into a consumer's dot or reduction (a loss, a ``vdot``),
-    materialising every tap's slice on the way: 32x64x64 1->1 k3, ``vdot(conv, ct)`` 4.3 ms instead of 0.2 ms. It
-    does not take ``reduce_precision``, so the unrolled sum stays one native loop fusion.
+    materialising every tap's slice on the way (many times slower, BENCHMARKS.md). It does not take
+    ``reduce_precision``, so the unrolled sum stays one native loop fusion.
     (``optimization_barrier`` does not help: XLA:CPU removes it before fusion.)
     """
     info = jnp.finfo(y.dtype)
