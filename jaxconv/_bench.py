@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import json
 import math
@@ -397,7 +398,7 @@ def _torch_contender(point: Point, x: np.ndarray, k: np.ndarray, ct: np.ndarray,
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     (top, bottom), (left, right) = point.padding
     fn = torch.nn.functional
-    opts = dict(stride=point.stride, dilation=point.dilation, groups=point.groups)
+    opts: dict[str, Any] = dict(stride=point.stride, dilation=point.dilation, groups=point.groups)
 
     if top == bottom and left == right:
 
@@ -475,6 +476,10 @@ def environment(torch_threads: int | None, torch_dev: str | None) -> dict[str, A
     return env
 
 
+def _call(compiled: Any, args: tuple[jax.Array, ...]) -> Any:
+    return jax.block_until_ready(compiled(*args))
+
+
 def _memory(compiled: Any) -> dict[str, int | None]:
     stats = compiled.memory_analysis()
     keys = ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes", "peak_memory_in_bytes")
@@ -541,7 +546,7 @@ def bench_point(
                 outputs[name] = np.asarray(out)
             del out
             prints[mode][name] = _fingerprint(compiled)
-            thunks[mode][name] = lambda c=compiled, a=args: jax.block_until_ready(c(*a))
+            thunks[mode][name] = functools.partial(_call, compiled, args)
     torch_peak = None
     if use_torch:
         device = torch_device()
