@@ -1,6 +1,7 @@
 """The ``jaxconv`` command line.
 
-``jaxconv train`` learns a kernel that detects a planted pattern and writes a run directory. Every flag is
+``jaxconv train`` learns a kernel that detects a planted pattern and writes a run directory; ``jaxconv bench``
+times the convolution (:mod:`jaxconv._bench`). Every flag is
 checked by its argparse ``type=`` function or right after parsing, so bad input ends with exit status 2 and
 one line naming the flag — never a traceback.
 """
@@ -14,6 +15,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -230,12 +232,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _strategies(text: str) -> tuple[str, ...]:
+    from jaxconv._bench import JAXCONV_STRATEGIES
+
+    names = tuple(dict.fromkeys(text.split(",")))
+    if not set(names) <= set(JAXCONV_STRATEGIES) or "auto" not in names:
+        raise argparse.ArgumentTypeError(
+            f"must be a comma-separated list of {', '.join(JAXCONV_STRATEGIES)} that includes auto; got {text!r}"
+        )
+    return names
+
+
 def _add_bench(commands: argparse._SubParsersAction) -> None:
+    from jaxconv._bench import GRIDS, JAXCONV_STRATEGIES
+
+    bench = commands.add_parser(
+        "bench",
+        help="time every conv2d strategy against lax and PyTorch (jit, CPU/GPU)",
+        description="Time every conv2d strategy, lax.conv_general_dilated and PyTorch's conv2d in rounds of a "
+        "fresh random order; print medians, the run's validity (identical programs must time alike) and the "
+        "floors; write bench.json and bench.png. Threads: XLA and torch use the cores the process may run on "
+        "(set them with taskset).",
+    )
+    bench.add_argument("--grid", choices=tuple(GRIDS), default="main",
+                       help="main: the CPU grid; gpu: sizes for a GPU (main)")  # fmt: skip
+    bench.add_argument("--quick", action="store_true", help="a tiny version of the grid (smoke test), 2 rounds")
+    bench.add_argument("--reps", type=_int_at_least(1), default=None, metavar="R",
+                       help="timed rounds per point, each contender once per round (21; quick: 2)")  # fmt: skip
+    bench.add_argument("--warmup", type=_int_at_least(0), default=2, metavar="W",
+                       help="untimed rounds before timing (2)")  # fmt: skip
+    bench.add_argument("--seed", type=_int_at_least(0), default=0,
+                       help="seed of the rounds' random order, recorded in bench.json (0)")  # fmt: skip
+    bench.add_argument("--only", type=_int_at_least(0), nargs="+", default=None, metavar="I",
+                       help="indices into the grid to run (all)")  # fmt: skip
+    bench.add_argument("--strategies", type=_strategies, default=JAXCONV_STRATEGIES, metavar="S,S,...",
+                       help=f"conv2d strategies to time, auto among them ({','.join(JAXCONV_STRATEGIES)})")  # fmt: skip
+    bench.add_argument("--out", type=Path, default=Path("runs/bench"), metavar="DIR",
+                       help="directory for bench.json/png (runs/bench)")  # fmt: skip
+    bench.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
+    bench.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    bench.set_defaults(run=run_bench, parser=bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Runs ``jaxconv bench`` with parsed ``args`` (``--only`` checked against the grid); returns the exit status."""
     from jaxconv import _bench
 
-    bench = commands.add_parser("bench", help="time every conv2d strategy against lax and PyTorch (jit, CPU/GPU)")
-    _bench.add_arguments(bench)
-    bench.set_defaults(run=_bench.run)
+    fail = (getattr(args, "parser", None) or build_parser()).error
+    size = len(_bench.grid_for(args.grid, args.quick))
+    bad = [i for i in args.only or () if i >= size]
+    if bad:
+        which = f"--grid {args.grid}" + (" --quick" if args.quick else "")
+        fail(f"argument --only: indices must be in [0, {size - 1}] ({which} has {size} points); got {bad[0]}")
+    if args.out.exists() and not args.out.is_dir():
+        fail(f"argument --out: must be a directory; got the file {str(args.out)!r}")
+    return _bench.run(args)
 
 
 def _flag_message(err: Exception) -> str:
