@@ -18,6 +18,10 @@ from jaxconv._primitive import correlate
 from jaxconv._spec import ConvSpec, check_layout, make_spec
 from jaxconv._strategies import DIRECT_MAX_UNROLLED, lax_conv
 
+# On GPU, "window" (one gather, one dot) beat cuDNN with few input channels up to about this many gathered values
+# and lost beyond it (BENCHMARKS.md, GPU section).
+GPU_WINDOW_MAX_COLUMNS = 2**23
+
 _JNP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
@@ -62,25 +66,41 @@ def _gathered(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
 # per group, else "xla"; on GPU/TPU "xla" until measured there. The measurements behind it are in BENCHMARKS.md.
 
 
-def resolve_strategy(spec: ConvSpec) -> str:
+def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
     """The concrete strategy for ``spec``: itself, or for ``"auto"`` the one measured fastest for such shapes.
 
-    Deterministic: a function of the backend and the static shapes only.
+    Deterministic: a function of the backend and the static shapes only (BENCHMARKS.md has the measurements).
+    On CPU, ``"direct"`` for at most ``DIRECT_MAX_UNROLLED`` input channels per group, else ``"xla"``. On GPU,
+    ``"window"`` for ungrouped convolutions with at most ``DIRECT_MAX_UNROLLED`` input channels whose gathered
+    windows (``N * Ho * Wo * KH * KW * C`` values) number at most ``GPU_WINDOW_MAX_COLUMNS``, else ``"xla"``
+    (cuDNN). Other backends: ``"xla"``.
+
+    Args:
+      spec: the convolution's static description.
+      backend: ``"cpu"``, ``"gpu"``, ...; ``None`` for ``jax.default_backend()``.
 
     Examples:
       >>> from jaxconv._spec import make_spec
       >>> opts = dict(stride=1, padding="SAME", dilation=1, groups=1, padding_mode="zeros", precision=None)
-      >>> resolve_strategy(make_spec((32, 64, 64, 1), (3, 3, 1, 1), strategy="auto", **opts))
-      'direct'
-      >>> resolve_strategy(make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="auto", **opts))
-      'xla'
+      >>> few = make_spec((32, 64, 64, 1), (3, 3, 1, 1), strategy="auto", **opts)
+      >>> resolve_strategy(few, "cpu"), resolve_strategy(few, "gpu")
+      ('direct', 'window')
+      >>> many = make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="auto", **opts)
+      >>> resolve_strategy(many, "cpu"), resolve_strategy(many, "gpu")
+      ('xla', 'xla')
       >>> resolve_strategy(make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="window", **opts))
       'window'
     """
     if spec.strategy != "auto":
         return spec.strategy
-    if jax.default_backend() == "cpu" and spec.kernel_shape[2] <= DIRECT_MAX_UNROLLED:
+    backend = jax.default_backend() if backend is None else backend
+    n, ho, wo, _ = spec.out_shape
+    kh, kw, cg, _ = spec.kernel_shape
+    if backend == "cpu" and cg <= DIRECT_MAX_UNROLLED:
         return "direct"
+    if backend == "gpu" and spec.groups == 1 and cg <= DIRECT_MAX_UNROLLED:
+        if n * ho * wo * kh * kw * cg <= GPU_WINDOW_MAX_COLUMNS:
+            return "window"
     return "xla"
 
 
