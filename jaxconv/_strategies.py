@@ -76,8 +76,6 @@ def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """Valid cross-correlation of a padded ``[N, Hp, Wp, C]`` with ``[KH, KW, C//G, O]``: ``[N, Ho, Wo, O]``."""
     if spec.strategy == "direct":
         return direct_correlate(xp, kernel, spec)
-    if spec.strategy == "xla":
-        return xla_correlate(xp, kernel, spec)
     n, ho, wo, o = spec.out_shape
     kh, kw, cg, _ = spec.kernel_shape
     g = spec.groups
@@ -97,8 +95,6 @@ def kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.
     """
     if spec.strategy == "direct":
         return direct_kernel_gradient(xp, cotangent, spec)
-    if spec.strategy == "xla":
-        return xla_kernel_gradient(xp, cotangent, spec)
     n, ho, wo, o = spec.out_shape
     kh, kw, cg, _ = spec.kernel_shape
     g = spec.groups
@@ -116,7 +112,7 @@ def kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.
 
 # "direct": per-group input channels up to this many are contracted by unrolled broadcast multiply-adds, which XLA
 # fuses, over all taps and channels, into one elementwise loop vectorised over the output channels. More channels
-# go through one dot per tap (measured slower than XLA's convolution: 16->16 k3 2.6 vs 1.5 ms, 32->32 2.2x).
+# go through one dot per tap (measured slower than XLA's convolution there, BENCHMARKS.md).
 DIRECT_MAX_UNROLLED = 8
 
 
@@ -174,8 +170,8 @@ def _fusion_fence(y: jax.Array) -> jax.Array:
     """An exact no-op (rounding to the dtype's own exponent and mantissa widths) that XLA:CPU does not fold away.
 
     XLA:CPU's YNNPACK fusion pulls an elementwise producer into a consumer's dot or reduction (a loss, a ``vdot``),
-    materialising every tap's slice on the way: 32x64x64 1->1 k3, ``vdot(conv, ct)`` 4.3 ms instead of 0.2 ms. It
-    does not take ``reduce_precision``, so the unrolled sum stays one native loop fusion.
+    materialising every tap's slice on the way (many times slower, BENCHMARKS.md). It does not take
+    ``reduce_precision``, so the unrolled sum stays one native loop fusion.
     (``optimization_barrier`` does not help: XLA:CPU removes it before fusion.)
     """
     info = jnp.finfo(y.dtype)
@@ -261,19 +257,25 @@ def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Pads = ((
     )
 
 
-def xla_correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """XLA's own valid convolution, for the derivative rules that measured faster through it (see ``_primitive``)."""
-    return lax_conv(xp, kernel, spec).astype(xp.dtype)
-
-
-def xla_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
-    """XLA's backward-filter convolution: the transpose of the valid convolution w.r.t. its kernel."""
-    acc = accumulator(xp.dtype) or xp.dtype
+def xla_input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's backward-data convolution: the transpose of ``lax_conv`` (zero padding ``spec.padding`` inside it, the
+    stride as an input dilation) w.r.t. its ``[N, H, W, C]`` input."""
+    acc = accumulator(cotangent.dtype) or cotangent.dtype
     # Transposed in the accumulator dtype (inputs upcast exactly), which every jax version transposes alike.
-    x_acc = xp.astype(acc)
+    k_acc = kernel.astype(acc)
+    x = jax.ShapeDtypeStruct(spec.in_shape, acc)
+    (dx,) = jax.linear_transpose(lambda x: lax_conv(x, k_acc, spec, spec.padding), x)(cotangent.astype(acc))
+    return dx.astype(cotangent.dtype)
+
+
+def xla_kernel_gradient(x: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's backward-filter convolution: the transpose of ``lax_conv`` (zero padding ``spec.padding`` inside it)
+    w.r.t. its kernel."""
+    acc = accumulator(x.dtype) or x.dtype
+    x_acc = x.astype(acc)
     kernel = jax.ShapeDtypeStruct(spec.kernel_shape, acc)
-    (dk,) = jax.linear_transpose(lambda k: lax_conv(x_acc, k, spec), kernel)(cotangent.astype(acc))
-    return dk.astype(xp.dtype)
+    (dk,) = jax.linear_transpose(lambda k: lax_conv(x_acc, k, spec, spec.padding), kernel)(cotangent.astype(acc))
+    return dk.astype(x.dtype)
 
 
 def direct_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
