@@ -111,9 +111,9 @@ def cases(sweep: int, seed: int) -> list[dict]:
 
     Every other sweep configuration is drawn near #48713's form, where lax's transpose has no positive low padding
     on either axis, a negative one and a positive high padding (XLA:CPU's Eigen path then skips its padding checks;
-    not every such case reads memory it should not): stride 1, top (or left) padding beyond the reach by ``over``, bottom (right) short of it by ``1..over``, the
-    other axis's low padding at least its reach, at most 16 channels (more take XLA:CPU's YNNPACK path, which is
-    right). The rest are drawn at random: any stride, either side beyond.
+    not every such case reads memory it should not): stride 1, top (or left) padding beyond the reach by ``over``,
+    bottom (right) short of it by ``1..over``, the other axis's low padding at least its reach, at most 16 channels
+    (more take XLA:CPU's YNNPACK path, which is right). The rest are drawn at random: any stride, either side beyond.
     """
 
     def case(name: str, x_shape: tuple, kernel_shape: tuple, padding: tuple, stride=(1, 1), dilation=(1, 1), s=0):
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = {
         "config": {**vars(args), "out": out, "wrong_threshold": WRONG, "dtype": "float32"},
-        "environment": _bench.environment(None),
+        "environment": _bench.environment(None, None),
         "xla_bug_present": lax_wrong,
         "jaxconv_correct": jaxconv_right,
         "verdict": verdict,
