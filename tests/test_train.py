@@ -36,6 +36,22 @@ def test_losses_match_numpy_under_jit():
         detection_loss(z, t[0])
 
 
+def test_sum_of_largest_matches_a_sort_with_ties_and_its_gradient_is_shared_among_ties():
+    from jaxconv._detector import sum_of_largest
+
+    rng = np.random.default_rng(11)
+    for n in (1, 7, 500):
+        # few distinct values: many ties, as identical binary windows give identical logits
+        values = rng.choice(np.float32([0.0, 1e-6, 0.25, 0.25001, 3.0, 40.0]), size=n)
+        for k in sorted({1, max(1, n // 3), n}):
+            expected = np.sort(values)[::-1][:k].sum(dtype=np.float64)
+            got = jax.jit(sum_of_largest)(jnp.asarray(values), jnp.asarray(k, jnp.float32))
+            np.testing.assert_allclose(float(got), expected, rtol=1e-6, atol=1e-9)
+    values = jnp.array([5.0, 2.0, 2.0, 2.0, 1.0])
+    grad = jax.grad(lambda v: sum_of_largest(v, jnp.array(3.0)))(values)  # 5 and two of the three 2s
+    np.testing.assert_allclose(np.asarray(grad), [1, 2 / 3, 2 / 3, 2 / 3, 0], rtol=1e-6)
+
+
 def test_loss_gradient_pushes_the_right_way():
     z = jnp.array([0.0, 0.0, 0.0, 0.0])
     t = jnp.array([1.0, 0.0, 0.0, 0.0])
