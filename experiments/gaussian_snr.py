@@ -14,7 +14,7 @@ import argparse
 import sys
 
 import jaxconv
-from jaxconv.cli import TRAIN_DEFAULTS
+from jaxconv.cli import TRAIN_DEFAULTS, parse_steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pattern", default="seed", choices=list(jaxconv.PATTERNS))
     parser.add_argument("--amplitudes", type=float, nargs="+", default=[2.45])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=TRAIN_DEFAULTS["steps"])
+    parser.add_argument("--steps", type=parse_steps, default=TRAIN_DEFAULTS["steps"], help="auto or N (auto)")
     parser.add_argument("--eval-images", type=int, default=1000)
     parser.add_argument("--tolerance", type=float, default=0.02)
     args = parser.parse_args(argv)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -12,10 +14,32 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxconv._checkpoint import list_checkpoints, restore_latest, save_checkpoint
-from jaxconv._data import PlantedPatternTask
-from jaxconv._detector import Params
+from jaxconv._data import PlantedPatternTask, TaskValues
+from jaxconv._detector import Params, crop_targets, logit_map
 from jaxconv._metrics import evaluate
-from jaxconv._train import TrainConfig, TrainState, check_mesh, init_state, nonfinite_steps, replicate, train_steps
+from jaxconv._train import (
+    NEAR_MISSES,
+    TrainConfig,
+    TrainState,
+    check_mesh,
+    init_state,
+    nonfinite_steps,
+    replicate,
+    train_steps,
+    training_batch,
+)
+
+VALIDATION_STREAM = 3
+"""The validation draw of a run with seed ``s`` comes from ``fold_in(key(s), VALIDATION_STREAM)``: neither the
+training stream (``fold_in(key(s), 1)``) nor the held-out one (``fold_in(key(eval_seed), 2)``)."""
+VALIDATION_IMAGES = 256
+"""Images in the validation draw (with near misses pasted in, as in training)."""
+CHECK_EVERY = 50
+"""With ``steps="auto"``, the validation draw is scored every this many steps."""
+AUTO_MAX_STEPS = 3000
+"""With ``steps="auto"``, the cap on the number of steps."""
+PATIENCE = 4
+"""With ``steps="auto"`` on a gaussian background: stop after this many checks without fewer validation errors."""
 
 
 class NonFiniteError(RuntimeError):
@@ -36,6 +60,9 @@ class FitResult(NamedTuple):
         (after the first dispatch, which compiles), ``eval_s``.
       skipped_steps: how many steps were skipped as non-finite.
       resumed_from: the step this call resumed from (0 for a fresh start).
+      validation: with ``steps="auto"``: ``{"errors", "checks", "stopped_at", "bias_shift", "min_positive",
+        "max_negative"}`` from the last check of the validation draw (``bias_shift``: what calibration added to
+        the bias, 0.0 if none); ``None`` for a fixed step count.
     """
 
     params: Params
@@ -46,12 +73,59 @@ class FitResult(NamedTuple):
     timing: dict[str, float]
     skipped_steps: int
     resumed_from: int
+    validation: dict[str, Any] | None = None
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"`{name}` must be an int >= {low}; got {value!r}")
     return int(value)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _validation_logits(
+    params: Params, config: TrainConfig, key: jax.Array, values: TaskValues
+) -> tuple[jax.Array, jax.Array]:
+    images, targets = training_batch(config, key, values)
+    return logit_map(params, images), crop_targets(targets, config.task.pattern_array.shape, config.kernel_shape)
+
+
+def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
+    """Scores ``params`` on the run's validation draw and, where it separates it, calibrates the bias.
+
+    The draw: :data:`VALIDATION_IMAGES` images of the task with ``config.near_misses`` near misses pasted into
+    each (binary backgrounds), from ``fold_in(key(config.seed), VALIDATION_STREAM)`` — a stream that neither
+    training nor the held-out evaluation uses. On a binary background, when every positive's logit exceeds
+    every negative's, the bias is shifted so that the threshold lies midway between the two (the widest margin
+    this kernel allows), which leaves no validation error.
+
+    Args:
+      params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
+      config: the run's :class:`TrainConfig`.
+
+    Returns:
+      ``{"errors": false alarms + misses at logit > 0 after calibration, "bias_shift", "min_positive",
+      "max_negative"}`` (logits before calibration; ``None`` where there are none).
+
+    Examples:
+      >>> import jaxconv
+      >>> from jaxconv._fit import validation_check
+      >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed", image_shape=12))
+      >>> check = validation_check(jaxconv.matched_filter(config.task), config)
+      >>> check["errors"], check["min_positive"], check["max_negative"], check["bias_shift"]
+      (0, 0.5, -0.5, 0.0)
+    """
+    key = jax.random.fold_in(jax.random.key(config.seed), VALIDATION_STREAM)
+    static = dataclasses.replace(config, seed=0, batch_size=VALIDATION_IMAGES, task=config.task.skeleton())
+    z, t = (np.asarray(a, np.float64) for a in _validation_logits(params, static, key, config.task.values()))
+    positive, negative = z[t > 0.5], z[t <= 0.5]
+    low = float(positive.min()) if positive.size else None
+    high = float(negative.max()) if negative.size else None
+    shift = 0.0
+    if config.task.background == "binary" and low is not None and high is not None and low > high:
+        shift = -(low + high) / 2
+    errors = int(np.sum(positive + shift <= 0) + np.sum(negative + shift > 0))
+    return {"errors": errors, "bias_shift": shift, "min_positive": low, "max_negative": high}
 
 
 def batch_mesh(devices: int | Sequence[jax.Device], batch_size: int) -> Mesh:
@@ -100,7 +174,7 @@ def batch_mesh(devices: int | Sequence[jax.Device], batch_size: int) -> Mesh:
 def fit(
     task: PlantedPatternTask | None = None,
     *,
-    steps: int = 400,
+    steps: int | str = "auto",
     batch_size: int = 32,
     learning_rate: float = 0.1,
     optimizer: str = "adam",
@@ -109,6 +183,7 @@ def fit(
     loss: str = "hard_negative",
     l1: float = 0.0,
     l2: float = 0.0,
+    near_misses: int = NEAR_MISSES,
     steps_per_dispatch: int = 100,
     eval_images: int = 1000,
     eval_seed: int = 0,
@@ -127,9 +202,15 @@ def fit(
     result is the same for every ``steps_per_dispatch`` — and for a run resumed from a checkpoint, however
     often it was interrupted.
 
+    With ``steps="auto"`` (the default) the run is checked every :data:`CHECK_EVERY` steps on a validation
+    draw (:func:`validation_check`) and stops as soon as the kernel separates it (the bias then calibrated to
+    the middle of the gap); on a gaussian background, where nothing separates, after :data:`PATIENCE` checks
+    without fewer validation errors; and at :data:`AUTO_MAX_STEPS` at the latest. The held-out images that
+    ``metrics`` reports play no part in it.
+
     Args:
       task: the :class:`PlantedPatternTask` (default: the seed pattern on 32x32 binary images).
-      steps: total optimizer steps, ``>= 1`` (a resumed run continues up to this count).
+      steps: ``"auto"`` or the total optimizer steps, ``>= 1`` (a resumed run continues up to this count).
       batch_size: images per step.
       learning_rate: the optimizer's step size.
       optimizer: one of ``OPTIMIZERS``.
@@ -139,6 +220,7 @@ def fit(
         ``"balanced"`` (class-balanced BCE) or ``"bce"`` (plain, no imbalance handling).
       l1: weight of an L1 penalty on the kernel (``l1 * sum |kernel|``), ``>= 0``.
       l2: weight of an L2 penalty on the kernel (``l2 * sum kernel^2``), ``>= 0``.
+      near_misses: near misses pasted into each training image (binary backgrounds; see :class:`TrainConfig`).
       steps_per_dispatch: steps per jitted call, ``>= 1`` (does not change the result).
       eval_images: held-out images to score at the end (0: skip).
       eval_seed: picks the held-out images.
@@ -156,7 +238,8 @@ def fit(
         arguments: only process 0 writes checkpoints.
 
     Returns:
-      A :class:`FitResult` ``(params, history, metrics, state, config, timing, skipped_steps, resumed_from)``.
+      A :class:`FitResult` ``(params, history, metrics, state, config, timing, skipped_steps, resumed_from,
+      validation)``.
 
     Raises:
       ValueError: an argument outside what is allowed (the message names it).
@@ -171,6 +254,9 @@ def fit(
       >>> result = jaxconv.fit(task, steps=150, batch_size=8, steps_per_dispatch=150, eval_images=50)
       >>> result.params["kernel"].shape, len(result.history), result.metrics["f1"]
       ((2, 3, 1, 1), 150, 1.0)
+      >>> result = jaxconv.fit(task, eval_images=50)
+      >>> result.validation["errors"], len(result.history) % 50, result.metrics["f1"]
+      (0, 0, 1.0)
     """
     task = PlantedPatternTask() if task is None else task
     config = TrainConfig(
@@ -183,8 +269,12 @@ def fit(
         loss=loss,
         l1=l1,
         l2=l2,
+        near_misses=near_misses,
     )
-    steps = _check_int("steps", steps, 1)
+    auto = isinstance(steps, str) and steps == "auto"
+    if not auto and (isinstance(steps, (str, bool)) or not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise ValueError(f"`steps` must be 'auto' or an int >= 1; got {steps!r}")
+    steps = AUTO_MAX_STEPS if auto else int(steps)
     per_dispatch = _check_int("steps_per_dispatch", steps_per_dispatch, 1)
     eval_images = _check_int("eval_images", eval_images, 0)
     checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 0)
@@ -210,11 +300,15 @@ def fit(
     parts = [losses]
     start = time.perf_counter()
     first_done, first_steps = start, 0
-    while int(state.step) < steps:
+    validation: dict[str, Any] | None = None
+    best, stale, checks, stop = None, 0, 0, False
+    while int(state.step) < steps and not stop:
         done = int(state.step)
         n = min(per_dispatch, steps - done)
         if checkpoint_every:
             n = min(n, checkpoint_every - done % checkpoint_every)
+        if auto:
+            n = min(n, CHECK_EVERY - done % CHECK_EVERY)
         state, dispatch_losses = train_steps(config, state, n, mesh=mesh)
         chunk = np.asarray(jax.device_get(dispatch_losses), np.float32)
         parts.append(chunk)
@@ -231,10 +325,20 @@ def fit(
                 f"gradient ({total} skipped in all){where}"
             )
         step_now = int(state.step)
+        if auto and (step_now % CHECK_EVERY == 0 or step_now == steps):
+            check = validation_check(state.params, config)
+            checks += 1
+            stale = 0 if best is None or check["errors"] < best else stale + 1
+            best = check["errors"] if best is None else min(best, check["errors"])
+            stop = check["errors"] == 0 or (task.background != "binary" and stale >= PATIENCE)
+            if check["bias_shift"]:
+                params_now = dict(state.params, bias=state.params["bias"] + np.float32(check["bias_shift"]))
+                state = state._replace(params=params_now)
+            validation = {**check, "checks": checks, "stopped_at": step_now}
         if (
             writer
             and checkpoint_dir is not None
-            and ((checkpoint_every and step_now % checkpoint_every == 0) or step_now == steps)
+            and ((checkpoint_every and step_now % checkpoint_every == 0) or step_now == steps or stop)
         ):
             save_checkpoint(checkpoint_dir, state, config, np.concatenate(parts), keep=keep)
     end = time.perf_counter()
@@ -254,7 +358,18 @@ def fit(
         metrics = evaluate(params, task, num_images=eval_images, seed=eval_seed)
         timing["eval_s"] = time.perf_counter() - end
     skipped = nonfinite_steps(state)[1]
-    return FitResult(params, history, metrics, state, config, timing, skipped, resumed_from)
+    return FitResult(params, history, metrics, state, config, timing, skipped, resumed_from, validation)
 
 
-__all__ = ["FitResult", "NonFiniteError", "batch_mesh", "fit"]
+__all__ = [
+    "FitResult",
+    "NonFiniteError",
+    "batch_mesh",
+    "fit",
+    "validation_check",
+    "VALIDATION_STREAM",
+    "VALIDATION_IMAGES",
+    "CHECK_EVERY",
+    "AUTO_MAX_STEPS",
+    "PATIENCE",
+]

@@ -1,5 +1,7 @@
 """Loss, jitted multi-step training and fit: under jit, chunking-invariant, and the imbalance handling matters."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -146,3 +148,51 @@ def test_penalties_add_to_the_loss_and_round_trip():
     penalised = batch_loss(params, config, images, targets)
     k = np.asarray(params["kernel"])
     np.testing.assert_allclose(penalised - plain, 0.01 * np.abs(k).sum() + 0.02 * (k**2).sum(), rtol=1e-5)
+
+
+def test_training_validation_and_held_out_streams_are_separate_and_held_out_decides_nothing():
+    from jaxconv._fit import VALIDATION_IMAGES, VALIDATION_STREAM
+    from jaxconv._metrics import EVAL_STREAM, held_out_key
+    from jaxconv._train import TRAIN_STREAM, training_batch
+
+    assert len({TRAIN_STREAM, VALIDATION_STREAM, EVAL_STREAM}) == 3
+    config = TrainConfig(SMALL, batch_size=4, seed=0)
+    state = init_state(config)
+    train_images = [np.asarray(training_batch(config, jax.random.fold_in(state.key, s))[0]) for s in range(3)]
+    validation_key = jax.random.fold_in(jax.random.key(0), VALIDATION_STREAM)
+    validation = dataclasses.replace(config, batch_size=VALIDATION_IMAGES)
+    validation_images = np.asarray(training_batch(validation, validation_key)[0])
+    held_out_images = np.asarray(SMALL.sample(held_out_key(0, 0), 4).images)
+    for a in [*train_images, held_out_images]:
+        assert not any(np.array_equal(a[0], v) for v in validation_images)
+    assert not any(np.array_equal(held_out_images[0], t) for batch in train_images for t in batch)
+    # the held-out seed changes what is reported, never what is trained, when training stops, or the bias
+    a = jaxconv.fit(SMALL, batch_size=8, eval_images=40, eval_seed=0)
+    b = jaxconv.fit(SMALL, batch_size=8, eval_images=40, eval_seed=9)
+    assert len(a.history) == len(b.history) and a.validation == b.validation
+    chex.assert_trees_all_equal(a.params, b.params)
+    assert a.metrics["positions"] == b.metrics["positions"] and a.metrics["tp"] != b.metrics["tp"]
+
+
+def test_auto_steps_stop_on_a_separated_validation_draw_with_the_bias_mid_gap():
+    from jaxconv._fit import AUTO_MAX_STEPS, CHECK_EVERY, validation_check
+
+    result = jaxconv.fit(SMALL, batch_size=8, eval_images=100, steps_per_dispatch=30)
+    steps = len(result.history)
+    assert result.validation["errors"] == 0 and steps % CHECK_EVERY == 0 and steps < AUTO_MAX_STEPS
+    assert result.validation["stopped_at"] == steps and result.metrics["f1"] == 1.0
+    again = validation_check(result.params, result.config)  # calibrated: the gap is centred on logit 0
+    assert again["errors"] == 0 and again["min_positive"] == pytest.approx(-again["max_negative"], abs=1e-4)
+    assert abs(again["bias_shift"]) < 1e-4
+    other = jaxconv.fit(SMALL, batch_size=8, eval_images=100, steps_per_dispatch=7)  # dispatch size: same run
+    assert len(other.history) == steps
+    np.testing.assert_allclose(np.asarray(other.params["kernel"]), np.asarray(result.params["kernel"]), atol=1e-5)
+    with pytest.raises(ValueError, match="'auto' or an int"):
+        jaxconv.fit(SMALL, steps="many")
+
+
+def test_the_issues_4x4_checkerboard_is_learned_perfectly_on_the_defaults():
+    # The case that left 280 false alarms on the old defaults (400 steps, no near misses, no calibration).
+    task = PlantedPatternTask([[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]], image_shape=(40, 40))
+    result = jaxconv.fit(task, seed=5, eval_images=250)
+    assert result.metrics["f1"] == 1.0 and result.metrics["fp"] == 0 and result.metrics["tp"] > 250
