@@ -358,7 +358,9 @@ def exact_matches(image: jax.Array, pattern: jax.Array) -> jax.Array:
     return match.astype(jnp.float32)
 
 
-def plant_near_misses(task: PlantedPatternTask, key: jax.Array, batch: Sample, count: int, values: TaskValues) -> Sample:
+def plant_near_misses(
+    task: PlantedPatternTask, key: jax.Array, batch: Sample, count: int, values: TaskValues
+) -> Sample:
     """Pastes ``count`` near misses — copies of the pattern with one random pixel flipped — into every image of a
     binary-background batch, clear of the planted copies where there is room, and recomputes the targets.
 
@@ -427,4 +429,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-__all__ = ["PATTERNS", "BACKGROUNDS", "PlantedPatternTask", "Sample", "TaskValues", "exact_matches", "plant_near_misses"]
+__all__ = [
+    "PATTERNS",
+    "BACKGROUNDS",
+    "PlantedPatternTask",
+    "Sample",
+    "TaskValues",
+    "exact_matches",
+    "plant_near_misses",
+]

@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 from jaxconv._checkpoint import list_checkpoints, restore_latest, save_checkpoint
 from jaxconv._data import PlantedPatternTask, TaskValues
 from jaxconv._detector import Params, crop_targets, logit_map
-from jaxconv._metrics import evaluate
+from jaxconv._metrics import average_precision, evaluate
 from jaxconv._train import (
     NEAR_MISSES,
     TrainConfig,
@@ -39,7 +39,12 @@ CHECK_EVERY = 50
 AUTO_MAX_STEPS = 3000
 """With ``steps="auto"``, the cap on the number of steps."""
 PATIENCE = 4
-"""With ``steps="auto"`` on a gaussian background: stop after this many checks without fewer validation errors."""
+"""With ``steps="auto"`` on a gaussian background: stop after this many checks in a row that did not raise the
+validation draw's average precision by more than :data:`AP_TOLERANCE` over its best."""
+AP_TOLERANCE = 1e-3
+GAUSSIAN_MIN_STEPS = 1000
+"""With ``steps="auto"`` on a gaussian background: train at least this many steps (at a low SNR the validation
+AP is small and noisy, and an early plateau is not the end)."""
 
 
 class NonFiniteError(RuntimeError):
@@ -105,7 +110,8 @@ def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
 
     Returns:
       ``{"errors": false alarms + misses at logit > 0 after calibration, "bias_shift", "min_positive",
-      "max_negative"}`` (logits before calibration; ``None`` where there are none).
+      "max_negative", "average_precision"}`` (logits before calibration; ``None`` where there are none; the
+      average precision only on a gaussian background, where it decides when to stop).
 
     Examples:
       >>> import jaxconv
@@ -114,6 +120,8 @@ def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
       >>> check = validation_check(jaxconv.matched_filter(config.task), config)
       >>> check["errors"], check["min_positive"], check["max_negative"], check["bias_shift"]
       (0, 0.5, -0.5, 0.0)
+      >>> check["average_precision"] is None
+      True
     """
     key = jax.random.fold_in(jax.random.key(config.seed), VALIDATION_STREAM)
     static = dataclasses.replace(config, seed=0, batch_size=VALIDATION_IMAGES, task=config.task.skeleton())
@@ -125,7 +133,8 @@ def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
     if config.task.background == "binary" and low is not None and high is not None and low > high:
         shift = -(low + high) / 2
     errors = int(np.sum(positive + shift <= 0) + np.sum(negative + shift > 0))
-    return {"errors": errors, "bias_shift": shift, "min_positive": low, "max_negative": high}
+    ap = None if config.task.background == "binary" or not positive.size else average_precision(z, t)
+    return {"errors": errors, "bias_shift": shift, "min_positive": low, "max_negative": high, "average_precision": ap}
 
 
 def batch_mesh(devices: int | Sequence[jax.Device], batch_size: int) -> Mesh:
@@ -180,7 +189,7 @@ def fit(
     optimizer: str = "adam",
     kernel_shape: tuple[int, int] | None = None,
     seed: int = 0,
-    loss: str = "hard_negative",
+    loss: str | None = None,
     l1: float = 0.0,
     l2: float = 0.0,
     near_misses: int = NEAR_MISSES,
@@ -205,7 +214,8 @@ def fit(
     With ``steps="auto"`` (the default) the run is checked every :data:`CHECK_EVERY` steps on a validation
     draw (:func:`validation_check`) and stops as soon as the kernel separates it (the bias then calibrated to
     the middle of the gap); on a gaussian background, where nothing separates, after :data:`PATIENCE` checks
-    without fewer validation errors; and at :data:`AUTO_MAX_STEPS` at the latest. The held-out images that
+    without a better validation average precision (but not before :data:`GAUSSIAN_MIN_STEPS`); and at
+    :data:`AUTO_MAX_STEPS` at the latest. The held-out images that
     ``metrics`` reports play no part in it.
 
     Args:
@@ -216,7 +226,8 @@ def fit(
       optimizer: one of ``OPTIMIZERS``.
       kernel_shape: ``(KH, KW)``, at least the pattern's; default the pattern's shape.
       seed: seeds the initial kernel and every training batch.
-      loss: one of ``LOSSES``: ``"hard_negative"`` (BCE over the positives and the hardest negatives),
+      loss: ``None`` (the background's default, see :class:`TrainConfig`) or one of ``LOSSES``:
+        ``"hard_negative"`` (BCE over the positives and the hardest negatives),
         ``"balanced"`` (class-balanced BCE) or ``"bce"`` (plain, no imbalance handling).
       l1: weight of an L1 penalty on the kernel (``l1 * sum |kernel|``), ``>= 0``.
       l2: weight of an L2 penalty on the kernel (``l2 * sum kernel^2``), ``>= 0``.
@@ -328,9 +339,12 @@ def fit(
         if auto and (step_now % CHECK_EVERY == 0 or step_now == steps):
             check = validation_check(state.params, config)
             checks += 1
-            stale = 0 if best is None or check["errors"] < best else stale + 1
-            best = check["errors"] if best is None else min(best, check["errors"])
-            stop = check["errors"] == 0 or (task.background != "binary" and stale >= PATIENCE)
+            # Binary: separable, so train until the draw is. Gaussian: until its AP stops improving.
+            score = -check["errors"] if check["average_precision"] is None else check["average_precision"]
+            stale = 0 if best is None or score > best + AP_TOLERANCE else stale + 1
+            best = score if best is None else max(best, score)
+            plateau = stale >= PATIENCE and step_now >= GAUSSIAN_MIN_STEPS
+            stop = check["errors"] == 0 or (task.background != "binary" and plateau)
             if check["bias_shift"]:
                 params_now = dict(state.params, bias=state.params["bias"] + np.float32(check["bias_shift"]))
                 state = state._replace(params=params_now)
@@ -372,4 +386,6 @@ __all__ = [
     "CHECK_EVERY",
     "AUTO_MAX_STEPS",
     "PATIENCE",
+    "AP_TOLERANCE",
+    "GAUSSIAN_MIN_STEPS",
 ]

@@ -29,6 +29,8 @@ INIT_STREAM = 0
 TRAIN_STREAM = 1
 """``fold_in(fold_in(key(seed), TRAIN_STREAM), step)`` draws step ``step``'s batch."""
 NEAR_MISSES = 2
+DEFAULT_LOSS = {"binary": "hard_negative", "gaussian": "balanced"}
+"""The loss ``TrainConfig(loss=None)`` picks for each background."""
 """Default near misses pasted into each training image (binary backgrounds)."""
 
 
@@ -91,7 +93,11 @@ class TrainConfig:
       optimizer: one of :data:`OPTIMIZERS`.
       kernel_shape: ``(KH, KW)``, at least the pattern's shape; ``None`` means the pattern's shape.
       seed: the run's seed; the initial kernel and every batch derive from it.
-      loss: one of :data:`LOSSES` (``"hard_negative"`` handles the class imbalance best, ``"bce"`` not at all).
+      loss: one of :data:`LOSSES`, or ``None`` for the background's default (:data:`DEFAULT_LOSS`):
+        ``"hard_negative"`` on a binary background, where the near misses decide the threshold;
+        ``"balanced"`` on a gaussian one, where the log-likelihood ratio is linear, so logistic regression on all
+        positions is well specified and converges to the matched filter, which hard-negative mining (fitting to
+        the noise's extremes) does not.
       l1: weight of an L1 penalty ``l1 * sum |kernel|`` added to the loss (not on the bias), ``>= 0``.
       l2: weight of an L2 penalty ``l2 * sum kernel^2`` added to the loss (not on the bias), ``>= 0``.
       near_misses: on a binary background, copies of the pattern with one pixel flipped pasted into every
@@ -117,7 +123,7 @@ class TrainConfig:
     optimizer: str = "adam"
     kernel_shape: Any = None
     seed: int = 0
-    loss: str = "hard_negative"
+    loss: str | None = None
     l1: float = 0.0
     l2: float = 0.0
     near_misses: int = NEAR_MISSES
@@ -133,6 +139,8 @@ class TrainConfig:
         object.__setattr__(self, "near_misses", _check_int("near_misses", self.near_misses, 0))
         make_optimizer(self.optimizer, self.learning_rate)
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
+        if self.loss is None:
+            object.__setattr__(self, "loss", DEFAULT_LOSS[self.task.background])
         if self.loss not in LOSSES:
             raise ValueError(f"`loss` must be one of {LOSSES}; got {self.loss!r}")
         for name in ("l1", "l2"):
@@ -210,7 +218,9 @@ def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: 
     return loss
 
 
-def training_batch(config: TrainConfig, key: jax.Array, values: TaskValues | None = None) -> tuple[jax.Array, jax.Array]:
+def training_batch(
+    config: TrainConfig, key: jax.Array, values: TaskValues | None = None
+) -> tuple[jax.Array, jax.Array]:
     """One training batch ``(images [B, H, W, 1], targets [B, Ho, Wo])``: the task's images drawn from ``key``, with
     ``config.near_misses`` near misses pasted into each on a binary background.
 
@@ -366,6 +376,7 @@ __all__ = [
     "batch_loss",
     "training_batch",
     "NEAR_MISSES",
+    "DEFAULT_LOSS",
     "nonfinite_steps",
     "check_mesh",
     "replicate",

@@ -29,7 +29,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "steps": "auto",
     "near_misses": 2,
     "batch_size": 32,
-    "loss": "hard_negative",
+    "loss": None,
     "seed": 0,
     "eval_images": 1000,
     "steps_per_dispatch": 100,
@@ -176,7 +176,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--learning-rate", type=_float_where("a number > 0", lambda v: v > 0),
                        default=d["learning_rate"], help="(0.1)")  # fmt: skip
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"], help="(adam)")
-    train.add_argument("--loss", choices=LOSSES, default=d["loss"], help="imbalance handling (hard_negative)")
+    train.add_argument("--loss", choices=LOSSES, default=d["loss"],
+                       help="imbalance handling (hard_negative on binary, balanced on gaussian)")  # fmt: skip
     train.add_argument("--kernel-size", type=parse_size, default=None, metavar="N|HxW",
                        help="learned kernel's size (the pattern's)")  # fmt: skip
     train.add_argument("--seed", type=_int_at_least(0), default=d["seed"], help="(0)")
