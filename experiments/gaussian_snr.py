@@ -7,8 +7,9 @@ For each pattern (the named "seed" 2x3 and "checker" 3x3, and random 5x5 and 7x7
 --pattern-seed) and each SNR (``10 log10(A^2 |p|^2 / s^2)``, noise std 1): the matched filter's AP on 1000
 held-out images, then `fit` on its defaults for each seed (on a gaussian background: the "balanced" loss, and
 steps="auto" stops when the validation draw's AP stops improving, 1000 steps at least), and its AP and kernel
-cosine on the same images. The bar: learned AP >= matched-filter AP - 0.005 everywhere, and kernel cosine >= 0.95 wherever the matched
-filter's AP >= 0.5 (below that the pattern is barely visible, and a kernel far from it can do as well).
+cosine on the same images. The bar: learned AP >= matched-filter AP - 0.005 everywhere, and kernel cosine
+>= 0.95 wherever the matched filter's AP >= 0.5 (below that the pattern is barely visible, and a kernel far
+from it can do as well).
 
 Writes results.json under --out; exits 1 if a run misses the bar.
 """
