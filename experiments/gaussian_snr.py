@@ -41,6 +41,25 @@ def patterns(seed: int) -> dict[str, list[list[int]]]:
     return out
 
 
+def write(args: argparse.Namespace, chosen: dict, rows: list[dict], wall_s: float) -> None:
+    bad = sum(not r["ok"] for r in rows)
+    results = {
+        "config": vars(args),
+        "patterns": chosen,
+        "bar": {"ap_slack": AP_SLACK, "cosine_floor": COSINE_FLOOR, "cosine_where_mf_ap_at_least": COSINE_WHERE_MF_AP},
+        "machine": "2-core AMD EPYC CPU (shared with other jobs), no GPU",
+        "runs": len(rows),
+        "passing": len(rows) - bad,
+        "worst_ap_gap": min(r["ap_gap"] for r in rows),
+        "min_cosine_where_mf_ap_at_least_0.5": min(
+            (r["kernel_cosine"] for r in rows if r["matched_filter_ap"] >= COSINE_WHERE_MF_AP), default=None
+        ),
+        "rows": rows,
+        "wall_s": round(wall_s, 1),
+    }
+    _report.write_json(os.path.join(args.out, "results.json"), results)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snr-db", type=float, nargs="+", default=[0, 5, 10, 15, 20])
@@ -87,21 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{len(result.history)}" + ("" if ok else "  <-- misses the bar"),
                     flush=True,
                 )
-    results = {
-        "config": vars(args),
-        "patterns": chosen,
-        "bar": {"ap_slack": AP_SLACK, "cosine_floor": COSINE_FLOOR, "cosine_where_mf_ap_at_least": COSINE_WHERE_MF_AP},
-        "machine": "2-core AMD EPYC CPU (shared with other jobs), no GPU",
-        "runs": len(rows),
-        "passing": len(rows) - bad,
-        "worst_ap_gap": min(r["ap_gap"] for r in rows),
-        "min_cosine_where_mf_ap_at_least_0.5": min(
-            (r["kernel_cosine"] for r in rows if r["matched_filter_ap"] >= COSINE_WHERE_MF_AP), default=None
-        ),
-        "rows": rows,
-        "wall_s": round(time.perf_counter() - start, 1),
-    }
-    _report.write_json(os.path.join(args.out, "results.json"), results)
+                write(args, chosen, rows, time.perf_counter() - start)  # after every run: a partial sweep counts
     print(f"{len(rows) - bad}/{len(rows)} runs meet the bar; wrote {args.out}")
     return 1 if bad else 0
 

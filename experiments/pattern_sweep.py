@@ -6,10 +6,11 @@
 The random patterns come from --sweep-seed (recorded in results.json): a pattern shape (1x2 to 7x7, every
 shape but 1x1 equally likely) and an image size (16 to 64, square) are drawn for each of --groups groups, and
 --random / --groups patterns in each group get random 0/1 contents (each pixel 1 with probability 1/2, at least
-one 1) and a random density in [0.1, 0.5]; each is trained with `fit` on its defaults (seed 0) and scored on
-1000 held-out images. Patterns of one group share a compile (a task's contents and density are traced), which
-is what makes 200 patterns affordable on a CPU. Groups run in a random order, and results.json is rewritten
-after every run, so an interrupted sweep still leaves a random sample of what it did.
+one 1) and a random density in [0.1, 0.5]; each is trained with `fit` on its defaults (seed 0; the task's 1-3
+planted copies, fewer where 3 cannot fit) and scored on 1000 held-out images. Patterns of one group share a
+compile (a task's contents and density are traced), which is what makes 200 patterns affordable on a CPU.
+Groups run in a random order, and results.json is rewritten after every run, so an interrupted sweep still
+leaves a random sample of what it did (--resume goes on from it).
 
 Writes results.json (every run: pattern, size, image size, density, F1, false alarms, misses, steps used,
 seconds) and pattern_sweep.png (F1 and false alarms against pattern size) under --out. Exits 1 if any run falls
@@ -19,6 +20,7 @@ short of F1 = 1.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -45,6 +47,14 @@ def random_runs(seed: int, count: int, groups: int) -> list[dict]:
             density = float(np.round(rng.uniform(0.1, 0.5), 3))
             runs.append({"name": "random", "pattern": pattern.tolist(), "image_size": size, "density": density})
     return runs
+
+
+def instances(run: dict) -> tuple[int, int]:
+    """The task's default 1-3 planted copies, fewer where 3 cannot fit (a 7x7 pattern in a 17x17 image: 1)."""
+    ph, pw = len(run["pattern"]), len(run["pattern"][0])
+    ho, wo = run["image_size"] - ph + 1, run["image_size"] - pw + 1
+    fit = (ho * wo - 1) // ((2 * ph - 1) * (2 * pw - 1)) + 1
+    return 1, min(3, fit)
 
 
 def plot(path: str, rows: list[dict]) -> None:
@@ -77,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-named", action="store_true", help="skip the named patterns")
     parser.add_argument("--eval-images", type=int, default=1000)
     parser.add_argument("--out", default="experiments/results/pattern_sweep")
+    parser.add_argument("--resume", action="store_true", help="keep the runs in OUT/results.json and go on")
     args = parser.parse_args(argv)
     if args.random < 0 or args.groups < 1:
         parser.error(f"--random must be >= 0 and --groups >= 1; got {args.random} and {args.groups}")
@@ -90,15 +101,31 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     planned += random_runs(args.sweep_seed, args.random, min(args.groups, max(args.random, 1)))
     rows: list[dict] = []
-    start = time.perf_counter()
-    for run in planned:
-        task = jaxconv.PlantedPatternTask(run["pattern"], image_shape=run["image_size"], density=run["density"])
+    start, earlier_s = time.perf_counter(), 0.0
+    path = os.path.join(out, "results.json")
+    if args.resume and os.path.exists(path):
+        with open(path) as f:
+            done = json.load(f)
+        same = {k: v for k, v in done["config"].items() if k != "resume"} == {
+            k: v for k, v in vars(args).items() if k != "resume"
+        }
+        if not same:
+            parser.error(f"--resume: {path} was written with another configuration: {done['config']}")
+        rows, earlier_s = done["rows"], done["wall_s"]
+        for row in rows:  # written before the field existed: every such run had the default 1-3 copies
+            row.setdefault("instances", [1, 3])
+        print(f"resuming after {len(rows)} runs", flush=True)
+    for run in planned[len(rows) :]:
+        task = jaxconv.PlantedPatternTask(
+            run["pattern"], image_shape=run["image_size"], density=run["density"], instances=instances(run)
+        )
         began = time.perf_counter()
         result = jaxconv.fit(task, seed=run.get("seed", 0), eval_images=args.eval_images)
         m = result.metrics
         row = {
             **run,
             "seed": run.get("seed", 0),
+            "instances": list(task.instances),
             "size": [len(run["pattern"]), len(run["pattern"][0])],
             "f1": m["f1"],
             "fp": m["fp"],
@@ -126,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 "planned_runs": len(planned),
                 "completed_runs": len(rows),
                 "perfect_runs": perfect,
-                "wall_s": round(time.perf_counter() - start, 1),
+                "wall_s": round(earlier_s + time.perf_counter() - start, 1),
                 "rows": rows,
             },
         )
