@@ -95,21 +95,34 @@ def _validation_logits(
     return logit_map(params, images), crop_targets(targets, config.task.pattern_array.shape, config.kernel_shape)
 
 
+def _best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold (midway between two distinct scores) at which ``score > threshold`` has the largest F1."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]  # the last index of each group of tied scores
+    tp = np.cumsum(y)[last]
+    f1 = 2 * tp / (last + 1 + y.sum())
+    best = int(np.argmax(f1))
+    below = s[last[best] + 1] if last[best] + 1 < s.size else s[-1] - 1.0
+    return float((s[last[best]] + below) / 2)
+
+
 def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
     """Scores ``params`` on the run's validation draw and, where it separates it, calibrates the bias.
 
     The draw: :data:`VALIDATION_IMAGES` images of the task with ``config.near_misses`` near misses pasted into
     each (binary backgrounds), from ``fold_in(key(config.seed), VALIDATION_STREAM)`` — a stream that neither
     training nor the held-out evaluation uses. On a binary background, when every positive's logit exceeds
-    every negative's, the bias is shifted so that the threshold lies midway between the two (the widest margin
-    this kernel allows), which leaves no validation error.
+    every negative's, ``bias_shift`` puts the threshold midway between the two (the widest margin this kernel
+    allows), which leaves no validation error. On a gaussian background, where nothing separates, it puts the
+    threshold where the validation F1 is largest. :func:`fit` applies it when training stops.
 
     Args:
       params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
       config: the run's :class:`TrainConfig`.
 
     Returns:
-      ``{"errors": false alarms + misses at logit > 0 after calibration, "bias_shift", "min_positive",
+      ``{"errors": false alarms + misses at logit > 0 after the shift, "bias_shift", "min_positive",
       "max_negative", "average_precision"}`` (logits before calibration; ``None`` where there are none; the
       average precision only on a gaussian background, where it decides when to stop).
 
@@ -132,6 +145,8 @@ def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
     shift = 0.0
     if config.task.background == "binary" and low is not None and high is not None and low > high:
         shift = -(low + high) / 2
+    elif config.task.background != "binary" and positive.size:
+        shift = -_best_f1_threshold(z.reshape(-1), t.reshape(-1) > 0.5)
     errors = int(np.sum(positive + shift <= 0) + np.sum(negative + shift > 0))
     ap = None if config.task.background == "binary" or not positive.size else average_precision(z, t)
     return {"errors": errors, "bias_shift": shift, "min_positive": low, "max_negative": high, "average_precision": ap}
@@ -345,7 +360,7 @@ def fit(
             best = score if best is None else max(best, score)
             plateau = stale >= PATIENCE and step_now >= GAUSSIAN_MIN_STEPS
             stop = check["errors"] == 0 or (task.background != "binary" and plateau)
-            if check["bias_shift"]:
+            if check["bias_shift"] and (stop or step_now == steps):
                 params_now = dict(state.params, bias=state.params["bias"] + np.float32(check["bias_shift"]))
                 state = state._replace(params=params_now)
             validation = {**check, "checks": checks, "stopped_at": step_now}

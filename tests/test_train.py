@@ -196,3 +196,21 @@ def test_the_issues_4x4_checkerboard_is_learned_perfectly_on_the_defaults():
     task = PlantedPatternTask([[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]], image_shape=(40, 40))
     result = jaxconv.fit(task, seed=5, eval_images=250)
     assert result.metrics["f1"] == 1.0 and result.metrics["fp"] == 0 and result.metrics["tp"] > 250
+
+
+def test_gaussian_calibration_picks_the_threshold_of_the_largest_f1():
+    from jaxconv._fit import _best_f1_threshold
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        labels = rng.random(60) < 0.2
+        scores = np.round(rng.normal(size=60) + 1.5 * labels, 1)  # ties
+        threshold = _best_f1_threshold(scores, labels)
+
+        def f1(th):
+            hit = scores > th
+            tp = np.sum(hit & labels)
+            return 2 * tp / (hit.sum() + labels.sum())
+
+        best = max(f1(th) for th in np.r_[scores, scores.min() - 1])
+        assert f1(threshold) == pytest.approx(best) and threshold not in scores
