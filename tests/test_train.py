@@ -207,7 +207,7 @@ def test_gaussian_calibration_picks_the_threshold_of_the_largest_f1():
         scores = np.round(rng.normal(size=60) + 1.5 * labels, 1)  # ties
         threshold = _best_f1_threshold(scores, labels)
 
-        def f1(th):
+        def f1(th, scores=scores, labels=labels):
             hit = scores > th
             tp = np.sum(hit & labels)
             return 2 * tp / (hit.sum() + labels.sum())
