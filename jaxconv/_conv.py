@@ -48,20 +48,18 @@ def _xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
 
 
 def _gathered(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """``"window"`` / ``"shift"`` / ``"direct"``: pad (fused by XLA into what reads it), then the bilinear primitive."""
+    """``"window"`` / ``"shift"`` / ``"direct"``: the bilinear primitive, which pads with zeros itself; other padding
+    modes are padded first (fused by XLA into what reads it)."""
+    if spec.padding_mode == "zeros":
+        return correlate(x, kernel, spec)
     xp = pad_image(x, spec)
     n, hp, wp, c = xp.shape
     valid = dataclasses.replace(spec, in_shape=(n, hp, wp, c), padding=((0, 0), (0, 0)), padding_mode="zeros")
     return correlate(xp, kernel, valid)
 
 
-# "auto" on CPU, from `jaxconv bench` (BENCHMARKS.md: 2-core AMD EPYC, jax 0.10.2, f32, 1 thread, the issue's grid).
-# "direct" (unrolled per-tap broadcast multiply-adds) beat lax.conv_general_dilated forward *and* forward+backward on
-# every grid point with at most DIRECT_MAX_UNROLLED = 8 input channels per group: 1->1 k3/k7, 1->8 k5, 3->16 k3,
-# 1->16 k5, 8->8 k3 d2 and depthwise 32 k3 (forward 1.7-28x faster than lax, forward+backward 1.05-6x). It also beat
-# "shift", the previous pick for 1->1 k3 (0.14 vs 1.0 ms forward). With more channels per group (16->32 s2, 32->32,
-# 64->64) direct contracts by one dot per tap and lost 2-5x, so "auto" is "xla" there. On GPU/TPU nothing was
-# measured (no accelerator was available), so "auto" is "xla".
+# "auto" on CPU: "direct" (unrolled per-tap broadcast multiply-adds) with at most DIRECT_MAX_UNROLLED input channels
+# per group, else "xla"; on GPU/TPU "xla" until measured there. The measurements behind it are in BENCHMARKS.md.
 
 
 def resolve_strategy(spec: ConvSpec) -> str:

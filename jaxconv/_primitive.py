@@ -1,4 +1,4 @@
-"""``correlate_p``: the valid cross-correlation of the gathered and direct strategies as one bilinear primitive.
+"""``correlate_p``: the zero-padded cross-correlation of the gathered and direct strategies as one bilinear primitive.
 
 Autodiff of a vmapped ``dynamic_slice`` transposes the gather into a scatter-add, which XLA:CPU runs on one
 thread. So the strategies are wrapped in a primitive whose rules are themselves correlations computed by the same
@@ -10,18 +10,18 @@ gathers and dots:
   (:func:`jaxconv._strategies.kernel_gradient`);
 - transpose w.r.t. the input: a transposed convolution — the output gradient dilated by the stride, padded to
   ``FULL``, correlated (same strategy, same dilation and groups) with the spatially flipped kernel whose
-  per-group in/out channels are swapped. It is ``correlate_p`` again, so it has derivatives of its own;
+  per-group in/out channels are swapped, and cropped to the unpadded input. It is ``correlate_p`` again, so it has
+  derivatives of its own;
 - batching: a mapped input folds into the batch; a mapped kernel becomes extra feature groups.
 
-``"direct"`` (one static slice per tap, multiplied and accumulated elementwise) measured its derivatives per shape
-(BENCHMARKS.md, 1 thread): its input gradient is ``direct`` again while the transposed correlation has at most
-``DIRECT_MAX_UNROLLED`` input channels per group, else XLA's convolution (many-in few-out, e.g. the 16->1 transpose of
-1->16 k5: direct 15.8 ms, XLA 2.5 ms); its kernel gradient is per-tap reductions for one channel per group
-(depthwise) and XLA's backward-filter convolution otherwise (1->16 k5: 0.8 ms vs 2.6 for a dot per tap). The
-primitive's ``"xla"`` mode (:func:`jaxconv._strategies.xla_correlate`) exists for these rules only.
+The zero padding is part of the primitive (``spec.padding``; the implementation pads first, and XLA fuses the pad
+into the slices that read it), so that a rule computed by XLA's own convolution gets the padding inside the
+convolution instead of a padded copy of the input.
 
-Padding happens outside, on the input (``jnp.pad`` is linear and its transpose is a cheap slice-and-add), and is
-fused by XLA into the gather that reads it.
+Which computation each derivative of ``"direct"`` uses is chosen per shape by :func:`input_gradient_rule` and
+:func:`kernel_gradient_rule`, from measurements (BENCHMARKS.md): ``"direct"`` again where it measured faster, else
+``"xla"`` — the transposition of ``lax.conv_general_dilated`` with the padding (and, for the input gradient, the
+stride as an input dilation) inside XLA's convolution.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from jaxconv._spec import ConvSpec
-from jaxconv._strategies import DIRECT_MAX_UNROLLED, kernel_gradient
+from jaxconv._strategies import DIRECT_MAX_UNROLLED, kernel_gradient, xla_input_gradient, xla_kernel_gradient
 from jaxconv._strategies import correlate as _correlate_impl
 
 correlate_p = Primitive("jaxconv_correlate")
@@ -51,25 +51,43 @@ def _varies_over_manual_axes(value: Any) -> bool:
     return bool(mat.varying if mat is not None else getattr(aval, "vma", frozenset()))
 
 
-def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """Valid cross-correlation by ``spec.strategy`` (``"window"``, ``"shift"``, ``"direct"``), differentiable.
+def valid_spec(spec: ConvSpec) -> ConvSpec:
+    """``spec`` for the already zero-padded input: ``in_shape`` the padded shape, no padding left."""
+    n, _, _, c = spec.in_shape
+    return dataclasses.replace(spec, in_shape=(n, *spec.padded_hw, c), padding=((0, 0), (0, 0)))
+
+
+def zero_pad(x: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``x`` padded with zeros by ``spec.padding``."""
+    (top, bottom), (left, right) = spec.padding
+    if top == bottom == left == right == 0:
+        return x
+    return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
+def _padded_correlate(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    return _correlate_impl(zero_pad(x, spec), kernel, valid_spec(spec))
+
+
+def correlate(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """Zero-padded cross-correlation by ``spec.strategy`` (``"window"``, ``"shift"``, ``"direct"``), differentiable.
 
     Args:
-      xp: the padded image ``[N, Hp, Wp, C]``; ``spec.in_shape`` must equal its shape and ``spec.padding`` be zero.
-      kernel: ``[KH, KW, C // groups, O]``, the dtype of ``xp``.
+      x: the image ``[N, H, W, C]``; ``spec.in_shape`` must equal its shape and ``spec.padding_mode`` be ``"zeros"``.
+      kernel: ``[KH, KW, C // groups, O]``, the dtype of ``x``.
       spec: the static description.
 
     Returns:
-      ``[N, Ho, Wo, O]`` in ``xp``'s dtype.
+      ``[N, Ho, Wo, O]`` in ``x``'s dtype.
     """
-    if any(_varies_over_manual_axes(v) for v in (xp, kernel)):
+    if any(_varies_over_manual_axes(v) for v in (x, kernel)):
         # Inside shard_map, values that vary over a manual mesh axis carry that in their type, which the
         # primitive's rules do not track: use the same computation with JAX's own autodiff there.
-        return _correlate_impl(xp, kernel, spec)
-    return correlate_p.bind(xp, kernel, spec=spec)
+        return _padded_correlate(x, kernel, spec)
+    return correlate_p.bind(x, kernel, spec=spec)
 
 
-_impl_jit = jax.jit(_correlate_impl, static_argnames=("spec",))
+_impl_jit = jax.jit(_padded_correlate, static_argnames=("spec",))
 
 
 def _impl(xp: jax.Array, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
@@ -80,9 +98,33 @@ def _abstract_eval(xp: Any, kernel: Any, *, spec: ConvSpec) -> ShapedArray:
     return ShapedArray(spec.out_shape, xp.dtype)
 
 
+def input_gradient_rule(spec: ConvSpec) -> str:
+    """How the input gradient of ``spec`` is computed: ``spec.strategy``, or ``"xla"`` for ``"direct"`` with more than
+    ``DIRECT_MAX_UNROLLED`` outputs per group (the transposed correlation would be many-in few-out, where direct
+    contracts per tap by dots and measured slower than XLA's, BENCHMARKS.md)."""
+    _, _, _, o = spec.kernel_shape
+    if spec.strategy == "direct" and o // spec.groups > DIRECT_MAX_UNROLLED:
+        return "xla"
+    return spec.strategy
+
+
+def kernel_gradient_rule(spec: ConvSpec) -> str:
+    """How the kernel gradient of ``spec`` is computed: ``spec.strategy``, or ``"xla"`` (XLA's backward-filter
+    convolution, the padding inside it) for ``"direct"`` unless depthwise (one input channel per group), where
+    per-tap reductions measured faster (BENCHMARKS.md)."""
+    _, _, cg, _ = spec.kernel_shape
+    if spec.strategy == "direct" and not (cg == 1 and spec.groups > 1):
+        return "xla"
+    return spec.strategy
+
+
 def input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The transposed convolution: the gradient ``[N, Hp, Wp, C]`` w.r.t. the padded input of ``correlate``."""
-    _, hp, wp, c = spec.in_shape
+    """The transposed convolution: the gradient ``[N, H, W, C]`` w.r.t. the (unpadded) input of ``correlate``."""
+    if input_gradient_rule(spec) == "xla":
+        return xla_input_gradient(cotangent, kernel, spec)
+    n, h, w, c = spec.in_shape
+    (top, _), (left, _) = spec.padding
+    hp, wp = spec.padded_hw
     kh, kw, cg, o = spec.kernel_shape
     g = spec.groups
     (sh, sw), (eh, ew) = spec.stride, spec.extent
@@ -94,22 +136,21 @@ def input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> j
         ((0, 0, 0), (eh - 1, eh - 1 + rest_h, sh - 1), (ew - 1, ew - 1 + rest_w, sw - 1), (0, 0, 0)),
     )
     flipped = kernel[::-1, ::-1].reshape(kh, kw, cg, g, o // g).transpose(0, 1, 4, 3, 2).reshape(kh, kw, o // g, c)
-    n, hf, wf, _ = full.shape
-    strategy = spec.strategy
-    if strategy == "direct" and o // g > DIRECT_MAX_UNROLLED:
-        strategy = "xla"  # many-in, few-out: direct contracts per tap by dots, slower than XLA (16->1 k5: 6x)
+    _, hf, wf, _ = full.shape
     tspec = dataclasses.replace(
-        spec, in_shape=(n, hf, wf, o), kernel_shape=(kh, kw, o // g, c), stride=(1, 1), strategy=strategy
+        spec, in_shape=(n, hf, wf, o), kernel_shape=(kh, kw, o // g, c), stride=(1, 1), padding=((0, 0), (0, 0))
     )
-    return correlate(full, flipped, tspec)
+    return correlate(full, flipped, tspec)[:, top : top + h, left : left + w, :]
 
 
-def _transpose_input(cotangent: jax.Array, xp: Any, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
+def _transpose_input(cotangent: jax.Array, x: Any, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
     return input_gradient(cotangent, kernel, spec)
 
 
-def _transpose_kernel(cotangent: jax.Array, xp: jax.Array, kernel: Any, *, spec: ConvSpec) -> jax.Array:
-    return kernel_gradient(xp, cotangent, spec)
+def _transpose_kernel(cotangent: jax.Array, x: jax.Array, kernel: Any, *, spec: ConvSpec) -> jax.Array:
+    if kernel_gradient_rule(spec) == "xla":
+        return xla_kernel_gradient(x, cotangent, spec)
+    return kernel_gradient(zero_pad(x, spec), cotangent, valid_spec(spec))
 
 
 def _batch(args: tuple[jax.Array, jax.Array], dims: tuple[Any, Any], *, spec: ConvSpec) -> tuple[jax.Array, int]:
@@ -142,6 +183,6 @@ def _batch(args: tuple[jax.Array, jax.Array], dims: tuple[Any, Any], *, spec: Co
 
 correlate_p.def_impl(_impl)
 correlate_p.def_abstract_eval(_abstract_eval)
-mlir.register_lowering(correlate_p, mlir.lower_fun(_correlate_impl, multiple_results=False))
+mlir.register_lowering(correlate_p, mlir.lower_fun(_padded_correlate, multiple_results=False))
 ad.defbilinear(correlate_p, _transpose_input, _transpose_kernel)
 batching.primitive_batchers[correlate_p] = _batch

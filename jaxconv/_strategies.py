@@ -17,13 +17,13 @@ Half-precision inputs accumulate in float32.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._spec import ConvSpec
+from jaxconv._spec import ConvSpec, Pads
 
 # Axis letters of each strategy's gathered columns (t: kernel tap, g/c: group/channel within group).
 _COLS = {"window": "nhwtgc", "shift": "tnhwgc"}
@@ -76,8 +76,6 @@ def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """Valid cross-correlation of a padded ``[N, Hp, Wp, C]`` with ``[KH, KW, C//G, O]``: ``[N, Ho, Wo, O]``."""
     if spec.strategy == "direct":
         return direct_correlate(xp, kernel, spec)
-    if spec.strategy == "xla":
-        return xla_correlate(xp, kernel, spec)
     n, ho, wo, o = spec.out_shape
     kh, kw, cg, _ = spec.kernel_shape
     g = spec.groups
@@ -97,8 +95,6 @@ def kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.
     """
     if spec.strategy == "direct":
         return direct_kernel_gradient(xp, cotangent, spec)
-    if spec.strategy == "xla":
-        return xla_kernel_gradient(xp, cotangent, spec)
     n, ho, wo, o = spec.out_shape
     kh, kw, cg, _ = spec.kernel_shape
     g = spec.groups
@@ -116,7 +112,7 @@ def kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.
 
 # "direct": per-group input channels up to this many are contracted by unrolled broadcast multiply-adds, which XLA
 # fuses, over all taps and channels, into one elementwise loop vectorised over the output channels. More channels
-# go through one dot per tap (measured slower than XLA's convolution: 16->16 k3 2.6 vs 1.5 ms, 32->32 2.2x).
+# go through one dot per tap (measured slower than XLA's convolution there, BENCHMARKS.md).
 DIRECT_MAX_UNROLLED = 8
 
 
@@ -174,21 +170,85 @@ def _fusion_fence(y: jax.Array) -> jax.Array:
     """An exact no-op (rounding to the dtype's own exponent and mantissa widths) that XLA:CPU does not fold away.
 
     XLA:CPU's YNNPACK fusion pulls an elementwise producer into a consumer's dot or reduction (a loss, a ``vdot``),
-    materialising every tap's slice on the way: 32x64x64 1->1 k3, ``vdot(conv, ct)`` 4.3 ms instead of 0.2 ms. It
-    does not take ``reduce_precision``, so the unrolled sum stays one native loop fusion.
+    materialising every tap's slice on the way (many times slower, BENCHMARKS.md). It does not take
+    ``reduce_precision``, so the unrolled sum stays one native loop fusion.
     (``optimization_barrier`` does not help: XLA:CPU removes it before fusion.)
     """
     info = jnp.finfo(y.dtype)
     return lax.reduce_precision(y, exponent_bits=info.nexp, mantissa_bits=info.nmant)
 
 
-def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Any = ((0, 0), (0, 0))) -> jax.Array:
-    """``lax.conv_general_dilated`` for ``spec`` (NHWC / HWIO), zero-padded by ``padding``, in the accumulator dtype."""
+class XlaPadding(NamedTuple):
+    """A convolution's zero padding, split into what is safe to hand to XLA's convolution and what is done outside.
+
+    Attributes:
+      crop: ``((top, bottom), (left, right))`` rows/columns removed by an explicit slice (negative padding).
+      pad: zeros added by an explicit pad, beyond the kernel's reach.
+      window: the convolution's own padding, each side in ``[0, (K - 1) * d]``.
+    """
+
+    crop: Pads
+    pad: Pads
+    window: Pads
+
+
+def xla_padding(padding: Pads, extent: tuple[int, int]) -> XlaPadding:
+    """Splits ``padding`` so that XLA's convolution, and JAX's transposes of it, never see negative low padding.
+
+    XLA:CPU computes a convolution with negative low padding and positive high padding wrongly (openxla/xla#48713:
+    its Eigen path reads outside the input). JAX transposes a convolution padded ``(lo, hi)`` w.r.t. its input into
+    one padded ``(R - lo, R - hi + r)``, where ``R = (K - 1) * d`` is the kernel's reach and ``r < stride`` the rows no
+    output reads: negative as soon as one side's padding exceeds the reach. So the window keeps at most ``R`` on each
+    side, and the rest is explicit zeros (which XLA may fold back into the forward window: positive, harmless);
+    negative padding becomes an explicit crop. Within ``[0, R]`` everything stays in the window, unchanged.
+
+    Args:
+      padding: ``((top, bottom), (left, right))``, any sign.
+      extent: the dilated kernel's spatial extent ``((KH - 1) * dh + 1, (KW - 1) * dw + 1)``.
+
+    Returns:
+      The :class:`XlaPadding` whose crop, then pad, then window padding equals ``padding``.
+
+    Examples:
+      >>> xla_padding(((3, 1), (4, 4)), (3, 3))
+      XlaPadding(crop=((0, 0), (0, 0)), pad=((1, 0), (2, 2)), window=((2, 1), (2, 2)))
+      >>> xla_padding(((-1, 2), (0, 0)), (2, 2))
+      XlaPadding(crop=((1, 0), (0, 0)), pad=((0, 1), (0, 0)), window=((0, 1), (0, 0)))
+    """
+
+    def split(p: int, reach: int) -> tuple[int, int, int]:
+        window = min(max(p, 0), reach)
+        return max(-p, 0), max(p, 0) - window, window
+
+    (top, bottom), (left, right) = padding
+    rows = split(top, extent[0] - 1), split(bottom, extent[0] - 1)
+    cols = split(left, extent[1] - 1), split(right, extent[1] - 1)
+
+    def part(i: int) -> Pads:
+        return (rows[0][i], rows[1][i]), (cols[0][i], cols[1][i])
+
+    return XlaPadding(part(0), part(1), part(2))
+
+
+def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Pads = ((0, 0), (0, 0))) -> jax.Array:
+    """``lax.conv_general_dilated`` for ``spec`` (NHWC / HWIO), zero-padded by ``padding``, in the accumulator dtype.
+
+    Padding is split by :func:`xla_padding`: beyond the kernel's reach (or negative) it is applied outside the
+    convolution, so that neither the convolution nor its JAX-derived transposes have negative low padding.
+    """
+    plan = xla_padding(padding, spec.extent)
+    if plan.crop != ((0, 0), (0, 0)):
+        (top, bottom), (left, right) = plan.crop
+        n, h, w, c = x.shape
+        x = lax.slice(x, (0, top, left, 0), (n, h - bottom, w - right, c))
+    if plan.pad != ((0, 0), (0, 0)):
+        (top, bottom), (left, right) = plan.pad
+        x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
     return lax.conv_general_dilated(
         x,
         kernel,
         window_strides=spec.stride,
-        padding=padding,
+        padding=plan.window,
         rhs_dilation=spec.dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=spec.groups,
@@ -197,19 +257,25 @@ def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Any = ((0
     )
 
 
-def xla_correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """XLA's own valid convolution, for the derivative rules that measured faster through it (see ``_primitive``)."""
-    return lax_conv(xp, kernel, spec).astype(xp.dtype)
-
-
-def xla_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
-    """XLA's backward-filter convolution: the transpose of the valid convolution w.r.t. its kernel."""
-    acc = accumulator(xp.dtype) or xp.dtype
+def xla_input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's backward-data convolution: the transpose of ``lax_conv`` (zero padding ``spec.padding`` inside it, the
+    stride as an input dilation) w.r.t. its ``[N, H, W, C]`` input."""
+    acc = accumulator(cotangent.dtype) or cotangent.dtype
     # Transposed in the accumulator dtype (inputs upcast exactly), which every jax version transposes alike.
-    x_acc = xp.astype(acc)
+    k_acc = kernel.astype(acc)
+    x = jax.ShapeDtypeStruct(spec.in_shape, acc)
+    (dx,) = jax.linear_transpose(lambda x: lax_conv(x, k_acc, spec, spec.padding), x)(cotangent.astype(acc))
+    return dx.astype(cotangent.dtype)
+
+
+def xla_kernel_gradient(x: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's backward-filter convolution: the transpose of ``lax_conv`` (zero padding ``spec.padding`` inside it)
+    w.r.t. its kernel."""
+    acc = accumulator(x.dtype) or x.dtype
+    x_acc = x.astype(acc)
     kernel = jax.ShapeDtypeStruct(spec.kernel_shape, acc)
-    (dk,) = jax.linear_transpose(lambda k: lax_conv(x_acc, k, spec), kernel)(cotangent.astype(acc))
-    return dk.astype(xp.dtype)
+    (dk,) = jax.linear_transpose(lambda k: lax_conv(x_acc, k, spec, spec.padding), kernel)(cotangent.astype(acc))
+    return dk.astype(x.dtype)
 
 
 def direct_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
