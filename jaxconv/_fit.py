@@ -146,7 +146,7 @@ def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
     high = float(negative.max()) if negative.size else None
     shift = 0.0
     if config.task.background == "binary" and low is not None and high is not None and low > high:
-        shift = -(low + high) / 2
+        shift = -(low + high) / 2 if low + high else 0.0
     elif config.task.background != "binary" and positive.size:
         shift = -_best_f1_threshold(z.reshape(-1), t.reshape(-1) > 0.5)
     errors = int(np.sum(positive + shift <= 0) + np.sum(negative + shift > 0))
