@@ -27,7 +27,7 @@ import numpy as np
 import jaxconv
 from jaxconv import _report
 from jaxconv._metrics import kernel_placement
-from jaxconv.cli import TRAIN_DEFAULTS
+from jaxconv.cli import TRAIN_DEFAULTS, parse_steps
 
 
 def show(ax: Any, kernel: np.ndarray, title: str) -> None:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--l1", type=float, nargs="*", default=[0.01, 0.05], help="L1 weights to try (0.01 0.05)")
     parser.add_argument("--l2", type=float, nargs="*", default=[0.05], help="L2 weights to try (0.05)")
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=TRAIN_DEFAULTS["steps"])
+    parser.add_argument("--steps", type=parse_steps, default=TRAIN_DEFAULTS["steps"], help="auto or N (auto)")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--out", help="output directory (default runs/kernel_size-<timestamp>)")

@@ -25,7 +25,7 @@ import numpy as np
 
 import jaxconv
 from jaxconv import _report, _theory
-from jaxconv.cli import TRAIN_DEFAULTS
+from jaxconv.cli import TRAIN_DEFAULTS, parse_steps
 
 
 def plot(path: str, rows: list[dict], curve: dict, pattern: str) -> None:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pattern", default="seed", choices=list(jaxconv.PATTERNS))
     parser.add_argument("--snr-db", type=float, nargs="+", default=[4, 6, 8, 10, 12, 14, 16])
     parser.add_argument("--seeds", type=int, default=2, help="learned runs per SNR, seeds 0..N-1 (default 2)")
-    parser.add_argument("--steps", type=int, default=TRAIN_DEFAULTS["steps"])
+    parser.add_argument("--steps", type=parse_steps, default=TRAIN_DEFAULTS["steps"], help="auto or N (auto)")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--eval-images", type=int, default=1000)
     parser.add_argument("--out", help="output directory (default runs/noise_sweep-<timestamp>)")

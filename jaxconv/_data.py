@@ -52,6 +52,23 @@ class Sample(NamedTuple):
     positions: jax.Array
 
 
+class TaskValues(NamedTuple):
+    """A task's numbers, as arrays that a jitted function takes as arguments (so that tasks which differ only
+    in them share one compile; see :meth:`PlantedPatternTask.skeleton`).
+
+    Attributes:
+      pattern: ``[PH, PW]`` float32.
+      density: ``[]`` float32.
+      noise_std: ``[]`` float32.
+      amplitude: ``[]`` float32.
+    """
+
+    pattern: Any
+    density: Any
+    noise_std: Any
+    amplitude: Any
+
+
 def _fail(argument: str, allowed: str, given: Any, error: type[Exception] = ValueError) -> Exception:
     return error(f"PlantedPatternTask: `{argument}` must be {allowed}; got {given!r}")
 
@@ -69,8 +86,6 @@ def _as_pattern(pattern: Any) -> Pattern:
         raise _fail("pattern", "a non-empty 2-D array", f"shape {array.shape}")
     if not np.all(np.isfinite(array)):
         raise _fail("pattern", "finite", array.tolist())
-    if np.all(array == array.flat[0]):
-        raise _fail("pattern", "non-constant (a constant pattern has no shape to detect)", array.tolist())
     return tuple(tuple(float(v) for v in row) for row in array)
 
 
@@ -102,7 +117,8 @@ class PlantedPatternTask:
 
     Args:
       pattern: a 2-D array-like ``[PH, PW]`` or a name from :data:`PATTERNS`; stored as a tuple of
-        float rows. Must be non-constant; with a binary background its values must be 0 or 1.
+        float rows. With a binary background its values must be 0 or 1, at least one of them 1 (all 1s is a
+        solid block, which has a place to be found); otherwise it must be non-constant.
       image_shape: ``(H, W)`` (or one int), at least the pattern's size.
       instances: ``(min, max)`` planted copies per image (or one int), ``0 <= min <= max``; the count is
         uniform in that range. ``max`` must fit without overlap wherever earlier copies landed:
@@ -166,6 +182,13 @@ class PlantedPatternTask:
             raise _fail("background", f"one of {BACKGROUNDS}", self.background)
         if self.background == "binary" and not all(v in (0.0, 1.0) for row in pattern for v in row):
             raise _fail("pattern", "made of 0s and 1s on a binary background", pattern)
+        constant = all(v == pattern[0][0] for row in pattern for v in row)
+        if constant and not (self.background == "binary" and pattern[0][0] == 1.0):
+            raise _fail(
+                "pattern",
+                "non-constant, or all 1s on a binary background (any other constant pattern has no shape to detect)",
+                [list(row) for row in pattern],
+            )
         density = _as_float("density", self.density, "a number in [0, 1]", lambda v: 0 <= v <= 1)
         noise_std = _as_float("noise_std", self.noise_std, "a number > 0", lambda v: v > 0)
         amplitude = _as_float("amplitude", self.amplitude, "a number > 0", lambda v: v > 0)
@@ -189,6 +212,44 @@ class PlantedPatternTask:
         """``(Ho, Wo)``: the VALID positions of a pattern-sized window, where targets live."""
         ph, pw = self.pattern_array.shape
         return self.image_shape[0] - ph + 1, self.image_shape[1] - pw + 1
+
+    def skeleton(self) -> PlantedPatternTask:
+        """The task's static structure with placeholder numbers: equal for every task of the same pattern shape,
+        image shape, instances and background, whatever the pattern's contents, density, noise or amplitude.
+
+        A jitted function that takes ``(task.skeleton(), task.values())`` — the first static, the second traced —
+        compiles once for all those tasks. ``skeleton().sample_with(key, B, values())`` equals ``sample(key, B)``.
+
+        Examples:
+          >>> import jaxconv
+          >>> a = jaxconv.PlantedPatternTask([[1, 0], [0, 1]], density=0.2)
+          >>> b = jaxconv.PlantedPatternTask([[0, 1], [1, 1]], density=0.4)
+          >>> a.skeleton() == b.skeleton(), a.skeleton().pattern
+          (True, ((1.0, 0.0), (0.0, 0.0)))
+        """
+        ph, pw = self.pattern_array.shape
+        placeholder = tuple(tuple(float(i == j == 0) for j in range(pw)) for i in range(ph))
+        return dataclasses.replace(self, pattern=placeholder, density=0.5, noise_std=1.0, amplitude=1.0)
+
+    def values(self) -> TaskValues:
+        """The numbers that :meth:`skeleton` leaves out, as NumPy float32 arrays (see :class:`TaskValues`)."""
+        return TaskValues(
+            self.pattern_array, np.float32(self.density), np.float32(self.noise_std), np.float32(self.amplitude)
+        )
+
+    def sample_with(self, key: jax.Array, batch_size: int, values: TaskValues) -> Sample:
+        """:meth:`sample` with the task's numbers taken from ``values`` (arrays, may be traced) instead of
+        ``self``: for use inside a jitted function that got ``self`` static (usually a :meth:`skeleton`).
+
+        Args:
+          key: a PRNG key.
+          batch_size: ``B >= 1``, a Python int.
+          values: a :class:`TaskValues` whose pattern has this task's pattern shape.
+
+        Returns:
+          A :class:`Sample`, as :meth:`sample`.
+        """
+        return jax.vmap(lambda k: self._sample_one(k, values))(jax.random.split(key, batch_size))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict that ``PlantedPatternTask(**d)`` turns back into an equal task."""
@@ -224,10 +285,10 @@ class PlantedPatternTask:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"PlantedPatternTask.sample: `batch_size` must be an int >= 1; got {batch_size!r}")
-        return _sample(self, key, int(batch_size))
+        return _sample(self.skeleton(), key, int(batch_size), self.values())
 
-    def _sample_one(self, key: jax.Array) -> Sample:
-        pattern = jnp.asarray(self.pattern_array)
+    def _sample_one(self, key: jax.Array, values: TaskValues) -> Sample:
+        pattern = jnp.asarray(values.pattern, jnp.float32)
         ph, pw = pattern.shape
         (h, w), (ho, wo) = self.image_shape, self.output_shape
         lo, hi = self.instances
@@ -237,10 +298,10 @@ class PlantedPatternTask:
         count = jax.random.randint(k_count, (), lo, hi + 1)
         if self.background == "binary":
             noise = jax.random.uniform(k_rest, (h * w + hi * ho * wo,), jnp.float32)
-            image = (noise[: h * w] < self.density).astype(jnp.float32).reshape(h, w)
+            image = (noise[: h * w] < values.density).astype(jnp.float32).reshape(h, w)
         else:
             noise = jax.random.normal(k_rest, (h * w + hi * ho * wo,), jnp.float32)
-            image = self.noise_std * noise[: h * w].reshape(h, w)
+            image = values.noise_std * noise[: h * w].reshape(h, w)
         # Any continuous noise ranks the free positions in a uniformly random order; argmax picks the first.
         slot_noise = noise[h * w :].reshape(hi, ho * wo)
 
@@ -258,7 +319,7 @@ class PlantedPatternTask:
             if self.background == "binary":
                 pasted = pattern
             else:
-                pasted = current + self.amplitude * pattern
+                pasted = current + values.amplitude * pattern
             image = lax.dynamic_update_slice(image, jnp.where(active, pasted, current), (i, j))
             overlaps = (jnp.abs(rows - i) < ph) & (jnp.abs(cols - j) < pw)
             free = jnp.where(active, free & ~overlaps, free)
@@ -270,11 +331,7 @@ class PlantedPatternTask:
         positions = positions.reshape(hi, 2)
 
         if self.background == "binary":
-            match = jnp.ones((ho, wo), bool)
-            for a in range(ph):
-                for b in range(pw):
-                    match &= image[a : a + ho, b : b + wo] == pattern[a, b]
-            targets = match.astype(jnp.float32)
+            targets = exact_matches(image, pattern)
         else:
             active = positions[:, 0] >= 0
             targets = (
@@ -286,8 +343,84 @@ class PlantedPatternTask:
 
 
 @functools.partial(jax.jit, static_argnames=("task", "batch_size"))
-def _sample(task: PlantedPatternTask, key: jax.Array, batch_size: int) -> Sample:
-    return jax.vmap(task._sample_one)(jax.random.split(key, batch_size))
+def _sample(task: PlantedPatternTask, key: jax.Array, batch_size: int, values: TaskValues) -> Sample:
+    return task.sample_with(key, batch_size, values)
+
+
+def exact_matches(image: jax.Array, pattern: jax.Array) -> jax.Array:
+    """``[H - PH + 1, W - PW + 1]`` float32: 1 where the ``[H, W]`` image holds ``pattern [PH, PW]`` exactly."""
+    ph, pw = pattern.shape
+    ho, wo = image.shape[0] - ph + 1, image.shape[1] - pw + 1
+    match = jnp.ones((ho, wo), bool)
+    for a in range(ph):
+        for b in range(pw):
+            match &= image[a : a + ho, b : b + wo] == pattern[a, b]
+    return match.astype(jnp.float32)
+
+
+def plant_near_misses(
+    task: PlantedPatternTask, key: jax.Array, batch: Sample, count: int, values: TaskValues
+) -> Sample:
+    """Pastes ``count`` near misses — copies of the pattern with one random pixel flipped — into every image of a
+    binary-background batch, clear of the planted copies where there is room, and recomputes the targets.
+
+    Near misses are the negatives that decide a binary detector's threshold, and random images almost never
+    hold them. They are also enough: a linear detector of the pattern's size that fires on the pattern and on
+    none of its one-pixel flips fires on no other window (each flip must lower the logit by more than the
+    pattern's own logit, so ``k`` flips lower it by more than ``k`` times that).
+
+    Args:
+      task: a binary-background :class:`PlantedPatternTask` (static; usually a :meth:`~PlantedPatternTask.skeleton`).
+      key: a PRNG key.
+      batch: a :class:`Sample` of ``task``.
+      count: near misses per image, a Python int ``>= 0``, each at a random place clear of the planted copies
+        (in a small image with no such place: anywhere, possibly over a planted copy, which the targets then
+        no longer hold).
+      values: the task's :class:`TaskValues`.
+
+    Returns:
+      The :class:`Sample` with the near misses pasted in, its ``targets`` recomputed (every exact occurrence);
+      ``positions`` (the planted copies) unchanged.
+
+    Examples:
+      >>> import jax
+      >>> import jaxconv
+      >>> from jaxconv._data import plant_near_misses
+      >>> task = jaxconv.PlantedPatternTask([[1, 1], [1, 0]], image_shape=(9, 9), instances=1, density=0.0)
+      >>> batch = task.sample(jax.random.key(0), 2)
+      >>> more = plant_near_misses(task, jax.random.key(1), batch, 3, task.values())
+      >>> bool((more.targets == batch.targets).all()), int(more.images.sum() - batch.images.sum()) in range(0, 13)
+      (True, True)
+    """
+    if task.background != "binary":
+        raise ValueError(f"plant_near_misses: `task` must have a binary background; got {task.background!r}")
+    pattern = jnp.asarray(values.pattern, jnp.float32)
+    ph, pw = pattern.shape
+    ho, wo = task.output_shape
+    rows, cols = jnp.arange(ho)[:, None], jnp.arange(wo)[None, :]
+
+    def one(key: jax.Array, image: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+        image = image[:, :, 0]
+        free = jnp.ones((ho, wo), bool)
+        for i, j in positions:  # planted copies (slots of -1 are unused)
+            free &= (i < 0) | (jnp.abs(rows - i) >= ph) | (jnp.abs(cols - j) >= pw)
+        k_where, k_pixel = jax.random.split(key)
+        scores = jax.random.uniform(k_where, (count, ho * wo))
+        pixels = jax.random.randint(k_pixel, (count,), 0, ph * pw)
+
+        def paste(image: jax.Array, slot: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
+            score, pixel = slot
+            flat = jnp.argmax(score + free.reshape(-1))  # a free place if there is one
+            i, j = flat // wo, flat % wo
+            flipped = (jnp.arange(ph * pw) == pixel).reshape(ph, pw)
+            return lax.dynamic_update_slice(image, jnp.where(flipped, 1 - pattern, pattern), (i, j)), None
+
+        image, _ = lax.scan(paste, image, (scores, pixels))
+        return image[:, :, None], exact_matches(image, pattern)
+
+    keys = jax.random.split(key, batch.images.shape[0])
+    images, targets = jax.vmap(one)(keys, batch.images, batch.positions)
+    return Sample(images, targets, batch.positions)
 
 
 def _jsonable(value: Any) -> Any:
@@ -296,4 +429,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-__all__ = ["PATTERNS", "BACKGROUNDS", "PlantedPatternTask", "Sample"]
+__all__ = [
+    "PATTERNS",
+    "BACKGROUNDS",
+    "PlantedPatternTask",
+    "Sample",
+    "TaskValues",
+    "exact_matches",
+    "plant_near_misses",
+]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -13,11 +15,38 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxconv._checkpoint import list_checkpoints, save_checkpoint
-from jaxconv._data import PlantedPatternTask
-from jaxconv._detector import Params
-from jaxconv._metrics import evaluate
+from jaxconv._data import PlantedPatternTask, TaskValues
+from jaxconv._detector import Params, crop_targets, logit_map
+from jaxconv._metrics import average_precision, evaluate
 from jaxconv._preempt import Preempted, StopSignals, peer_errors, restore_shared
-from jaxconv._train import TrainConfig, TrainState, check_mesh, init_state, nonfinite_steps, replicate, train_steps
+from jaxconv._train import (
+    NEAR_MISSES,
+    TrainConfig,
+    TrainState,
+    check_mesh,
+    init_state,
+    nonfinite_steps,
+    replicate,
+    train_steps,
+    training_batch,
+)
+
+VALIDATION_STREAM = 3
+"""The validation draw of a run with seed ``s`` comes from ``fold_in(key(s), VALIDATION_STREAM)``: neither the
+training stream (``fold_in(key(s), 1)``) nor the held-out one (``fold_in(key(eval_seed), 2)``)."""
+VALIDATION_IMAGES = 256
+"""Images in the validation draw (with near misses pasted in, as in training)."""
+CHECK_EVERY = 50
+"""With ``steps="auto"``, the validation draw is scored every this many steps."""
+AUTO_MAX_STEPS = 3000
+"""With ``steps="auto"``, the cap on the number of steps."""
+PATIENCE = 4
+"""With ``steps="auto"`` on a gaussian background: stop after this many checks in a row that did not raise the
+validation draw's average precision by more than :data:`AP_TOLERANCE` over its best."""
+AP_TOLERANCE = 1e-3
+GAUSSIAN_MIN_STEPS = 1000
+"""With ``steps="auto"`` on a gaussian background: train at least this many steps (at a low SNR the validation
+AP is small and noisy, and an early plateau is not the end)."""
 
 
 class NonFiniteError(RuntimeError):
@@ -38,6 +67,9 @@ class FitResult(NamedTuple):
         (after the first dispatch, which compiles), ``eval_s``.
       skipped_steps: how many steps were skipped as non-finite.
       resumed_from: the step this call resumed from (0 for a fresh start).
+      validation: with ``steps="auto"``: ``{"errors", "checks", "stopped_at", "bias_shift", "min_positive",
+        "max_negative"}`` from the last check of the validation draw (``bias_shift``: what calibration added to
+        the bias, 0.0 if none); ``None`` for a fixed step count.
     """
 
     params: Params
@@ -48,12 +80,78 @@ class FitResult(NamedTuple):
     timing: dict[str, float]
     skipped_steps: int
     resumed_from: int
+    validation: dict[str, Any] | None = None
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"`{name}` must be an int >= {low}; got {value!r}")
     return int(value)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _validation_logits(
+    params: Params, config: TrainConfig, key: jax.Array, values: TaskValues
+) -> tuple[jax.Array, jax.Array]:
+    images, targets = training_batch(config, key, values)
+    return logit_map(params, images), crop_targets(targets, config.task.pattern_array.shape, config.kernel_shape)
+
+
+def _best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold (midway between two distinct scores) at which ``score > threshold`` has the largest F1."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]  # the last index of each group of tied scores
+    tp = np.cumsum(y)[last]
+    f1 = 2 * tp / (last + 1 + y.sum())
+    best = int(np.argmax(f1))
+    below = s[last[best] + 1] if last[best] + 1 < s.size else s[-1] - 1.0
+    return float((s[last[best]] + below) / 2)
+
+
+def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
+    """Scores ``params`` on the run's validation draw and, where it separates it, calibrates the bias.
+
+    The draw: :data:`VALIDATION_IMAGES` images of the task with ``config.near_misses`` near misses pasted into
+    each (binary backgrounds), from ``fold_in(key(config.seed), VALIDATION_STREAM)`` — a stream that neither
+    training nor the held-out evaluation uses. On a binary background, when every positive's logit exceeds
+    every negative's, ``bias_shift`` puts the threshold midway between the two (the widest margin this kernel
+    allows), which leaves no validation error. On a gaussian background, where nothing separates, it puts the
+    threshold where the validation F1 is largest. :func:`fit` applies it when training stops.
+
+    Args:
+      params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
+      config: the run's :class:`TrainConfig`.
+
+    Returns:
+      ``{"errors": false alarms + misses at logit > 0 after the shift, "bias_shift", "min_positive",
+      "max_negative", "average_precision"}`` (logits before calibration; ``None`` where there are none; the
+      average precision only on a gaussian background, where it decides when to stop).
+
+    Examples:
+      >>> import jaxconv
+      >>> from jaxconv._fit import validation_check
+      >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed", image_shape=12))
+      >>> check = validation_check(jaxconv.matched_filter(config.task), config)
+      >>> check["errors"], check["min_positive"], check["max_negative"], check["bias_shift"]
+      (0, 0.5, -0.5, 0.0)
+      >>> check["average_precision"] is None
+      True
+    """
+    key = jax.random.fold_in(jax.random.key(config.seed), VALIDATION_STREAM)
+    static = dataclasses.replace(config, seed=0, batch_size=VALIDATION_IMAGES, task=config.task.skeleton())
+    z, t = (np.asarray(a, np.float64) for a in _validation_logits(params, static, key, config.task.values()))
+    positive, negative = z[t > 0.5], z[t <= 0.5]
+    low = float(positive.min()) if positive.size else None
+    high = float(negative.max()) if negative.size else None
+    shift = 0.0
+    if config.task.background == "binary" and low is not None and high is not None and low > high:
+        shift = -(low + high) / 2 if low + high else 0.0
+    elif config.task.background != "binary" and positive.size:
+        shift = -_best_f1_threshold(z.reshape(-1), t.reshape(-1) > 0.5)
+    errors = int(np.sum(positive + shift <= 0) + np.sum(negative + shift > 0))
+    ap = None if config.task.background == "binary" or not positive.size else average_precision(z, t)
+    return {"errors": errors, "bias_shift": shift, "min_positive": low, "max_negative": high, "average_precision": ap}
 
 
 def batch_mesh(devices: int | Sequence[jax.Device], batch_size: int) -> Mesh:
@@ -102,15 +200,16 @@ def batch_mesh(devices: int | Sequence[jax.Device], batch_size: int) -> Mesh:
 def fit(
     task: PlantedPatternTask | None = None,
     *,
-    steps: int = 400,
+    steps: int | str = "auto",
     batch_size: int = 32,
     learning_rate: float = 0.1,
     optimizer: str = "adam",
     kernel_shape: tuple[int, int] | None = None,
     seed: int = 0,
-    loss: str = "hard_negative",
+    loss: str | None = None,
     l1: float = 0.0,
     l2: float = 0.0,
+    near_misses: int = NEAR_MISSES,
     steps_per_dispatch: int = 100,
     eval_images: int = 1000,
     eval_seed: int = 0,
@@ -129,18 +228,27 @@ def fit(
     result is the same for every ``steps_per_dispatch`` — and for a run resumed from a checkpoint, however
     often it was interrupted.
 
+    With ``steps="auto"`` (the default) the run is checked every :data:`CHECK_EVERY` steps on a validation
+    draw (:func:`validation_check`) and stops as soon as the kernel separates it (the bias then calibrated to
+    the middle of the gap); on a gaussian background, where nothing separates, after :data:`PATIENCE` checks
+    without a better validation average precision (but not before :data:`GAUSSIAN_MIN_STEPS`); and at
+    :data:`AUTO_MAX_STEPS` at the latest. The held-out images that
+    ``metrics`` reports play no part in it.
+
     Args:
       task: the :class:`PlantedPatternTask` (default: the seed pattern on 32x32 binary images).
-      steps: total optimizer steps, ``>= 1`` (a resumed run continues up to this count).
+      steps: ``"auto"`` or the total optimizer steps, ``>= 1`` (a resumed run continues up to this count).
       batch_size: images per step.
       learning_rate: the optimizer's step size.
       optimizer: one of ``OPTIMIZERS``.
       kernel_shape: ``(KH, KW)``, at least the pattern's; default the pattern's shape.
       seed: seeds the initial kernel and every training batch.
-      loss: one of ``LOSSES``: ``"hard_negative"`` (BCE over the positives and the hardest negatives),
+      loss: ``None`` (the background's default, see :class:`TrainConfig`) or one of ``LOSSES``:
+        ``"hard_negative"`` (BCE over the positives and the hardest negatives),
         ``"balanced"`` (class-balanced BCE) or ``"bce"`` (plain, no imbalance handling).
       l1: weight of an L1 penalty on the kernel (``l1 * sum |kernel|``), ``>= 0``.
       l2: weight of an L2 penalty on the kernel (``l2 * sum kernel^2``), ``>= 0``.
+      near_misses: near misses pasted into each training image (binary backgrounds; see :class:`TrainConfig`).
       steps_per_dispatch: steps per jitted call, ``>= 1`` (does not change the result).
       eval_images: held-out images to score at the end (0: skip).
       eval_seed: picks the held-out images.
@@ -162,7 +270,8 @@ def fit(
         arguments: only process 0 writes checkpoints, and a SIGTERM to any process stops them all at one step.
 
     Returns:
-      A :class:`FitResult` ``(params, history, metrics, state, config, timing, skipped_steps, resumed_from)``.
+      A :class:`FitResult` ``(params, history, metrics, state, config, timing, skipped_steps, resumed_from,
+      validation)``.
 
     Raises:
       ValueError: an argument outside what is allowed (the message names it).
@@ -179,6 +288,9 @@ def fit(
       >>> result = jaxconv.fit(task, steps=150, batch_size=8, steps_per_dispatch=150, eval_images=50)
       >>> result.params["kernel"].shape, len(result.history), result.metrics["f1"]
       ((2, 3, 1, 1), 150, 1.0)
+      >>> result = jaxconv.fit(task, eval_images=50)
+      >>> result.validation["errors"], len(result.history) % 50, result.metrics["f1"]
+      (0, 0, 1.0)
     """
     task = PlantedPatternTask() if task is None else task
     config = TrainConfig(
@@ -191,8 +303,12 @@ def fit(
         loss=loss,
         l1=l1,
         l2=l2,
+        near_misses=near_misses,
     )
-    steps = _check_int("steps", steps, 1)
+    auto = isinstance(steps, str) and steps == "auto"
+    if not auto and (isinstance(steps, (str, bool)) or not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise ValueError(f"`steps` must be 'auto' or an int >= 1; got {steps!r}")
+    steps = AUTO_MAX_STEPS if auto else int(steps)
     per_dispatch = _check_int("steps_per_dispatch", steps_per_dispatch, 1)
     eval_images = _check_int("eval_images", eval_images, 0)
     checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 0)
@@ -222,12 +338,16 @@ def fit(
     # With a checkpoint folder, SIGTERM/SIGINT stop the run after the dispatch in flight, at a step that every
     # process agrees on, with a checkpoint written there.
     stop = StopSignals() if checkpoint_dir is not None else None
+    validation: dict[str, Any] | None = None
+    best, stale, checks, finished = None, 0, 0, False
     with stop or contextlib.nullcontext():
-        while int(state.step) < steps:
+        while int(state.step) < steps and not finished:
             done = int(state.step)
             n = min(per_dispatch, steps - done)
             if checkpoint_every:
                 n = min(n, checkpoint_every - done % checkpoint_every)
+            if auto:
+                n = min(n, CHECK_EVERY - done % CHECK_EVERY)
             with peer_errors():
                 state, dispatch_losses = train_steps(config, state, n, mesh=mesh)
                 chunk = np.asarray(jax.device_get(dispatch_losses), np.float32)
@@ -246,14 +366,29 @@ def fit(
                     f"or gradient ({total} skipped in all){where}"
                 )
             step_now = int(state.step)
+            if auto and (step_now % CHECK_EVERY == 0 or step_now == steps):
+                check = validation_check(state.params, config)
+                checks += 1
+                # Binary: separable, so train until the draw is. Gaussian: until its AP stops improving.
+                score = -check["errors"] if check["average_precision"] is None else check["average_precision"]
+                stale = 0 if best is None or score > best + AP_TOLERANCE else stale + 1
+                best = score if best is None else max(best, score)
+                plateau = stale >= PATIENCE and step_now >= GAUSSIAN_MIN_STEPS
+                finished = check["errors"] == 0 or (task.background != "binary" and plateau)
+                if check["bias_shift"] and (finished or step_now == steps):
+                    params_now = dict(state.params, bias=state.params["bias"] + np.float32(check["bias_shift"]))
+                    state = state._replace(params=params_now)
+                validation = {**check, "checks": checks, "stopped_at": step_now}
             path = None
             if (
                 writer
                 and checkpoint_dir is not None
-                and ((checkpoint_every and step_now % checkpoint_every == 0) or step_now == steps or stopping)
+                and (
+                    (checkpoint_every and step_now % checkpoint_every == 0) or step_now == steps or stopping or finished
+                )
             ):
                 path = save_checkpoint(checkpoint_dir, state, config, np.concatenate(parts), keep=keep)
-            if stopping and step_now < steps:  # (a run whose last step is done just finishes)
+            if stopping and step_now < steps and not finished:  # (a run whose last step is done just finishes)
                 assert stop is not None
                 raise Preempted(step_now, path, stop.reason)
     end = time.perf_counter()
@@ -273,7 +408,20 @@ def fit(
         metrics = evaluate(params, task, num_images=eval_images, seed=eval_seed)
         timing["eval_s"] = time.perf_counter() - end
     skipped = nonfinite_steps(state)[1]
-    return FitResult(params, history, metrics, state, config, timing, skipped, resumed_from)
+    return FitResult(params, history, metrics, state, config, timing, skipped, resumed_from, validation)
 
 
-__all__ = ["FitResult", "NonFiniteError", "batch_mesh", "fit"]
+__all__ = [
+    "FitResult",
+    "NonFiniteError",
+    "batch_mesh",
+    "fit",
+    "validation_check",
+    "VALIDATION_STREAM",
+    "VALIDATION_IMAGES",
+    "CHECK_EVERY",
+    "AUTO_MAX_STEPS",
+    "PATIENCE",
+    "AP_TOLERANCE",
+    "GAUSSIAN_MIN_STEPS",
+]

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._data import PlantedPatternTask
+from jaxconv._data import PlantedPatternTask, TaskValues
 from jaxconv._detector import Params, check_kernel_shape, crop_targets, logit_map
 
 EVAL_STREAM = 2
@@ -67,20 +67,20 @@ def average_precision(scores: jax.typing.ArrayLike, labels: jax.typing.ArrayLike
 
 def kernel_cosine(kernel: jax.typing.ArrayLike, pattern: jax.typing.ArrayLike) -> float:
     """Cosine between the mean-subtracted kernel and the mean-subtracted pattern (1.0 = the pattern up to scale
-    and offset).
+    and offset); for a constant pattern (a solid block of 1s), the plain cosine of the two.
 
     For a kernel larger than the pattern, the best placement: at each offset the kernel's window is
     mean-subtracted, its weights outside the window are kept as they are (ideally 0), and the largest cosine wins.
 
     Args:
       kernel: ``[KH, KW]`` or ``[KH, KW, 1, 1]``.
-      pattern: ``[PH, PW]`` with ``PH <= KH``, ``PW <= KW``, non-constant.
+      pattern: ``[PH, PW]`` with ``PH <= KH``, ``PW <= KW``, not all zeros.
 
     Returns:
-      A float in ``[-1, 1]`` (0.0 for a constant kernel).
+      A float in ``[-1, 1]`` (0.0 for a constant kernel against a non-constant pattern).
 
     Raises:
-      ValueError: bad shapes or a constant pattern.
+      ValueError: bad shapes or an all-zero pattern.
 
     Examples:
       >>> from jaxconv import kernel_cosine
@@ -103,14 +103,17 @@ def _placement_cosines(kernel: Any, pattern: Any) -> np.ndarray:
     if p.shape[0] > k.shape[0] or p.shape[1] > k.shape[1]:
         raise ValueError(f"`kernel` must be at least the pattern's shape {p.shape}; got {k.shape}")
     pc = p - p.mean()
-    if not np.any(pc):
-        raise ValueError("`pattern` must be non-constant")
+    if not np.any(p):
+        raise ValueError("`pattern` must not be all zeros")
+    centre = bool(np.any(pc))  # a constant pattern (a solid block of 1s) is compared without centring
+    pc = pc if centre else p
     ph, pw = p.shape
     cosines = np.zeros((k.shape[0] - ph + 1, k.shape[1] - pw + 1))
     for a in range(cosines.shape[0]):
         for b in range(cosines.shape[1]):
             kc = k.copy()
-            kc[a : a + ph, b : b + pw] -= kc[a : a + ph, b : b + pw].mean()
+            if centre:
+                kc[a : a + ph, b : b + pw] -= kc[a : a + ph, b : b + pw].mean()
             norm = np.linalg.norm(kc)
             if norm > 0:
                 cosines[a, b] = float(np.sum(kc[a : a + ph, b : b + pw] * pc) / (norm * np.linalg.norm(pc)))
@@ -206,9 +209,64 @@ def matched_filter(task: PlantedPatternTask, kernel_shape: tuple[int, int] | Non
     return {"kernel": jnp.asarray(kernel[:, :, None, None], jnp.float32), "bias": jnp.asarray([bias], jnp.float32)}
 
 
-@functools.partial(jax.jit, static_argnames=("task", "num_images"))
+def worst_case(params: Params, pattern: jax.typing.ArrayLike) -> dict[str, Any]:
+    """A binary-background detector's logits at its worst over **every** 0/1 window, in closed form.
+
+    With the pattern centred in the kernel (as :func:`~jaxconv._detector.crop_targets` places it), weights
+    ``w_in`` over the pattern and ``w_out`` around it: the smallest logit of a window that holds the pattern is
+    ``w_in . p + sum(min(w_out, 0)) + b``; the largest of one that does not is
+    ``max_{x != p} w_in . x + sum(max(w_out, 0)) + b``, where the best ``x`` sets the pixels of positive weight
+    — or, if that is ``p`` itself, flips the pattern's pixel of smallest ``|w_in|``. So the detector finds
+    every occurrence in every binary image, with no false alarm, iff the first is ``> 0`` and the second
+    ``<= 0``: a certificate, where a held-out F1 is a sample.
+
+    Args:
+      params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
+      pattern: ``[PH, PW]`` of 0/1, ``PH <= KH``, ``PW <= KW``.
+
+    Returns:
+      ``{"min_positive": float, "max_negative": float, "perfect": bool}``.
+
+    Raises:
+      ValueError: bad shapes or a pattern that is not 0/1.
+
+    Examples:
+      >>> import jaxconv
+      >>> from jaxconv._metrics import worst_case
+      >>> task = jaxconv.PlantedPatternTask("seed")
+      >>> worst_case(jaxconv.matched_filter(task), task.pattern_array)
+      {'min_positive': 0.5, 'max_negative': -0.5, 'perfect': True}
+      >>> worst_case(jaxconv.matched_filter(task, (3, 3)), task.pattern_array)["perfect"]
+      True
+    """
+    params = _check_params(params)
+    w = np.asarray(params["kernel"], np.float64)[:, :, 0, 0]
+    b = float(params["bias"][0])
+    p = np.asarray(pattern, np.float64)
+    if p.ndim != 2 or not np.all((p == 0) | (p == 1)):
+        raise ValueError(f"`pattern` must be a 2-D array of 0s and 1s; got {p.tolist()}")
+    kh, kw = check_kernel_shape(w.shape, p.shape)
+    a, c = (kh - p.shape[0]) // 2, (kw - p.shape[1]) // 2
+    inside = np.zeros(w.shape, bool)
+    inside[a : a + p.shape[0], c : c + p.shape[1]] = True
+    w_in, w_out = w[inside].reshape(p.shape), w[~inside]
+    exact = float(np.sum(w_in * p))
+    best = (w_in > 0).astype(np.float64)
+    other = float(np.sum(w_in * best)) if np.any(best != p) else exact - float(np.abs(w_in).min())
+    low = exact + float(np.minimum(w_out, 0).sum()) + b
+    high = other + float(np.maximum(w_out, 0).sum()) + b
+    return {"min_positive": low, "max_negative": high, "perfect": low > 0 >= high}
+
+
 def _scores(params: Params, task: PlantedPatternTask, key: jax.Array, num_images: int) -> tuple[jax.Array, ...]:
-    batch = task.sample(key, num_images)
+    return _skeleton_scores(params, task.skeleton(), key, num_images, task.values())
+
+
+@functools.partial(jax.jit, static_argnames=("task", "num_images"))
+def _skeleton_scores(
+    params: Params, task: PlantedPatternTask, key: jax.Array, num_images: int, values: TaskValues
+) -> tuple[jax.Array, ...]:
+    batch = task.sample_with(key, num_images, values)
     kh, kw = params["kernel"].shape[:2]
     targets = crop_targets(batch.targets, task.pattern_array.shape, (kh, kw))
     return batch.images, logit_map(params, batch.images), targets
@@ -314,4 +372,5 @@ __all__ = [
     "evaluate",
     "held_out_key",
     "held_out_scores",
+    "worst_case",
 ]

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxconv._data import PlantedPatternTask
+from jaxconv._data import PlantedPatternTask, TaskValues, plant_near_misses
 from jaxconv._detector import LOSSES, Params, check_kernel_shape, crop_targets, detection_loss, init_params, logit_map
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
@@ -28,6 +28,10 @@ INIT_STREAM = 0
 """``fold_in(key(seed), INIT_STREAM)`` draws the initial kernel."""
 TRAIN_STREAM = 1
 """``fold_in(fold_in(key(seed), TRAIN_STREAM), step)`` draws step ``step``'s batch."""
+NEAR_MISSES = 2
+DEFAULT_LOSS = {"binary": "hard_negative", "gaussian": "balanced"}
+"""The loss ``TrainConfig(loss=None)`` picks for each background."""
+"""Default near misses pasted into each training image (binary backgrounds)."""
 
 
 def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
@@ -89,9 +93,16 @@ class TrainConfig:
       optimizer: one of :data:`OPTIMIZERS`.
       kernel_shape: ``(KH, KW)``, at least the pattern's shape; ``None`` means the pattern's shape.
       seed: the run's seed; the initial kernel and every batch derive from it.
-      loss: one of :data:`LOSSES` (``"hard_negative"`` handles the class imbalance best, ``"bce"`` not at all).
+      loss: one of :data:`LOSSES`, or ``None`` for the background's default (:data:`DEFAULT_LOSS`):
+        ``"hard_negative"`` on a binary background, where the near misses decide the threshold;
+        ``"balanced"`` on a gaussian one, where the log-likelihood ratio is linear, so logistic regression on all
+        positions is well specified and converges to the matched filter, which hard-negative mining (fitting to
+        the noise's extremes) does not.
       l1: weight of an L1 penalty ``l1 * sum |kernel|`` added to the loss (not on the bias), ``>= 0``.
       l2: weight of an L2 penalty ``l2 * sum kernel^2`` added to the loss (not on the bias), ``>= 0``.
+      near_misses: on a binary background, copies of the pattern with one pixel flipped pasted into every
+        training image (see :func:`jaxconv._data.plant_near_misses`), ``>= 0``: the negatives that decide the
+        threshold, which random images almost never hold. Ignored on a gaussian background.
 
     Raises:
       ValueError: a value that is not allowed (the message names the argument).
@@ -112,9 +123,10 @@ class TrainConfig:
     optimizer: str = "adam"
     kernel_shape: Any = None
     seed: int = 0
-    loss: str = "hard_negative"
+    loss: str | None = None
     l1: float = 0.0
     l2: float = 0.0
+    near_misses: int = NEAR_MISSES
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, PlantedPatternTask):
@@ -124,8 +136,11 @@ class TrainConfig:
         object.__setattr__(self, "kernel_shape", check_kernel_shape(kernel_shape, pattern_shape))
         object.__setattr__(self, "batch_size", _check_int("batch_size", self.batch_size, 1))
         object.__setattr__(self, "seed", _check_int("seed", self.seed, 0))
+        object.__setattr__(self, "near_misses", _check_int("near_misses", self.near_misses, 0))
         make_optimizer(self.optimizer, self.learning_rate)
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
+        if self.loss is None:
+            object.__setattr__(self, "loss", DEFAULT_LOSS[self.task.background])
         if self.loss not in LOSSES:
             raise ValueError(f"`loss` must be one of {LOSSES}; got {self.loss!r}")
         for name in ("l1", "l2"):
@@ -142,8 +157,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The inverse of :meth:`to_dict` (a dict from before ``l1``/``l2`` existed gets them as 0)."""
-        data = {"l1": 0.0, "l2": 0.0, **data}
+        """The inverse of :meth:`to_dict` (a dict from before ``l1``, ``l2`` or ``near_misses`` existed gets them
+        as 0, as those runs trained)."""
+        data = {"l1": 0.0, "l2": 0.0, "near_misses": 0, **data}
         data["task"] = PlantedPatternTask(**data["task"])
         data["kernel_shape"] = tuple(data["kernel_shape"])
         return cls(**data)
@@ -202,10 +218,30 @@ def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: 
     return loss
 
 
-def _one_step(config: TrainConfig, mesh: Mesh | None, state: TrainState, _: Any) -> tuple[TrainState, jax.Array]:
+def training_batch(
+    config: TrainConfig, key: jax.Array, values: TaskValues | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """One training batch ``(images [B, H, W, 1], targets [B, Ho, Wo])``: the task's images drawn from ``key``, with
+    ``config.near_misses`` near misses pasted into each on a binary background.
+
+    Args:
+      config: the :class:`TrainConfig` (its task may be a skeleton when ``values`` are given).
+      key: a PRNG key.
+      values: the task's :class:`~jaxconv._data.TaskValues` (default: ``config.task.values()``).
+    """
+    task = config.task
+    values = task.values() if values is None else values
+    batch = task.sample_with(key, config.batch_size, values)
+    if config.near_misses and task.background == "binary":
+        batch = plant_near_misses(task, jax.random.fold_in(key, 1), batch, config.near_misses, values)
+    return batch.images, batch.targets
+
+
+def _one_step(
+    config: TrainConfig, mesh: Mesh | None, values: TaskValues, state: TrainState, _: Any
+) -> tuple[TrainState, jax.Array]:
     optimizer = _guarded(make_optimizer(config.optimizer, config.learning_rate))
-    batch = config.task.sample(jax.random.fold_in(state.key, state.step), config.batch_size)
-    images, targets = batch.images, batch.targets
+    images, targets = training_batch(config, jax.random.fold_in(state.key, state.step), values)
     if mesh is not None:
         # Data parallel: each device holds (and, threefry being partitionable, samples) B / D images; the
         # params are replicated, so XLA all-reduces the batch-mean gradient.
@@ -221,9 +257,9 @@ def _one_step(config: TrainConfig, mesh: Mesh | None, state: TrainState, _: Any)
 
 @functools.partial(jax.jit, static_argnames=("config", "num_steps", "mesh"))
 def _train_steps(
-    config: TrainConfig, state: TrainState, num_steps: int, mesh: Mesh | None = None
+    config: TrainConfig, state: TrainState, num_steps: int, mesh: Mesh | None, values: TaskValues
 ) -> tuple[TrainState, jax.Array]:
-    out = jax.lax.scan(functools.partial(_one_step, config, mesh), state, None, length=num_steps)
+    out = jax.lax.scan(functools.partial(_one_step, config, mesh, values), state, None, length=num_steps)
     if mesh is not None:  # every process can read the (replicated) state and losses
         out = jax.lax.with_sharding_constraint(out, NamedSharding(mesh, PartitionSpec()))
     return out
@@ -324,8 +360,10 @@ def train_steps(
     num_steps = _check_int("num_steps", num_steps, 1)
     if mesh is not None:
         mesh = check_mesh(mesh, config.batch_size)
-    # The seed only matters through `state` (initial kernel, data key): runs that differ in seed share a compile.
-    return _train_steps(dataclasses.replace(config, seed=0), state, num_steps, mesh)
+    # The seed only matters through `state` (initial kernel, data key), and the task's numbers are traced: runs
+    # that differ in seed, pattern contents or density share a compile.
+    static = dataclasses.replace(config, seed=0, task=config.task.skeleton())
+    return _train_steps(static, state, num_steps, mesh, config.task.values())
 
 
 __all__ = [
@@ -336,6 +374,9 @@ __all__ = [
     "init_state",
     "train_steps",
     "batch_loss",
+    "training_batch",
+    "NEAR_MISSES",
+    "DEFAULT_LOSS",
     "nonfinite_steps",
     "check_mesh",
     "replicate",

@@ -28,9 +28,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "amplitude": 1.0,
     "optimizer": "adam",
     "learning_rate": 0.1,
-    "steps": 400,
+    "steps": "auto",
+    "near_misses": 2,
     "batch_size": 32,
-    "loss": "hard_negative",
+    "loss": None,
     "seed": 0,
     "eval_images": 1000,
     "steps_per_dispatch": 100,
@@ -77,6 +78,16 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
     parse.__name__ = f"int>={low}"
     return parse
+
+
+def parse_steps(text: str) -> int | str:
+    """``--steps``: ``auto`` (train until a validation draw is separated, calibrate the bias; capped) or an int >= 1."""
+    if text == "auto":
+        return text
+    try:
+        return _int_at_least(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be auto or an int >= 1; got {text!r}") from None
 
 
 def _float_where(allowed: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
@@ -161,12 +172,18 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     task.add_argument("--amplitude", type=_float_where("a number > 0", lambda v: v > 0), default=d["amplitude"],
                       help="gaussian background's pattern amplitude (1.0)")  # fmt: skip
     train = parser.add_argument_group("training")
-    train.add_argument("--steps", type=_int_at_least(1), default=d["steps"], help="(400)")
+    train.add_argument("--steps", type=parse_steps, default=d["steps"], metavar="auto|N",
+                       help="auto: until a validation draw (not the held-out images) is separated, then the bias "
+                       "calibrated to the middle of its gap; at most 3000 (auto)")  # fmt: skip
+    train.add_argument("--near-misses", type=_int_at_least(0), default=d["near_misses"], metavar="N",
+                       help="binary background: copies of the pattern with one pixel flipped pasted into each "
+                       "training image (2)")  # fmt: skip
     train.add_argument("--batch-size", type=_int_at_least(1), default=d["batch_size"], help="images per step (32)")
     train.add_argument("--learning-rate", type=_float_where("a number > 0", lambda v: v > 0),
                        default=d["learning_rate"], help="(0.1)")  # fmt: skip
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"], help="(adam)")
-    train.add_argument("--loss", choices=LOSSES, default=d["loss"], help="imbalance handling (hard_negative)")
+    train.add_argument("--loss", choices=LOSSES, default=d["loss"],
+                       help="imbalance handling (hard_negative on binary, balanced on gaussian)")  # fmt: skip
     train.add_argument("--kernel-size", type=parse_size, default=None, metavar="N|HxW",
                        help="learned kernel's size (the pattern's)")  # fmt: skip
     train.add_argument("--seed", type=_int_at_least(0), default=d["seed"], help="(0)")
@@ -358,6 +375,7 @@ def run_train(args: argparse.Namespace) -> int:
             kernel_shape=args.kernel_size,
             seed=args.seed,
             loss=args.loss,
+            near_misses=args.near_misses,
         )
         if args.resume and args.out is None:
             raise ValueError("argument --resume: needs --out DIR, the run directory to continue")
@@ -407,7 +425,7 @@ def run_train(args: argparse.Namespace) -> int:
         _report.write_json(os.path.join(out, "config.json"), run_config)
 
     bar = tqdm(
-        total=args.steps,
+        total=None if args.steps == "auto" else args.steps,
         disable=args.no_progress or not writer,
         desc=f"train -> {out}",
         unit="step",
@@ -442,6 +460,7 @@ def run_train(args: argparse.Namespace) -> int:
                 kernel_shape=config.kernel_shape,
                 seed=config.seed,
                 loss=config.loss,
+                near_misses=config.near_misses,
                 steps_per_dispatch=args.steps_per_dispatch,
                 eval_images=args.eval_images if writer else 0,
                 checkpoint_dir=checkpoint_dir,
@@ -488,12 +507,21 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"{result.skipped_steps} steps skipped: non-finite loss or gradient")
     print(
         f"{args.eval_images} held-out images, {result.metrics['tp'] + result.metrics['fn']} pattern positions; "
-        f"trained steps {result.resumed_from + 1}-{args.steps} in {timing['wall_s']:.2f} s "
+        f"trained steps {result.resumed_from + 1}-{len(result.history)}{_auto_note(result.validation)} "
+        f"in {timing['wall_s']:.2f} s "
         f"({timing['steps_per_s']:.0f} steps/s, "
         f"{timing['images_per_s']:.0f} images/s after compiling); wall {time.perf_counter() - started:.1f} s"
     )
     print(f"wrote {out}")
     return 0
+
+
+def _auto_note(validation: dict[str, Any] | None) -> str:
+    if validation is None:
+        return ""
+    if validation["errors"]:
+        return f" (auto: stopped with {validation['errors']} errors on the validation draw)"
+    return f" (auto: validation draw separated; bias calibrated by {validation['bias_shift']:+.3f})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,11 +38,25 @@ def test_train_writes_its_files(tmp_path, capsys):
     assert "learned" in table and "matched filter" in table
 
 
+def test_a_typed_binary_pattern_is_learned_perfectly_on_the_defaults(tmp_path, capsys):
+    # rows drawn once at random (numpy default_rng(3), 5x5, p = 1/2), not chosen; nothing else changed but the
+    # held-out count and the figures, which do not touch training
+    out = tmp_path / "run"
+    assert main(["train", "--pattern", "11001,11101,10100,01001,10110", "--eval-images", "250", "--no-progress",
+                 "--no-figures", "--out", str(out)]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["steps"] == "auto" and config["train"]["near_misses"] == 2
+    assert metrics["f1"] == 1.0 and metrics["fp"] == 0 and metrics["fn"] == 0 and metrics["tp"] > 0
+    assert "auto: validation draw separated" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("flags", "words"),
     [
         (["--steps", "-5"], "--steps"),
-        (["--steps", "abc"], "--steps"),
+        (["--steps", "abc"], "--steps: must be auto or an int >= 1"),
+        (["--near-misses", "-1"], "--near-misses"),
         (["--pattern", "1x2,3"], "--pattern"),
         (["--pattern", "11,1"], "--pattern"),
         (["--learning-rate", "-1"], "--learning-rate"),

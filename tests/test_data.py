@@ -93,7 +93,8 @@ def test_task_is_hashable_and_round_trips():
     ("kwargs", "error", "words"),
     [
         ({"pattern": "nope"}, ValueError, "`pattern`"),
-        ({"pattern": [[1, 1], [1, 1]]}, ValueError, "non-constant"),
+        ({"pattern": [[0, 0], [0, 0]]}, ValueError, "non-constant"),
+        ({"pattern": [[1, 1], [1, 1]], "background": "gaussian"}, ValueError, "non-constant"),
         ({"pattern": [[]]}, ValueError, "non-empty"),
         ({"pattern": [1, 0, 1]}, ValueError, "2-D"),
         ({"pattern": [[2, 0]]}, ValueError, "0s and 1s"),
@@ -119,3 +120,54 @@ def test_gaussian_allows_real_patterns_and_bad_batch_size_raises():
     assert task.sample(jax.random.key(0), 1).images.shape == (1, 6, 6, 1)
     with pytest.raises(ValueError, match="`batch_size`"):
         task.sample(jax.random.key(0), 0)
+
+
+def test_near_misses_are_one_pixel_flips_and_targets_stay_exact():
+    from jaxconv._data import plant_near_misses
+
+    pattern = np.array([[1, 0, 1], [0, 1, 1]], np.float32)
+    task = PlantedPatternTask(pattern, image_shape=(20, 20), instances=1, density=0.25)
+    batch = task.sample(jax.random.key(2), 6)
+    more = plant_near_misses(task, jax.random.key(3), batch, 1, task.values())
+    before, after = np.asarray(batch.images[..., 0]), np.asarray(more.images[..., 0])
+    pasted = 0
+    for n in range(6):
+        np.testing.assert_array_equal(np.asarray(more.targets[n]), brute_force_matches(after[n], pattern))
+        i, j = np.asarray(batch.positions[n, 0])  # 20x20 has room: the planted copy is untouched
+        np.testing.assert_array_equal(after[n, i : i + 2, j : j + 3], pattern)
+        # the one pasted window differs from the pattern in exactly one pixel and holds every changed pixel
+        changed = np.argwhere(before[n] != after[n])
+        windows = [
+            (a, b)
+            for a in range(19)
+            for b in range(18)
+            if np.sum(after[n, a : a + 2, b : b + 3] != pattern) == 1
+            and all(a <= r < a + 2 and b <= c < b + 3 for r, c in changed)
+        ]
+        assert windows, n
+        pasted += len(changed) > 0
+    assert pasted >= 3  # the background rarely already holds the near miss
+    gaussian = PlantedPatternTask(pattern, background="gaussian")
+    with pytest.raises(ValueError, match="binary background"):
+        plant_near_misses(gaussian, jax.random.key(0), gaussian.sample(jax.random.key(0), 1), 1, gaussian.values())
+
+
+def test_skeleton_shares_structure_and_values_reproduce_the_task():
+    a = PlantedPatternTask([[1, 0, 1], [0, 1, 1]], image_shape=11, density=0.2)
+    b = PlantedPatternTask([[0, 0, 1], [1, 1, 1]], image_shape=11, density=0.45)
+    assert a.skeleton() == b.skeleton() and hash(a.skeleton()) == hash(b.skeleton())
+    assert a.skeleton() != PlantedPatternTask([[1, 0], [0, 1]], image_shape=11).skeleton()
+    key = jax.random.key(4)
+    direct, via = a.sample(key, 3), jax.jit(lambda v: a.skeleton().sample_with(key, 3, v))(a.values())
+    for x, y in zip(direct, via, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_an_all_ones_pattern_is_a_solid_block_on_a_binary_background():
+    task = PlantedPatternTask([[1, 1], [1, 1]], image_shape=10, density=0.3)
+    batch = task.sample(jax.random.key(0), 4)
+    for n in range(4):
+        image = np.asarray(batch.images[n, :, :, 0])
+        np.testing.assert_array_equal(np.asarray(batch.targets[n]), brute_force_matches(image, task.pattern_array))
+    assert jaxconv.kernel_cosine(2 * np.ones((2, 2)), task.pattern_array) == pytest.approx(1.0)
+    assert jaxconv.evaluate(jaxconv.matched_filter(task), task, num_images=20)["f1"] == 1.0

@@ -113,6 +113,27 @@ def test_least_squares(tmp_path):
     assert (tmp_path / "least_squares_convergence.png").stat().st_size > 0
 
 
+def test_pattern_sweep_smoke(tmp_path):
+    # 5 random patterns of one (shape, image size) group: one compile
+    assert run_experiment("pattern_sweep.py", "--random", "5", "--groups", "1", "--no-named", "--eval-images", "100",
+                          "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["completed_runs"] == results["perfect_runs"] == 5
+    for row in results["rows"]:
+        assert row["f1"] == 1.0 and row["fp"] == row["fn"] == 0 and row["steps"] >= 50
+        assert 16 <= row["image_size"] <= 64 and 0.1 <= row["density"] <= 0.5
+        assert list(row["size"]) == [len(row["pattern"]), len(row["pattern"][0])] and any(map(any, row["pattern"]))
+    assert (tmp_path / "pattern_sweep.png").stat().st_size > 0
+
+
+def test_gaussian_snr_smoke(tmp_path):
+    code = run_experiment("gaussian_snr.py", "--patterns", "seed", "--snr-db", "12", "--eval-images", "250",
+                          "--image-size", "16", "--out", str(tmp_path))  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    (row,) = results["rows"]
+    assert code == 0 and row["ok"] and row["ap_gap"] >= -0.005 and row["steps"] >= 50
+
+
 def test_lax_padding_bug(tmp_path):
     assert run_experiment("lax_padding_bug.py", "--sweep", "1", "--repeats", "1", "--out", str(tmp_path)) == 0
     results = json.loads((tmp_path / "results.json").read_text())

@@ -109,3 +109,34 @@ def test_kernel_placement_finds_the_window_and_the_energy_outside():
     assert kernel_placement(random, task.pattern_array)["outside_energy"] == pytest.approx(1 - 6 / 1600, abs=0.01)
     with pytest.raises(ValueError, match="`kernel`"):
         kernel_placement(np.ones((1, 3)), task.pattern_array)
+
+
+def test_worst_case_matches_a_brute_force_over_every_binary_window():
+    import itertools
+
+    from jaxconv._metrics import worst_case
+
+    rng = np.random.default_rng(8)
+    for trial in range(30):
+        ph, pw = [(1, 2), (2, 2), (2, 3), (3, 3)][trial % 4]
+        kh, kw = (ph, pw) if trial % 3 else (ph + 1, pw + 1)
+        pattern = (rng.random((ph, pw)) < 0.5).astype(np.float64)
+        pattern.flat[0] = 1
+        kernel = rng.normal(size=(kh, kw))
+        if trial % 2:  # near the matched filter, so that both outcomes occur
+            kernel[:] = rng.normal(scale=0.3, size=(kh, kw))
+            kernel[(kh - ph) // 2 : (kh - ph) // 2 + ph, (kw - pw) // 2 : (kw - pw) // 2 + pw] += 2 * pattern - 1
+        bias = -(pattern.sum() - 0.5) + rng.normal(scale=0.5)
+        params = {"kernel": kernel[:, :, None, None].astype(np.float32), "bias": np.float32([bias])}
+        k32, b32 = params["kernel"][:, :, 0, 0].astype(np.float64), float(params["bias"][0])
+        a, c = (kh - ph) // 2, (kw - pw) // 2
+        positives, negatives = [], []
+        for bits in itertools.product((0.0, 1.0), repeat=kh * kw):
+            x = np.array(bits).reshape(kh, kw)
+            (positives if np.array_equal(x[a : a + ph, c : c + pw], pattern) else negatives).append(
+                float(np.sum(x * k32)) + b32
+            )
+        got = worst_case(params, pattern)
+        assert got["min_positive"] == pytest.approx(min(positives), abs=1e-9)
+        assert got["max_negative"] == pytest.approx(max(negatives), abs=1e-9)
+        assert got["perfect"] == (min(positives) > 0 >= max(negatives))

@@ -1,5 +1,7 @@
 """Loss, jitted multi-step training and fit: under jit, chunking-invariant, and the imbalance handling matters."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -34,6 +36,22 @@ def test_losses_match_numpy_under_jit():
         detection_loss(z, t, loss="mse")
     with pytest.raises(ValueError, match="`targets`"):
         detection_loss(z, t[0])
+
+
+def test_sum_of_largest_matches_a_sort_with_ties_and_its_gradient_is_shared_among_ties():
+    from jaxconv._detector import sum_of_largest
+
+    rng = np.random.default_rng(11)
+    for n in (1, 7, 500):
+        # few distinct values: many ties, as identical binary windows give identical logits
+        values = rng.choice(np.float32([0.0, 1e-6, 0.25, 0.25001, 3.0, 40.0]), size=n)
+        for k in sorted({1, max(1, n // 3), n}):
+            expected = np.sort(values)[::-1][:k].sum(dtype=np.float64)
+            got = jax.jit(sum_of_largest)(jnp.asarray(values), jnp.asarray(k, jnp.float32))
+            np.testing.assert_allclose(float(got), expected, rtol=1e-6, atol=1e-9)
+    values = jnp.array([5.0, 2.0, 2.0, 2.0, 1.0])
+    grad = jax.grad(lambda v: sum_of_largest(v, jnp.array(3.0)))(values)  # 5 and two of the three 2s
+    np.testing.assert_allclose(np.asarray(grad), [1, 2 / 3, 2 / 3, 2 / 3, 0], rtol=1e-6)
 
 
 def test_loss_gradient_pushes_the_right_way():
@@ -130,3 +148,69 @@ def test_penalties_add_to_the_loss_and_round_trip():
     penalised = batch_loss(params, config, images, targets)
     k = np.asarray(params["kernel"])
     np.testing.assert_allclose(penalised - plain, 0.01 * np.abs(k).sum() + 0.02 * (k**2).sum(), rtol=1e-5)
+
+
+def test_training_validation_and_held_out_streams_are_separate_and_held_out_decides_nothing():
+    from jaxconv._fit import VALIDATION_IMAGES, VALIDATION_STREAM
+    from jaxconv._metrics import EVAL_STREAM, held_out_key
+    from jaxconv._train import TRAIN_STREAM, training_batch
+
+    assert len({TRAIN_STREAM, VALIDATION_STREAM, EVAL_STREAM}) == 3
+    config = TrainConfig(SMALL, batch_size=4, seed=0)
+    state = init_state(config)
+    train_images = [np.asarray(training_batch(config, jax.random.fold_in(state.key, s))[0]) for s in range(3)]
+    validation_key = jax.random.fold_in(jax.random.key(0), VALIDATION_STREAM)
+    validation = dataclasses.replace(config, batch_size=VALIDATION_IMAGES)
+    validation_images = np.asarray(training_batch(validation, validation_key)[0])
+    held_out_images = np.asarray(SMALL.sample(held_out_key(0, 0), 4).images)
+    for a in [*train_images, held_out_images]:
+        assert not any(np.array_equal(a[0], v) for v in validation_images)
+    assert not any(np.array_equal(held_out_images[0], t) for batch in train_images for t in batch)
+    # the held-out seed changes what is reported, never what is trained, when training stops, or the bias
+    a = jaxconv.fit(SMALL, batch_size=8, eval_images=40, eval_seed=0)
+    b = jaxconv.fit(SMALL, batch_size=8, eval_images=40, eval_seed=9)
+    assert len(a.history) == len(b.history) and a.validation == b.validation
+    chex.assert_trees_all_equal(a.params, b.params)
+    assert a.metrics["positions"] == b.metrics["positions"] and a.metrics["tp"] != b.metrics["tp"]
+
+
+def test_auto_steps_stop_on_a_separated_validation_draw_with_the_bias_mid_gap():
+    from jaxconv._fit import AUTO_MAX_STEPS, CHECK_EVERY, validation_check
+
+    result = jaxconv.fit(SMALL, batch_size=8, eval_images=100, steps_per_dispatch=30)
+    steps = len(result.history)
+    assert result.validation["errors"] == 0 and steps % CHECK_EVERY == 0 and steps < AUTO_MAX_STEPS
+    assert result.validation["stopped_at"] == steps and result.metrics["f1"] == 1.0
+    again = validation_check(result.params, result.config)  # calibrated: the gap is centred on logit 0
+    assert again["errors"] == 0 and again["min_positive"] == pytest.approx(-again["max_negative"], abs=1e-4)
+    assert abs(again["bias_shift"]) < 1e-4
+    other = jaxconv.fit(SMALL, batch_size=8, eval_images=100, steps_per_dispatch=7)  # dispatch size: same run
+    assert len(other.history) == steps
+    np.testing.assert_allclose(np.asarray(other.params["kernel"]), np.asarray(result.params["kernel"]), atol=1e-5)
+    with pytest.raises(ValueError, match="'auto' or an int"):
+        jaxconv.fit(SMALL, steps="many")
+
+
+def test_the_issues_4x4_checkerboard_is_learned_perfectly_on_the_defaults():
+    # The case that left 280 false alarms on the old defaults (400 steps, no near misses, no calibration).
+    task = PlantedPatternTask([[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]], image_shape=(40, 40))
+    result = jaxconv.fit(task, seed=5, eval_images=250)
+    assert result.metrics["f1"] == 1.0 and result.metrics["fp"] == 0 and result.metrics["tp"] > 250
+
+
+def test_gaussian_calibration_picks_the_threshold_of_the_largest_f1():
+    from jaxconv._fit import _best_f1_threshold
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        labels = rng.random(60) < 0.2
+        scores = np.round(rng.normal(size=60) + 1.5 * labels, 1)  # ties
+        threshold = _best_f1_threshold(scores, labels)
+
+        def f1(th, scores=scores, labels=labels):
+            hit = scores > th
+            tp = np.sum(hit & labels)
+            return 2 * tp / (hit.sum() + labels.sum())
+
+        best = max(f1(th) for th in np.r_[scores, scores.min() - 1])
+        assert f1(threshold) == pytest.approx(best) and threshold not in scores
