@@ -55,12 +55,13 @@ def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """Valid cross-correlation by ``spec.strategy`` (``"window"``, ``"shift"``, ``"direct"``), differentiable.
 
     Args:
-      xp: the padded image ``[N, Hp, Wp, C]``; ``spec.in_shape`` must equal its shape and ``spec.padding`` be zero.
-      kernel: ``[KH, KW, C // groups, O]``, the dtype of ``xp``.
+      xp: the padded input ``[N, *padded, C]`` (e.g. ``[N, Hp, Wp, C]``); ``spec.in_shape`` must equal its shape
+        and ``spec.padding`` be zero.
+      kernel: ``[*taps, C // groups, O]`` (e.g. ``[KH, KW, C // groups, O]``), the dtype of ``xp``.
       spec: the static description.
 
     Returns:
-      ``[N, Ho, Wo, O]`` in ``xp``'s dtype.
+      ``[N, *out, O]`` (e.g. ``[N, Ho, Wo, O]``) in ``xp``'s dtype.
     """
     if any(_varies_over_manual_axes(v) for v in (xp, kernel)):
         # Inside shard_map, values that vary over a manual mesh axis carry that in their type, which the
@@ -80,28 +81,47 @@ def _abstract_eval(xp: Any, kernel: Any, *, spec: ConvSpec) -> ShapedArray:
     return ShapedArray(spec.out_shape, xp.dtype)
 
 
-def input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The transposed convolution: the gradient ``[N, Hp, Wp, C]`` w.r.t. the padded input of ``correlate``."""
-    _, hp, wp, c = spec.in_shape
-    kh, kw, cg, o = spec.kernel_shape
-    g = spec.groups
-    (sh, sw), (eh, ew) = spec.stride, spec.extent
-    ho, wo = spec.out_hw
-    rest_h, rest_w = hp - ((ho - 1) * sh + eh), wp - ((wo - 1) * sw + ew)  # rows/cols no output reads
-    full = lax.pad(
-        cotangent,
-        jnp.zeros((), cotangent.dtype),
-        ((0, 0, 0), (eh - 1, eh - 1 + rest_h, sh - 1), (ew - 1, ew - 1 + rest_w, sw - 1), (0, 0, 0)),
-    )
-    flipped = kernel[::-1, ::-1].reshape(kh, kw, cg, g, o // g).transpose(0, 1, 4, 3, 2).reshape(kh, kw, o // g, c)
-    n, hf, wf, _ = full.shape
+def transposed_correlate(
+    cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec, pads: tuple[tuple[int, int], ...]
+) -> jax.Array:
+    """The transposed convolution of ``spec``'s correlation, framed by ``pads``: ``[N, *out, O]`` → ``[N, *X, C]``.
+
+    The output gradient dilated by the stride and padded by ``pads`` (one ``(low, high)`` per spatial dim; a negative
+    one crops, by a slice, never handed to XLA as negative padding), then correlated (same strategy, dilation and
+    groups, stride 1) with the spatially flipped kernel whose per-group in/out channels are swapped. It is
+    ``correlate_p`` again, so it has derivatives of its own. ``pads = (extent - 1, extent - 1 + rest)`` per dim
+    gives the gradient w.r.t. the padded input (see :func:`input_gradient`).
+    """
+    dims = spec.spatial_dims
+    *taps, cg, o = spec.kernel_shape
+    g, c = spec.groups, spec.in_shape[-1]
+    config = [(max(lo, 0), max(hi, 0), s - 1) for (lo, hi), s in zip(pads, spec.stride, strict=True)]
+    full = lax.pad(cotangent, jnp.zeros((), cotangent.dtype), [(0, 0, 0), *config, (0, 0, 0)])
+    crop = tuple(slice(max(-lo, 0), size - max(-hi, 0)) for (lo, hi), size in zip(pads, full.shape[1:-1], strict=True))
+    full = full[(slice(None), *crop, slice(None))]
+    flipped = kernel[(slice(None, None, -1),) * dims].reshape(*taps, cg, g, o // g)
+    flipped = flipped.transpose(*range(dims), dims + 2, dims + 1, dims).reshape(*taps, o // g, c)
     strategy = spec.strategy
     if strategy == "direct" and o // g > DIRECT_MAX_UNROLLED:
         strategy = "xla"  # many-in, few-out: direct contracts per tap by dots, slower than XLA (16->1 k5: 6x)
     tspec = dataclasses.replace(
-        spec, in_shape=(n, hf, wf, o), kernel_shape=(kh, kw, o // g, c), stride=(1, 1), strategy=strategy
+        spec,
+        in_shape=full.shape,
+        kernel_shape=(*taps, o // g, c),
+        stride=(1,) * dims,
+        padding=((0, 0),) * dims,
+        padding_mode="zeros",
+        strategy=strategy,
     )
     return correlate(full, flipped, tspec)
+
+
+def input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """The transposed convolution: the gradient ``[N, *padded, C]`` w.r.t. the padded input of ``correlate``."""
+    reach = zip(spec.padded_hw, spec.out_hw, spec.stride, spec.extent, strict=True)
+    # The padded input's rows/cols no output reads (beyond the last window) get a zero gradient: padded on high.
+    pads = tuple((e - 1, e - 1 + p - ((o - 1) * s + e)) for p, o, s, e in reach)
+    return transposed_correlate(cotangent, kernel, spec, pads)
 
 
 def _transpose_input(cotangent: jax.Array, xp: Any, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
@@ -115,15 +135,16 @@ def _transpose_kernel(cotangent: jax.Array, xp: jax.Array, kernel: Any, *, spec:
 def _batch(args: tuple[jax.Array, jax.Array], dims: tuple[Any, Any], *, spec: ConvSpec) -> tuple[jax.Array, int]:
     xp, kernel = args
     bx, bk = dims
-    n, hp, wp, c = spec.in_shape
-    kh, kw, cg, o = spec.kernel_shape
-    _, ho, wo, _ = spec.out_shape
+    n, *padded, c = spec.in_shape
+    *taps, cg, o = spec.kernel_shape
+    out_hw = spec.out_hw
+    s = spec.spatial_dims
     if bk is None:  # fold the mapped axis into the batch
         xp = jnp.moveaxis(xp, bx, 0)
         b = xp.shape[0]
-        folded = xp.reshape(b * n, hp, wp, c)
-        out = correlate(folded, kernel, dataclasses.replace(spec, in_shape=(b * n, hp, wp, c)))
-        return out.reshape(b, n, ho, wo, o), 0
+        folded = xp.reshape(b * n, *padded, c)
+        out = correlate(folded, kernel, dataclasses.replace(spec, in_shape=folded.shape))
+        return out.reshape(b, n, *out_hw, o), 0
     kernel = jnp.moveaxis(kernel, bk, 0)
     b = kernel.shape[0]
     if bx is None:
@@ -131,13 +152,11 @@ def _batch(args: tuple[jax.Array, jax.Array], dims: tuple[Any, Any], *, spec: Co
     else:
         xp = jnp.moveaxis(xp, bx, 0)
     # One convolution per mapped kernel = extra feature groups: channel (b, g, c), output (b, g, o).
-    xs = xp.transpose(1, 2, 3, 0, 4).reshape(n, hp, wp, b * c)
-    ks = kernel.transpose(1, 2, 3, 0, 4).reshape(kh, kw, cg, b * o)
-    gspec = dataclasses.replace(
-        spec, in_shape=(n, hp, wp, b * c), kernel_shape=(kh, kw, cg, b * o), groups=b * spec.groups
-    )
-    out = correlate(xs, ks, gspec).reshape(n, ho, wo, b, o)
-    return jnp.moveaxis(out, 3, 0), 0
+    xs = xp.transpose(*range(1, s + 2), 0, s + 2).reshape(n, *padded, b * c)
+    ks = kernel.transpose(*range(1, s + 2), 0, s + 2).reshape(*taps, cg, b * o)
+    gspec = dataclasses.replace(spec, in_shape=xs.shape, kernel_shape=ks.shape, groups=b * spec.groups)
+    out = correlate(xs, ks, gspec).reshape(n, *out_hw, b, o)
+    return jnp.moveaxis(out, s + 1, 0), 0
 
 
 correlate_p.def_impl(_impl)
