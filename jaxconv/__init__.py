@@ -21,6 +21,7 @@ from jaxconv._detector import logit_map as logit_map
 from jaxconv._fit import FitResult as FitResult
 from jaxconv._fit import NonFiniteError as NonFiniteError
 from jaxconv._fit import fit as fit
+from jaxconv._general import conv_general_dilated as conv_general_dilated
 from jaxconv._metrics import average_precision as average_precision
 from jaxconv._metrics import evaluate as evaluate
 from jaxconv._metrics import kernel_cosine as kernel_cosine

@@ -238,7 +238,8 @@ def direct_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) 
 
     One input channel per group (depthwise, with or without a multiplier): per tap, the elementwise product of the
     tap's slice and the output gradient, reduced over ``N`` and every output dim but the last (rows stay contiguous),
-    then the last. Otherwise XLA's backward-filter convolution, which beat a dot or a fused reduction per tap on every such grid point.
+    then the last. Otherwise XLA's backward-filter convolution, which beat a dot or a fused reduction per tap on
+    every such grid point.
     """
     *_, cg, o = spec.kernel_shape
     if cg != 1 or spec.groups == 1:

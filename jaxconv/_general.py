@@ -1,0 +1,163 @@
+"""``conv_general_dilated``: a drop-in for ``lax.conv_general_dilated`` that runs jaxconv's convolution.
+
+Same signature, same semantics, same result shape and dtype — checked against lax itself at trace time with
+``jax.eval_shape``, so every call lax rejects is rejected with lax's own message — for any dimension numbers, 1-3
+spatial dims, every padding form and input (lhs) dilation. Flax's ``nnx.Conv(..., conv_general_dilated=...)`` and
+linen's ``Conv(..., conv_general_dilated_cls=...)`` hooks take it as is.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxconv._conv import _conv_nhwc
+from jaxconv._spec import make_spec
+
+_WHO = "conv_general_dilated"
+
+
+def _frame(x: jax.Array, lhs_dilation: Sequence[int], pads: Sequence[tuple[int, int]]) -> tuple[jax.Array, Any]:
+    """Dilates the spatial dims of a channels-last ``x`` (zeros between its elements) and crops its negative
+    padding by a slice (never handed to XLA as negative padding); returns it and the padding left, all ``>= 0``."""
+    if any(d > 1 for d in lhs_dilation):
+        zero = jnp.zeros((), x.dtype)
+        x = lax.pad(x, zero, [(0, 0, 0), *((0, 0, d - 1) for d in lhs_dilation), (0, 0, 0)])
+    if any(min(p) < 0 for p in pads):
+        crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(pads, x.shape[1:-1], strict=True))
+        x = x[(slice(None), *crop, slice(None))]
+    return x, tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
+
+
+def conv_general_dilated(
+    lhs: jax.typing.ArrayLike,
+    rhs: jax.typing.ArrayLike,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+    **kwargs: Any,
+) -> jax.Array:
+    """``lax.conv_general_dilated``, computed by jaxconv: a drop-in with lax's signature and semantics.
+
+    What runs: floating operands with ``batch_group_count == 1`` (and no ``out_sharding``) go to jaxconv's N-d
+    convolution (:func:`jaxconv.conv2d`'s ``"auto"`` strategy; its own derivative rules). Input dilation becomes
+    zeros between the input's elements, and negative padding crops the input by a slice — neither is ever handed
+    to XLA as a convolution's negative or interior padding, so the gradients are right also for paddings beyond
+    the kernel's reach, where XLA:CPU's are not (openxla/xla #48713, #48715). Everything else — integer or complex
+    operands, ``batch_group_count > 1``, a non-``None`` ``out_sharding`` or other keyword — is lax's own
+    convolution, after the same dilation and cropping, with ``"VALID"`` padding.
+
+    Args:
+      lhs: the input, rank ``S + 2`` for ``S`` in 1, 2, 3.
+      rhs: the kernel, rank ``S + 2``.
+      window_strides: ``S`` ints ``>= 1``.
+      padding: ``"VALID"``, ``"SAME"``, ``"SAME_LOWER"`` or ``S`` pairs ``(low, high)`` of ints (negative crops).
+      lhs_dilation: ``None`` or ``S`` ints (a transposed convolution).
+      rhs_dilation: ``None`` or ``S`` ints (atrous).
+      dimension_numbers: ``None`` (``("NCHW", "OIHW", "NCHW")`` and likewise in 1-D/3-D), three layout strings
+        such as ``("NHWC", "HWIO", "NHWC")``, or a ``lax.ConvDimensionNumbers``.
+      feature_group_count: feature groups.
+      batch_group_count: batch groups (lax's own).
+      precision: as lax.
+      preferred_element_type: the result dtype, e.g. float32 for bfloat16 or float16 operands (accumulated in
+        float32, exactly: the operands are upcast first), int32 for int8 operands (lax's own).
+      **kwargs: passed to ``lax.conv_general_dilated`` (e.g. ``out_sharding``).
+
+    Returns:
+      exactly what ``lax.conv_general_dilated`` returns: its shape, dtype and (up to rounding) values.
+
+    Raises:
+      TypeError, ValueError, RuntimeError: whatever ``lax.conv_general_dilated`` raises for these arguments (its
+        message), at trace time.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jax import lax
+      >>> import jaxconv
+      >>> x, k = jnp.ones((2, 3, 9, 8)), jnp.ones((4, 3, 3, 3))
+      >>> out = jaxconv.conv_general_dilated(x, k, (2, 1), ((-1, 2), (1, 1)))
+      >>> out.shape, bool(jnp.allclose(out, lax.conv_general_dilated(x, k, (2, 1), ((-1, 2), (1, 1)))))
+      ((2, 4, 4, 8), True)
+    """
+    options = dict(
+        window_strides=window_strides,
+        padding=padding,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        **kwargs,
+    )
+    lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
+    # lax's own checks and result type (shapes only: nothing is computed).
+    expected = jax.eval_shape(functools.partial(lax.conv_general_dilated, **options), lhs, rhs)
+    dims = lhs.ndim - 2
+    lhs_spec, rhs_spec, out_spec = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    lhs_dilation = (1,) * dims if lhs_dilation is None else tuple(int(d) for d in lhs_dilation)
+    rhs_dilation = (1,) * dims if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)
+    if isinstance(padding, str):
+        taps = [(rhs.shape[a] - 1) * d + 1 for a, d in zip(rhs_spec[2:], rhs_dilation, strict=True)]
+        pads = lax.padtype_to_pads([lhs.shape[a] for a in lhs_spec[2:]], taps, window_strides, padding)
+    else:
+        pads = [(int(lo), int(hi)) for lo, hi in padding]
+
+    # Channels last: [N, *spatial, C] and [*taps, I, O].
+    x = lhs.transpose(lhs_spec[0], *lhs_spec[2:], lhs_spec[1])
+    k = rhs.transpose(*rhs_spec[2:], rhs_spec[1], rhs_spec[0])
+    to_caller = np.argsort([out_spec[0], *out_spec[2:], out_spec[1]])
+    if 0 in expected.shape:
+        return jnp.zeros(expected.shape, expected.dtype)
+    x, pads = _frame(x, lhs_dilation, pads)
+
+    floating = all(jnp.issubdtype(a.dtype, jnp.floating) for a in (x, k, expected))
+    extra = {name: value for name, value in kwargs.items() if value is not None}
+    if not floating or batch_group_count != 1 or extra:
+        letters = "DHW"[3 - dims :]
+        out = lax.conv_general_dilated(
+            x,
+            k,
+            window_strides,
+            pads,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
+            feature_group_count=feature_group_count,
+            batch_group_count=batch_group_count,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+            **kwargs,
+        )
+        return out.transpose(to_caller)
+
+    dtype = jnp.promote_types(x.dtype, expected.dtype)  # preferred_element_type: upcast first (exact products)
+    spec = make_spec(
+        x.shape,
+        k.shape,
+        stride=tuple(window_strides),
+        padding=pads,
+        dilation=rhs_dilation,
+        groups=feature_group_count,
+        padding_mode="zeros",
+        strategy="auto",
+        precision=precision,
+        who=_WHO,
+    )
+    out = _conv_nhwc(x.astype(dtype), k.astype(dtype), None, spec)
+    return out.astype(expected.dtype).transpose(to_caller)
+
+
+__all__ = ["conv_general_dilated"]
