@@ -6,6 +6,9 @@ import jax
 from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# On GPUs float32 dots and convolutions default to TF32 (a 10-bit mantissa, errors near 1e-3): the suite compares
+# against float64 references, so it asks for full float32. `precision=` tests set their own.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 # Each new shape is a compile, so examples are few and slow, and their timing erratic: no deadline. CI's
 # profile is derandomized (the same examples every run); `HYPOTHESIS_PROFILE=long` (or pytest's

@@ -130,4 +130,8 @@ def test_inside_lax_scan(strategy):
 def test_precision_passes_through(precision):
     x, kernel = operands(seed=6)
     out = jaxconv.conv2d(x, kernel, precision=precision, strategy="shift")
-    np.testing.assert_allclose(out, numpy_conv2d(x, kernel), rtol=1e-5, atol=1e-5)
+    # Explicit DEFAULT is TF32 on GPUs (relative error ~1e-3); everything else here is full float32.
+    tf32 = precision == jax.lax.Precision.DEFAULT and jax.default_backend() == "gpu"
+    expected = numpy_conv2d(x, kernel)
+    error = np.linalg.norm(np.asarray(out) - expected) / np.linalg.norm(expected)
+    assert error < (3e-3 if tf32 else 1e-6), error
