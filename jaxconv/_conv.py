@@ -84,14 +84,26 @@ def resolve_strategy(spec: ConvSpec) -> str:
     return "xla"
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _conv_nhwc(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, spec: ConvSpec) -> jax.Array:
-    strategy = resolve_strategy(spec)
-    if strategy == "xla":
-        out = _xla(x, kernel, spec).astype(x.dtype)
+@functools.partial(jax.jit, static_argnames=("spec", "out_dtype"))
+def _conv_nhwc(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array | None, spec: ConvSpec, out_dtype: Any = None
+) -> jax.Array:
+    """The convolution in channels-last form; ``out_dtype`` (a ``preferred_element_type``) sets the result dtype:
+    floating operands are upcast to it first (exactly), integer ones go to XLA's convolution, which accumulates in
+    it."""
+    if out_dtype is not None and jnp.issubdtype(out_dtype, jnp.integer):
+        out = lax_conv(pad_image(x, spec), kernel, spec, preferred=out_dtype)
     else:
-        out = _gathered(x, kernel, dataclasses.replace(spec, strategy=strategy))
-    return out if bias is None else out + bias.reshape(*(1,) * (spec.spatial_dims + 1), -1)
+        if out_dtype is not None:
+            wide = jnp.promote_types(x.dtype, out_dtype)
+            x, kernel = x.astype(wide), kernel.astype(wide)
+        strategy = resolve_strategy(spec)
+        if strategy == "xla":
+            out = _xla(x, kernel, spec).astype(x.dtype)
+        else:
+            out = _gathered(x, kernel, dataclasses.replace(spec, strategy=strategy))
+        out = out if out_dtype is None else out.astype(out_dtype)
+    return out if bias is None else out + bias.astype(out.dtype).reshape(*(1,) * (spec.spatial_dims + 1), -1)
 
 
 def _as_array(name: str, value: Any, who: str) -> jax.Array:
@@ -101,16 +113,39 @@ def _as_array(name: str, value: Any, who: str) -> jax.Array:
         raise TypeError(f"{who}: `{name}` must be an array of numbers; got {type(value).__name__}") from err
 
 
-def _canonical_dtype(x: jax.Array, kernel: jax.Array, who: str) -> jnp.dtype:
+def _canonical_dtype(x: jax.Array, kernel: jax.Array, who: str, preferred: Any = None) -> jnp.dtype:
+    if preferred is not None and jnp.issubdtype(preferred, jnp.integer):
+        if not all(jnp.issubdtype(a.dtype, jnp.integer) for a in (x, kernel)):
+            raise TypeError(
+                f"{who}: `preferred_element_type` {jnp.dtype(preferred)} (an integer result) needs integer `x` and "
+                f"`kernel`; got {x.dtype} and {kernel.dtype}"
+            )
+        return jnp.promote_types(x.dtype, kernel.dtype)
     if not jnp.issubdtype(kernel.dtype, jnp.floating):
         raise TypeError(
-            f"{who}: `kernel` must have a floating dtype (float16, bfloat16, float32, float64); got {kernel.dtype}"
+            f"{who}: `kernel` must have a floating dtype (float16, bfloat16, float32, float64), or an integer one "
+            f"with an integer `preferred_element_type`; got {kernel.dtype}"
         )
     if jnp.issubdtype(x.dtype, jnp.floating):
         return jnp.promote_types(x.dtype, kernel.dtype)
     if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
         return kernel.dtype
     raise TypeError(f"{who}: `x` must have a bool, integer or floating dtype; got {x.dtype}")
+
+
+def check_preferred(preferred: Any, who: str) -> Any:
+    """``preferred_element_type`` as a floating or integer dtype, or ``None``; else a ``TypeError`` naming it."""
+    if preferred is None:
+        return None
+    try:
+        dtype = jnp.dtype(preferred)
+    except TypeError:
+        dtype = None
+    if dtype is None or not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(
+            f"{who}: `preferred_element_type` must be None or a floating or integer dtype; got {preferred!r}"
+        )
+    return dtype
 
 
 def _forms(layout: str) -> tuple[str, str, str]:
@@ -164,7 +199,12 @@ class Canonical(NamedTuple):
 
 
 def canonical_operands(
-    x: jax.typing.ArrayLike, kernel: jax.typing.ArrayLike, layout: Any, spatial_dims: int, who: str
+    x: jax.typing.ArrayLike,
+    kernel: jax.typing.ArrayLike,
+    layout: Any,
+    spatial_dims: int,
+    who: str,
+    preferred: Any = None,
 ) -> tuple[jax.Array, jax.Array, str, int]:
     """Checks the layout, ranks and dtypes; returns ``x`` ``[N, *spatial, C]`` and ``kernel`` ``[*taps, I, O]`` in
     channels-last form and the result dtype, the layout, and the rank of the caller's ``x``.
@@ -175,7 +215,7 @@ def canonical_operands(
     dims = spatial_dims
     layout = check_layout(layout, dims, who)
     x, kernel = _as_array("x", x, who), _as_array("kernel", kernel, who)
-    dtype = _canonical_dtype(x, kernel, who)
+    dtype = _canonical_dtype(x, kernel, who, preferred)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
     if x.ndim == dims:  # a plain single-channel input
         if kernel.ndim != dims:
@@ -224,6 +264,7 @@ def canonicalize(
     strategy: Any,
     precision: Any,
     spatial_dims: int = 2,
+    preferred_element_type: Any = None,
 ) -> Canonical:
     """Validates ``conv{spatial_dims}d``'s arguments and brings its operands to channels-last in the result dtype.
 
@@ -231,7 +272,8 @@ def canonicalize(
       ValueError, TypeError: as :func:`conv2d`, naming the argument.
     """
     who = f"conv{spatial_dims}d"
-    xc, kc, layout, ndim = canonical_operands(x, kernel, layout, spatial_dims, who)
+    preferred = check_preferred(preferred_element_type, who)
+    xc, kc, layout, ndim = canonical_operands(x, kernel, layout, spatial_dims, who, preferred)
     spec = make_spec(
         xc.shape,
         kc.shape,
@@ -248,10 +290,14 @@ def canonicalize(
     return Canonical(xc, kc, bias, spec, layout, ndim)
 
 
-def _convolve(x: Any, kernel: Any, bias: Any, spatial_dims: int, **options: Any) -> jax.Array:
+def _convolve(
+    x: Any, kernel: Any, bias: Any, spatial_dims: int, preferred_element_type: Any, **options: Any
+) -> jax.Array:
     """``conv{spatial_dims}d``: canonicalise, run the jitted channels-last kernel, restore the caller's layout."""
-    canon = canonicalize(x, kernel, bias, spatial_dims=spatial_dims, **options)
-    return canon.restore(_conv_nhwc(canon.x, canon.kernel, canon.bias, canon.spec))
+    canon = canonicalize(x, kernel, bias, spatial_dims=spatial_dims, preferred_element_type=preferred_element_type,
+                         **options)  # fmt: skip
+    out_dtype = check_preferred(preferred_element_type, f"conv{spatial_dims}d")
+    return canon.restore(_conv_nhwc(canon.x, canon.kernel, canon.bias, canon.spec, out_dtype))
 
 
 def conv2d(
@@ -267,6 +313,7 @@ def conv2d(
     layout: str = "NHWC",
     strategy: str = "auto",
     precision: Any = None,
+    preferred_element_type: Any = None,
 ) -> jax.Array:
     """2-D cross-correlation of ``x`` with ``kernel``, plus ``bias``.
 
@@ -296,6 +343,10 @@ def conv2d(
         ``"auto"`` (picked for speed). All give the same numbers.
       precision: passed to the contraction, as in ``lax.dot_general`` (``"direct"``'s elementwise products with
         at most 8 channels per group are exact and ignore it).
+      preferred_element_type: ``None`` or the result dtype: a floating one (e.g. ``float32`` for ``bfloat16`` or
+        ``float16`` operands: they are upcast to it first, exactly, and the result is not rounded back), or an
+        integer one (e.g. ``int32`` for ``int8`` operands, which may then be integers, kernel included: XLA's
+        convolution, accumulating in it, with any padding mode; forward only, integers have no gradient).
 
     Returns:
       ``[N, Ho, Wo, O]`` / ``[Ho, Wo, O]`` (NHWC), ``[N, O, Ho, Wo]`` / ``[O, Ho, Wo]`` (NCHW) or ``[Ho, Wo]``,
@@ -336,6 +387,7 @@ def conv2d(
         layout=layout,
         strategy=strategy,
         precision=precision,
+        preferred_element_type=preferred_element_type,
     )
 
 
@@ -352,6 +404,7 @@ def conv1d(
     layout: str = "NWC",
     strategy: str = "auto",
     precision: Any = None,
+    preferred_element_type: Any = None,
 ) -> jax.Array:
     """1-D cross-correlation of ``x`` with ``kernel``, plus ``bias``: :func:`conv2d` with one spatial dim.
 
@@ -362,7 +415,8 @@ def conv1d(
         ``[W]`` signal with a ``[K]`` kernel.
       kernel: floating. ``"NWC"``: ``[K, C // groups, O]`` (WIO); ``"NCW"``: ``[O, C // groups, K]`` (OIW, as
         PyTorch's ``conv1d``).
-      bias, stride, padding, dilation, groups, padding_mode, strategy, precision: as :func:`conv2d`, with one entry
+      bias, stride, padding, dilation, groups, padding_mode, strategy, precision, preferred_element_type: as
+        :func:`conv2d`, with one entry
         (or one ``(low, high)`` pair) per spatial dim.
       layout: ``"NWC"`` or ``"NCW"``.
 
@@ -394,6 +448,7 @@ def conv1d(
         layout=layout,
         strategy=strategy,
         precision=precision,
+        preferred_element_type=preferred_element_type,
     )
 
 
@@ -410,6 +465,7 @@ def conv3d(
     layout: str = "NDHWC",
     strategy: str = "auto",
     precision: Any = None,
+    preferred_element_type: Any = None,
 ) -> jax.Array:
     """3-D cross-correlation of ``x`` with ``kernel``, plus ``bias``: :func:`conv2d` with three spatial dims.
 
@@ -421,7 +477,8 @@ def conv3d(
         ``[C, D, H, W]``; either: a plain ``[D, H, W]`` volume with a ``[KD, KH, KW]`` kernel.
       kernel: floating. ``"NDHWC"``: ``[KD, KH, KW, C // groups, O]`` (DHWIO); ``"NCDHW"``:
         ``[O, C // groups, KD, KH, KW]`` (OIDHW, as PyTorch's ``conv3d``).
-      bias, stride, padding, dilation, groups, padding_mode, strategy, precision: as :func:`conv2d`, with three
+      bias, stride, padding, dilation, groups, padding_mode, strategy, precision, preferred_element_type: as
+        :func:`conv2d`, with three
         entries (or three ``(low, high)`` pairs), depth first.
       layout: ``"NDHWC"`` or ``"NCDHW"``.
 
@@ -453,4 +510,5 @@ def conv3d(
         layout=layout,
         strategy=strategy,
         precision=precision,
+        preferred_element_type=preferred_element_type,
     )

@@ -143,7 +143,6 @@ def conv_general_dilated(
         )
         return out.transpose(to_caller)
 
-    dtype = jnp.promote_types(x.dtype, expected.dtype)  # preferred_element_type: upcast first (exact products)
     spec = make_spec(
         x.shape,
         k.shape,
@@ -156,8 +155,8 @@ def conv_general_dilated(
         precision=precision,
         who=_WHO,
     )
-    out = _conv_nhwc(x.astype(dtype), k.astype(dtype), None, spec)
-    return out.astype(expected.dtype).transpose(to_caller)
+    out_dtype = None if expected.dtype == x.dtype else expected.dtype  # preferred_element_type: upcast first
+    return _conv_nhwc(x, k, None, spec, out_dtype).transpose(to_caller)
 
 
 __all__ = ["conv_general_dilated"]

@@ -201,9 +201,9 @@ def _fusion_fence(y: jax.Array) -> jax.Array:
     return lax.reduce_precision(y, exponent_bits=info.nexp, mantissa_bits=info.nmant)
 
 
-def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Any = None) -> jax.Array:
+def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Any = None, preferred: Any = None) -> jax.Array:
     """``lax.conv_general_dilated`` for ``spec`` (channels-last), zero-padded by ``padding`` (default none), in the
-    accumulator dtype."""
+    ``preferred`` dtype (default: the accumulator dtype)."""
     letters = SPATIAL_LETTERS[spec.spatial_dims]
     return lax.conv_general_dilated(
         x,
@@ -214,7 +214,7 @@ def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Any = Non
         dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
         feature_group_count=spec.groups,
         precision=spec.precision,
-        preferred_element_type=accumulator(x.dtype),
+        preferred_element_type=accumulator(x.dtype) if preferred is None else preferred,
     )
 
 

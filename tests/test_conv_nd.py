@@ -190,3 +190,36 @@ def test_bad_input_names_the_function_and_argument(dims, x, kernel, options, err
     for call in (CONV[dims], jax.jit(lambda xv, kv: CONV[dims](xv, kv, **options))):
         with pytest.raises(error, match=f"^conv{dims}d: `{argument}`"):
             call(x, kernel, **options) if call is CONV[dims] else call(x, kernel)
+
+
+@pytest.mark.parametrize(("dtype", "preferred"), [(jnp.bfloat16, jnp.float32), (jnp.float16, jnp.float32),
+                                                  (jnp.int8, jnp.int32)])  # fmt: skip
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_preferred_element_type(dims, dtype, preferred):
+    """Small integers: every product and sum is exact in the result dtype, so the answer is exactly the NumPy loop's."""
+    rng = np.random.default_rng(dims)
+    x = rng.integers(-8, 8, (2, *(5,) * dims, 4))
+    kernel = rng.integers(-8, 8, (*(3,) * dims, 2, 6))
+    bias = rng.integers(-8, 8, (6,))
+    options = dict(stride=2, padding="SAME", groups=2, padding_mode="reflect")
+    out = CONV[dims](jnp.asarray(x, dtype), jnp.asarray(kernel, dtype), jnp.asarray(bias, dtype),
+                     preferred_element_type=preferred, **options)  # fmt: skip
+    assert out.dtype == preferred
+    pads = tuple(lax.padtype_to_pads((5,) * dims, (3,) * dims, (2,) * dims, "SAME"))
+    expected = numpy_convnd(x, kernel, bias, stride=(2,) * dims, dilation=(1,) * dims, pads=pads, groups=2,
+                            mode="reflect")  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(out, np.float64), expected)
+    if jnp.issubdtype(dtype, jnp.floating):  # differentiable; the gradient has the operand's dtype
+        k = jnp.asarray(kernel, dtype)
+        grad = jax.grad(lambda v: jnp.sum(CONV[dims](v, k, preferred_element_type=preferred, **options)))
+        assert grad(jnp.asarray(x, dtype)).dtype == dtype
+
+
+def test_preferred_element_type_errors():
+    x, kernel = np.zeros((1, 6, 2), np.float32), np.zeros((3, 2, 4), np.float32)
+    with pytest.raises(TypeError, match="^conv1d: `preferred_element_type`"):
+        jaxconv.conv1d(x, kernel, preferred_element_type=jnp.int32)
+    with pytest.raises(TypeError, match="^conv1d: `preferred_element_type`"):
+        jaxconv.conv1d(x, kernel, preferred_element_type="not a dtype")
+    with pytest.raises(TypeError, match="^conv1d: `kernel`"):
+        jaxconv.conv1d(x.astype(np.int8), kernel.astype(np.int8))
