@@ -18,7 +18,7 @@ import numpy as np
 from jax import lax
 
 from jaxconv._conv import _conv_nhwc
-from jaxconv._spec import make_spec
+from jaxconv._spec import SPATIAL_LETTERS, make_spec
 
 _WHO = "conv_general_dilated"
 
@@ -31,7 +31,8 @@ def _frame(x: jax.Array, lhs_dilation: Sequence[int], pads: Sequence[tuple[int, 
         x = lax.pad(x, zero, [(0, 0, 0), *((0, 0, d - 1) for d in lhs_dilation), (0, 0, 0)])
     if any(min(p) < 0 for p in pads):
         crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(pads, x.shape[1:-1], strict=True))
-        x = x[(slice(None), *crop, slice(None))]
+        window = (slice(None), *crop, slice(None))
+        x = x[window]
     return x, tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
 
 
@@ -127,7 +128,7 @@ def conv_general_dilated(
     floating = all(jnp.issubdtype(a.dtype, jnp.floating) for a in (x, k, expected))
     extra = {name: value for name, value in kwargs.items() if value is not None}
     if not floating or batch_group_count != 1 or extra:
-        letters = "DHW"[3 - dims :]
+        letters = SPATIAL_LETTERS[dims]
         out = lax.conv_general_dilated(
             x,
             k,

@@ -98,7 +98,8 @@ def transposed_correlate(
     config = [(max(lo, 0), max(hi, 0), s - 1) for (lo, hi), s in zip(pads, spec.stride, strict=True)]
     full = lax.pad(cotangent, jnp.zeros((), cotangent.dtype), [(0, 0, 0), *config, (0, 0, 0)])
     crop = tuple(slice(max(-lo, 0), size - max(-hi, 0)) for (lo, hi), size in zip(pads, full.shape[1:-1], strict=True))
-    full = full[(slice(None), *crop, slice(None))]
+    window = (slice(None), *crop, slice(None))
+    full = full[window]
     flipped = kernel[(slice(None, None, -1),) * dims].reshape(*taps, cg, g, o // g)
     flipped = flipped.transpose(*range(dims), dims + 2, dims + 1, dims).reshape(*taps, o // g, c)
     strategy = spec.strategy

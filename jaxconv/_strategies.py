@@ -55,7 +55,7 @@ def window_columns(xp: jax.Array, spec: ConvSpec) -> jax.Array:
     every_tap = _strided(spec.dilation)
 
     def window(*position: jax.Array) -> jax.Array:
-        starts = (0, *(i * s for i, s in zip(position, spec.stride, strict=True)), 0)
+        starts: tuple[Any, ...] = (0, *(i * s for i, s in zip(position, spec.stride, strict=True)), 0)
         return lax.dynamic_slice(xp, starts, (n, *spec.extent, c))[every_tap]
 
     # Vmapped over one output axis at a time, innermost the last, each landing at axis 1: [N, *out, *taps, C].
@@ -77,7 +77,7 @@ def shift_columns(xp: jax.Array, spec: ConvSpec) -> jax.Array:
     every_output = _strided(spec.stride)
 
     def view(*tap: jax.Array) -> jax.Array:
-        starts = (0, *(a * d for a, d in zip(tap, spec.dilation, strict=True)), 0)
+        starts: tuple[Any, ...] = (0, *(a * d for a, d in zip(tap, spec.dilation, strict=True)), 0)
         return lax.dynamic_slice(xp, starts, (n, *span, c))[every_output]
 
     taps = jnp.asarray(_taps(spec)).T  # the default int dtype, as the constant 0 starts (int64 under x64)

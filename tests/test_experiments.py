@@ -111,3 +111,16 @@ def test_least_squares(tmp_path):
     assert ls["train_mse"] < results["constant_predictor"]["train_mse"]
     assert (tmp_path / "least_squares_kernels.png").stat().st_size > 0
     assert (tmp_path / "least_squares_convergence.png").stat().st_size > 0
+
+
+def test_digits_cnn(tmp_path):
+    pytest.importorskip("flax")
+    pytest.importorskip("sklearn")
+    assert run_experiment("digits_cnn.py", "--steps", "5", "--test-size", "100", "--timing-reps", "3",
+                          "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["stock"]["losses"]) == len(results["jaxconv"]["losses"]) == 5
+    assert results["max_loss_difference"] < 1e-4
+    assert abs(results["accuracy_difference_points"]) <= 0.5
+    assert (tmp_path / "digits_loss.png").stat().st_size > 0
+    assert (tmp_path / "digits_kernels.png").stat().st_size > 0

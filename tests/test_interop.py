@@ -1,6 +1,8 @@
 """jaxconv inside Flax and Equinox models (the `interop` extra): the one-argument switch gives stock outputs and
 gradients. Skipped where the extra is not installed."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,3 +100,13 @@ def test_equinox_module_using_conv2d_equals_eqx_conv2d():
     x = jax.random.normal(jax.random.key(8), (3, 8, 9))
     np.testing.assert_allclose(ours(x), stock(x), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(jax.vmap(ours)(x[None]), jax.vmap(stock)(x[None]), rtol=1e-5, atol=1e-5)
+
+
+def test_readme_interop_section_runs_as_written(capsys):
+    pytest.importorskip("flax")
+    pytest.importorskip("equinox")
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## In the models you already have")[1].split("\n## ")[0]
+    code = section.split("```python\n")[1].split("```")[0]
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102
+    assert capsys.readouterr().out.split("\n")[:2] == ["(8, 32, 32, 16)", "(8, 16, 32, 32)"]
