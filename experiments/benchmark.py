@@ -1,15 +1,12 @@
 """Benchmark every conv2d strategy against lax.conv_general_dilated and PyTorch; same options as `jaxconv bench`."""
 
-import argparse
 import sys
 
-from jaxconv import _bench
+from jaxconv import cli
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    _bench.add_arguments(parser)
-    return _bench.run(parser.parse_args())
+    return cli.main(["bench", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from jaxconv._multi import multi_init_params as multi_init_params
 from jaxconv._multi import multi_logits as multi_logits
 from jaxconv._multi import multi_matched_filter as multi_matched_filter
 from jaxconv._oracle import least_squares_kernel as least_squares_kernel
+from jaxconv._preempt import PeerLostError as PeerLostError
+from jaxconv._preempt import Preempted as Preempted
 from jaxconv._spatial import spatial_conv2d as spatial_conv2d
 from jaxconv._spec import LAYOUTS as LAYOUTS
 from jaxconv._spec import PADDING_MODES as PADDING_MODES

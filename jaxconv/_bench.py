@@ -1,27 +1,43 @@
-"""The jit benchmark behind ``jaxconv bench`` and ``experiments/benchmark.py``.
+"""The jit benchmark behind ``jaxconv bench`` and ``experiments/benchmark.py``, built so that no order flatters.
 
 For each grid point and each contender — every ``conv2d`` strategy, ``lax.conv_general_dilated`` called
-directly, and PyTorch's ``conv2d`` when torch is importable — it measures, in one process:
+directly, and PyTorch's ``conv2d`` when torch is importable (on CUDA when JAX's backend is ``gpu``) — it
+measures, in one process:
 
-- forward and forward+backward (``value_and_grad`` of ``<conv(x, k), ct>`` w.r.t. ``x`` and ``k``) wall times,
-  after warm-up, with ``block_until_ready`` (``torch.cuda.synchronize`` on GPU); the contenders are run
-  round-robin, one call each per round, so that the load of a shared machine hits all of them alike, and the
-  median over rounds is reported;
-- compile time (``jit(f).lower(...).compile()``) and temporary memory (``compiled.memory_analysis()``) apart;
-- GFLOP/s and the percentage of a float32 matmul's GFLOP/s measured in the same run;
-- the issue's floors, as PASS/FAIL lines.
+- forward and forward+backward (``value_and_grad`` of ``<conv(x, k), ct>`` w.r.t. ``x`` and ``k``) wall times
+  in many short rounds: every round calls each contender once, **in a fresh random order** (one seeded
+  ``random.Random`` for the whole run, its seed recorded), after ``block_until_ready`` /
+  ``torch.cuda.synchronize``; per-round samples are kept, medians reported, and ratios between two contenders are
+  the median of their *per-round* ratios (both timed in the same round, under the same load);
+- compile time, the compiled program's memory (``memory_analysis``) and a fingerprint of its optimised HLO;
+  a contender that runs out of memory is recorded as ``"OOM"`` and the run goes on;
+- GFLOP/s counting only the taps that touch the image (not the padding), and the percentage of the float32
+  matmul peak, the best of :data:`PEAK_SAMPLES` samples spread through the run at the same thread count.
 
-Results: a table on screen, ``bench.json`` and ``bench.png`` in the output directory.
+Validity: programs that compile to the identical optimised HLO (``auto`` and the strategy it resolves to, ``xla``
+and ``lax``) cannot differ in speed, so their per-round ratios measure the run's noise. Each such pair must agree:
+the distribution-free confidence interval of its median per-round ratio (order statistics; family-wise 95% over
+every pair of the run, Bonferroni) must contain 1. Where one does not, the order of calls or the load biased the
+run, and it is marked INVALID (printed and in ``bench.json``).
+
+Floors (:func:`floors`): ``auto <= lax`` per point (forward, forward+backward); geometric mean of ``auto/torch``
+``<= 0.8`` both ways; depthwise forward+backward ``<= 1.5x`` torch; channel-heavy points forward at ``>= 70%`` of
+the matmul peak.
+
+Results: a table on screen, ``bench.json`` (every sample) and ``bench.png`` in the output directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import gc
 import json
 import math
 import os
 import platform
+import random
 import re
 import statistics
 import time
@@ -35,9 +51,15 @@ import numpy as np
 from jax import lax
 
 from jaxconv._conv import conv2d, resolve_strategy
-from jaxconv._spec import make_spec
+from jaxconv._spec import Pads, make_spec
 
 JAXCONV_STRATEGIES = ("auto", "window", "shift", "direct", "xla")
+MODES = ("fwd", "fwd_bwd")
+PEAK_SAMPLES = 5
+FAMILY_CONFIDENCE = 0.95
+GEOMEAN_TORCH_FLOOR = 0.8
+DEPTHWISE_TORCH_FLOOR = 1.5
+PEAK_FRACTION_FLOOR = 0.70
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,15 +92,46 @@ class Point:
         return -(-self.h // self.stride), -(-self.w // self.stride)
 
     @property
+    def padding(self) -> Pads:
+        """SAME padding ``((top, bottom), (left, right))`` as ``lax`` computes it (odd extra at bottom/right)."""
+        return make_spec(
+            (self.n, self.h, self.w, self.c),
+            (self.k, self.k, self.c // self.groups, self.o),
+            stride=self.stride, padding="SAME", dilation=self.dilation, groups=self.groups,
+            padding_mode="zeros", strategy="xla", precision=None,
+        ).padding  # fmt: skip
+
+    def _taps_inside(self, size: int, out: int, low: int) -> int:
+        # Output positions times taps, along one axis, that land inside [0, size) rather than on padding.
+        return sum(
+            1 for i in range(out) for a in range(self.k) if 0 <= i * self.stride + a * self.dilation - low < size
+        )
+
+    @property
     def flops(self) -> float:
-        """Forward multiply-adds times two: ``2 * N * Ho * Wo * O * K * K * C / groups``."""
+        """Forward multiply-adds on the image times two (taps that land on padding not counted).
+
+        ``2 * N * O * (C / groups) * T_h * T_w`` where ``T_h`` counts (output row, kernel row) pairs that read an
+        image row, and likewise ``T_w``.
+
+        Examples:
+          >>> Point(1, 3, 3, 1, 1, 3).flops  # SAME 3x3 on 3x3: 4 corners x 4 + 4 edges x 6 + 1 centre x 9
+          98.0
+        """
+        (top, _), (left, _) = self.padding
         ho, wo = self.out_hw
-        return 2.0 * self.n * ho * wo * self.o * self.k * self.k * (self.c // self.groups)
+        taps = self._taps_inside(self.h, ho, top) * self._taps_inside(self.w, wo, left)
+        return 2.0 * self.n * self.o * (self.c // self.groups) * taps
 
     @property
     def channel_heavy(self) -> bool:
         """The issue's channel-heavy class: ``C, O >= 32`` with a dense (ungrouped) contraction."""
         return self.c >= 32 and self.o >= 32 and self.groups == 1
+
+    @property
+    def depthwise(self) -> bool:
+        """One input channel per group, ``groups > 1``."""
+        return self.groups > 1 and self.groups == self.c
 
 
 # The issue's grid (NHWC, f32, SAME, stride 1) plus stride-2, dilated and depthwise points.
@@ -96,10 +149,171 @@ GRID: tuple[Point, ...] = (
     Point(8, 64, 64, 32, 32, 3, groups=32),
 )
 
-QUICK_GRID: tuple[Point, ...] = (
-    Point(2, 16, 16, 1, 4, 3),
-    Point(2, 12, 12, 8, 8, 3, stride=2, groups=2),
+# Sized for a GPU: a ResNet stem, a ResNet block, a depthwise layer, one large single-channel image.
+GPU_GRID: tuple[Point, ...] = (
+    Point(128, 224, 224, 3, 64, 7, stride=2),
+    Point(64, 56, 56, 64, 64, 3),
+    Point(32, 56, 56, 256, 256, 3, groups=256),
+    Point(1, 4096, 4096, 1, 1, 3),
 )
+
+GRIDS = {"main": GRID, "gpu": GPU_GRID}
+QUICK_GRIDS = {
+    "main": (Point(2, 16, 16, 1, 4, 3), Point(2, 12, 12, 8, 8, 3, stride=2, groups=2)),
+    "gpu": (
+        Point(2, 28, 28, 3, 16, 7, stride=2),
+        Point(2, 14, 14, 16, 16, 3),
+        Point(2, 14, 14, 16, 16, 3, groups=16),
+        Point(1, 64, 64, 1, 1, 3),
+    ),
+}
+
+
+def grid_for(name: str, quick: bool) -> tuple[Point, ...]:
+    """The named grid (``"main"`` or ``"gpu"``), or its tiny ``quick`` version."""
+    return (QUICK_GRIDS if quick else GRIDS)[name]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics: pure functions of per-round samples (tests/test_bench.py feeds them synthetic records).
+
+
+def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """The median over rounds of ``a[i] / b[i]`` (both timed in round ``i``)."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def median_interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median: order statistics ``(x_(k), x_(n+1-k))``.
+
+    ``k`` is the largest rank with ``P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2``; with too few values for
+    the confidence asked, the whole range ``(min, max)``.
+
+    Examples:
+      >>> median_interval([5, 1, 4, 2, 3, 9, 7, 8, 6, 10], 0.9)  # P(Binomial(10, 1/2) <= 1) = 0.011 <= 0.05
+      (2, 9)
+    """
+    xs = sorted(values)
+    n = len(xs)
+    tail, k, cdf = (1 - confidence) / 2, 0, 0.0
+    while k < n // 2:
+        cdf += math.comb(n, k) / 2**n  # P(Binomial(n, 1/2) == k), accumulated: P(X <= k)
+        if cdf > tail:
+            break
+        k += 1
+    k = max(k, 1)
+    return xs[k - 1], xs[n - k]
+
+
+def identical_pairs(record: dict[str, Any], mode: str) -> list[tuple[str, str]]:
+    """The pairs of contenders that must time alike at ``record``'s point: ``auto`` and its resolved strategy,
+    ``xla`` and ``lax``, and ``auto`` and ``lax`` — each only where both compiled to the identical program."""
+    program = record["program"][mode]
+    candidates = [("auto", record["auto_strategy"]), ("xla", "lax"), ("auto", "lax")]
+    pairs = []
+    for a, b in candidates:
+        if a != b and (a, b) not in pairs and program.get(a) is not None and program.get(a) == program.get(b):
+            pairs.append((a, b))
+    return pairs
+
+
+def rounds_needed(confidence: float) -> int:
+    """The fewest rounds whose median has a distribution-free interval at ``confidence``: ``2^-n <= (1-c)/2``."""
+    return math.ceil(math.log2(2 / (1 - confidence)))
+
+
+def validity(records: Sequence[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """``"VALID"``, ``"INVALID"`` or ``"UNDETERMINED"``, and each identical-program pair's check.
+
+    A pair agrees when the confidence interval (:func:`median_interval`, at the family-wise
+    :data:`FAMILY_CONFIDENCE`, Bonferroni over all pairs of the run) of its median per-round ratio contains 1.
+    The run is VALID when every pair agrees, INVALID when one does not, UNDETERMINED when it has too few rounds
+    for such an interval (:func:`rounds_needed`) or no identical pairs at all.
+    """
+    checks = [(r, mode, pair) for r in records for mode in MODES for pair in identical_pairs(r, mode)]
+    confidence = 1 - (1 - FAMILY_CONFIDENCE) / max(len(checks), 1)
+    out = []
+    for r, mode, (a, b) in checks:
+        ratios = [x / y for x, y in zip(r["samples_ms"][mode][a], r["samples_ms"][mode][b], strict=True)]
+        lo, hi = median_interval(ratios, confidence)
+        agree = lo <= 1.0 <= hi if len(ratios) >= rounds_needed(confidence) else None
+        out.append({"label": r["label"], "mode": mode, "pair": [a, b], "ratio": statistics.median(ratios),
+                    "interval": [lo, hi], "confidence": confidence, "agree": agree})  # fmt: skip
+    if not out or any(c["agree"] is None for c in out):
+        return "UNDETERMINED", out
+    return ("VALID" if all(c["agree"] for c in out) else "INVALID"), out
+
+
+def _ratio(record: dict[str, Any], mode: str, a: str, b: str) -> float | None:
+    samples = record["samples_ms"][mode]
+    if a not in samples or b not in samples:
+        return None
+    return median_ratio(samples[a], samples[b])
+
+
+def _geomean(values: Sequence[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values)) if values else float("nan")
+
+
+def percent_of_peak(record: dict[str, Any], peak_gflops: float) -> float | None:
+    """``auto``'s forward GFLOP/s as a percentage of ``peak_gflops``."""
+    ms = record["ms"]["fwd"].get("auto")
+    return None if ms is None else 100 * record["flops"] / (ms * 1e-3) / 1e9 / peak_gflops
+
+
+def floors(records: Sequence[dict[str, Any]], peak_gflops: float) -> list[tuple[str, bool, str]]:
+    """The issue's floors as ``(name, passed, detail)``; ratios are medians of per-round ratios.
+
+    - ``auto <= lax`` on every point (forward, forward+backward): strictly, except where ``auto`` compiled to the
+      identical program as ``lax`` — its ratio is then noise, judged by :func:`validity`; a point where ``auto``
+      failed (e.g. OOM) and ``lax`` did not fails;
+    - geometric mean of ``auto / torch`` over the points ``<=`` :data:`GEOMEAN_TORCH_FLOOR` (both modes), if torch ran;
+    - depthwise points forward+backward ``<=`` :data:`DEPTHWISE_TORCH_FLOOR` x torch;
+    - channel-heavy points (``C, O >= 32``, ungrouped) forward at ``>=`` :data:`PEAK_FRACTION_FLOOR` of the peak.
+    """
+    results: list[tuple[str, bool, str]] = []
+    for mode in MODES:
+        slower, same, worst = [], [], (None, 0.0)
+        for r in records:
+            if "lax" not in r["samples_ms"][mode]:
+                continue
+            if ("auto", "lax") in identical_pairs(r, mode):
+                same.append(r["label"])
+                continue
+            ratio = _ratio(r, mode, "auto", "lax")
+            if ratio is None:
+                slower.append(f"{r['label']} (auto {r['failed'].get('auto', {}).get(mode, 'failed')})")
+                continue
+            worst = max(worst, (r["label"], ratio), key=lambda t: t[1]) if worst[0] else (r["label"], ratio)
+            if ratio > 1.0:
+                slower.append(f"{r['label']} ({ratio:.2f}x)")
+        detail = (f"worst {worst[0]}: {worst[1]:.2f}x; " if worst[0] else "") + "slower on "
+        detail += ", ".join(slower) or "none"
+        if same:
+            detail += f"; identical program as lax (noise, see validity) on {len(same)}"
+        results.append((f"auto <= lax on every point ({mode})", not slower, detail))
+    with_torch = [r for r in records if all(_ratio(r, m, "auto", "torch") is not None for m in MODES)]
+    if with_torch:
+        for mode in MODES:
+            gm = _geomean([_ratio(r, mode, "auto", "torch") for r in with_torch])  # type: ignore[misc]
+            name = f"geomean auto/torch <= {GEOMEAN_TORCH_FLOOR} ({mode}, {len(with_torch)} points)"
+            results.append((name, gm <= GEOMEAN_TORCH_FLOOR, f"{gm:.2f}"))
+        for r in with_torch:
+            if Point(**r["point"]).depthwise:
+                ratio = _ratio(r, "fwd_bwd", "auto", "torch")
+                name = f"{r['label']}: depthwise auto/torch <= {DEPTHWISE_TORCH_FLOOR} (fwd_bwd)"
+                results.append((name, ratio <= DEPTHWISE_TORCH_FLOOR, f"{ratio:.2f}"))  # type: ignore[operator]
+    for r in records:
+        if Point(**r["point"]).channel_heavy:
+            pct = percent_of_peak(r, peak_gflops)
+            name = f"{r['label']}: auto fwd >= {100 * PEAK_FRACTION_FLOOR:.0f}% of matmul peak"
+            passed = pct is not None and pct >= 100 * PEAK_FRACTION_FLOOR
+            results.append((name, passed, "auto failed" if pct is None else f"{pct:.0f}%"))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measurement.
 
 
 def _fingerprint(compiled: Any) -> str:
@@ -112,30 +326,35 @@ def _fingerprint(compiled: Any) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-def _median_ms(samples: Sequence[float]) -> float:
-    return 1e3 * statistics.median(samples)
-
-
-def _interleaved(fns: dict[str, Callable[[], Any]], warmup: int, reps: int) -> dict[str, float]:
-    """Median wall time (ms) of each thunk, calling them round-robin ``reps`` times after ``warmup`` rounds."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
+def interleaved(
+    fns: dict[str, Callable[[], Any]], *, warmup: int, rounds: int, rng: random.Random
+) -> dict[str, list[float]]:
+    """Per-round wall times (ms) of each thunk; every round calls each once, in an order drawn from ``rng``."""
+    names = list(fns)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(warmup + rounds):
+        order = names[:]
+        rng.shuffle(order)
+        for name in order:
             start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: _median_ms(s) for name, s in samples.items()}
+            fns[name]()
+            elapsed = time.perf_counter() - start
+            if r >= warmup:
+                samples[name].append(1e3 * elapsed)
+    return samples
 
 
-def matmul_gflops(size: int = 2048, reps: int = 10) -> float:
-    """GFLOP/s of a jitted float32 ``[size, size] @ [size, size]`` matmul on the default device (median)."""
+def matmul_gflops(size: int, calls: int = 3) -> float:
+    """GFLOP/s of a jitted float32 ``[size, size] @ [size, size]`` on the default device (fastest of ``calls``)."""
     a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
     mm = jax.jit(jnp.matmul)
-    ms = _interleaved({"mm": lambda: mm(a, a).block_until_ready()}, warmup=2, reps=reps)["mm"]
-    return 2.0 * size**3 / (ms * 1e-3) / 1e9
+    mm(a, a).block_until_ready()
+    best = math.inf
+    for _ in range(calls):
+        start = time.perf_counter()
+        mm(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best / 1e9
 
 
 def _jax_contenders(point: Point, strategies: Sequence[str]) -> dict[str, Callable[..., jax.Array]]:
@@ -156,31 +375,39 @@ def _jax_contenders(point: Point, strategies: Sequence[str]) -> dict[str, Callab
     return fns
 
 
+def torch_device() -> str | None:
+    """Where torch runs beside JAX: ``"cuda"`` on a GPU backend (``None`` if torch has no CUDA), else ``"cpu"``."""
+    import torch  # noqa: PLC0415 (optional dependency)
+
+    if jax.default_backend() == "gpu":
+        return "cuda" if torch.cuda.is_available() else None
+    return "cpu"
+
+
 def _torch_contender(point: Point, x: np.ndarray, k: np.ndarray, ct: np.ndarray, device: str) -> Any:
-    """Thunks for PyTorch's ``conv2d`` (NCHW, its native layout), forward and forward+backward."""
+    """Thunks for PyTorch's ``conv2d`` (NCHW, its native layout), forward and forward+backward, and its output.
+
+    Symmetric padding goes to ``conv2d``'s own ``padding=``; lax's SAME with an odd total (extra at the bottom/right)
+    needs an explicit ``F.pad`` first, as in a PyTorch model.
+    """
     import torch  # noqa: PLC0415 (optional dependency)
 
     xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), device=device, requires_grad=True)
     kt = torch.tensor(k.transpose(3, 2, 0, 1).copy(), device=device, requires_grad=True)
     ctt = torch.tensor(ct.transpose(0, 3, 1, 2).copy(), device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    # PyTorch's padding="same" needs stride 1; pad explicitly as lax's SAME does (odd extra at bottom/right).
-    pads = make_spec(
-        (point.n, point.h, point.w, point.c),
-        (point.k, point.k, point.c // point.groups, point.o),
-        stride=point.stride,
-        padding="SAME",
-        dilation=point.dilation,
-        groups=point.groups,
-        padding_mode="zeros",
-        strategy="xla",
-        precision=None,
-    ).padding
-    torch_pad = (pads[1][0], pads[1][1], pads[0][0], pads[0][1])
+    (top, bottom), (left, right) = point.padding
     fn = torch.nn.functional
+    opts: dict[str, Any] = dict(stride=point.stride, dilation=point.dilation, groups=point.groups)
 
-    def conv() -> Any:
-        return fn.conv2d(fn.pad(xt, torch_pad), kt, stride=point.stride, dilation=point.dilation, groups=point.groups)
+    if top == bottom and left == right:
+
+        def conv() -> Any:
+            return fn.conv2d(xt, kt, padding=(top, left), **opts)
+    else:
+
+        def conv() -> Any:
+            return fn.conv2d(fn.pad(xt, (left, right, top, bottom)), kt, **opts)
 
     def forward() -> None:
         with torch.no_grad():
@@ -204,8 +431,13 @@ def _torch_available() -> bool:
     return True
 
 
-def environment(torch_threads: int | None) -> dict[str, Any]:
-    """Device, versions and thread counts of this run."""
+def _is_oom(err: BaseException) -> bool:
+    text = f"{type(err).__name__} {err}"
+    return any(s in text for s in ("RESOURCE_EXHAUSTED", "Out of memory", "OutOfMemory", "out of memory"))
+
+
+def environment(torch_threads: int | None, torch_dev: str | None) -> dict[str, Any]:
+    """Device, versions, thread counts and load of this run."""
     dev = jax.devices()[0]
     cpu = platform.processor() or platform.machine()
     try:
@@ -214,17 +446,20 @@ def environment(torch_threads: int | None) -> dict[str, Any]:
         cpu = names[0] if names else cpu
     except OSError:
         pass
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     env: dict[str, Any] = {
         "backend": jax.default_backend(),
         "device": f"{dev.platform}: {dev.device_kind}",
         "cpu": cpu,
-        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_count": os.cpu_count(),
+        # XLA:CPU runs one intra-op thread per core the process may run on (taskset sets it).
+        "xla_cpu_threads": affinity,
+        "torch_threads": torch_threads,
+        "torch_device": torch_dev,
         "jax": jax.__version__,
-        "jaxlib": jax.lib.__version__ if hasattr(jax, "lib") and hasattr(jax.lib, "__version__") else None,
         "numpy": np.__version__,
         "python": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "torch_threads": torch_threads,
     }
     try:
         import jaxlib  # noqa: PLC0415
@@ -236,29 +471,44 @@ def environment(torch_threads: int | None) -> dict[str, Any]:
         import torch  # noqa: PLC0415
 
         env["torch"] = torch.__version__
+        if torch_dev == "cuda":
+            env["torch_cuda_device"] = torch.cuda.get_device_name(0)
     return env
+
+
+def _call(compiled: Any, args: tuple[jax.Array, ...]) -> Any:
+    return jax.block_until_ready(compiled(*args))
+
+
+def _memory(compiled: Any) -> dict[str, int | None]:
+    stats = compiled.memory_analysis()
+    keys = ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes", "peak_memory_in_bytes")
+    return {k.replace("_size_in", "").replace("_in", ""): getattr(stats, k, None) for k in keys} if stats else {}
 
 
 def bench_point(
     point: Point,
     *,
+    rng: random.Random,
     strategies: Sequence[str] = JAXCONV_STRATEGIES,
     use_torch: bool = True,
     warmup: int = 2,
-    reps: int = 10,
+    rounds: int = 21,
 ) -> dict[str, Any]:
     """Measures every contender on one point; returns a JSON-ready record.
 
     Args:
       point: the configuration.
+      rng: draws each round's order of the contenders.
       strategies: the ``conv2d`` strategies to time (``lax`` is always timed; torch when ``use_torch``).
-      use_torch: include PyTorch's ``conv2d`` (needs torch).
+      use_torch: include PyTorch's ``conv2d`` (needs torch, and CUDA on a GPU backend).
       warmup: untimed rounds before timing.
-      reps: timed rounds; each contender is called once per round, round-robin.
+      rounds: timed rounds; each contender is called once per round, in a fresh random order.
 
     Returns:
-      ``{"point", "label", "flops", "auto_strategy", "fwd_ms", "fwd_bwd_ms", "compile_s", "temp_bytes",
-      "max_abs_err"}``; the per-contender entries are dicts keyed by contender name.
+      ``{"point", "label", "flops", "auto_strategy", "ms": {mode: {name: median}}, "samples_ms": {mode: {name:
+      [per round]}}, "compile_s", "memory", "program": {mode: {name: id}} (equal ids: identical optimised HLO),
+      "failed": {name: {mode: "OOM" | message}}, "max_abs_err"}``; ``mode`` is ``"fwd"`` or ``"fwd_bwd"``.
     """
     kx, kk, kc = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, (point.n, point.h, point.w, point.c), jnp.float32)
@@ -266,133 +516,148 @@ def bench_point(
     k = k / math.sqrt(point.k * point.k * point.c // point.groups)
     ct = jax.random.normal(kc, (point.n, *point.out_hw, point.o), jnp.float32)
 
-    fwd_fns: dict[str, Callable[[], Any]] = {}
-    bwd_fns: dict[str, Callable[[], Any]] = {}
+    thunks: dict[str, dict[str, Callable[[], Any]]] = {mode: {} for mode in MODES}
     compile_s: dict[str, dict[str, float]] = {}
-    temp_bytes: dict[str, dict[str, int | None]] = {}
-    prints: dict[str, dict[str, str]] = {}
+    memory: dict[str, dict[str, Any]] = {}
+    prints: dict[str, dict[str, str]] = {mode: {} for mode in MODES}
+    failed: dict[str, dict[str, str]] = {}
     outputs: dict[str, np.ndarray] = {}
     for name, f in _jax_contenders(point, strategies).items():
 
-        def loss(x: jax.Array, k: jax.Array, f: Callable[..., jax.Array] = f) -> jax.Array:
+        def loss(x: jax.Array, k: jax.Array, ct: jax.Array, f: Callable[..., jax.Array] = f) -> jax.Array:
             return jnp.vdot(f(x, k), ct)
 
-        compile_s[name], temp_bytes[name], prints[name] = {}, {}, {}
-        for mode, fun in (("fwd", f), ("fwd_bwd", jax.value_and_grad(loss, argnums=(0, 1)))):
-            start = time.perf_counter()
-            compiled = jax.jit(fun).lower(x, k).compile()
-            compile_s[name][mode] = time.perf_counter() - start
-            memory = compiled.memory_analysis()
-            temp_bytes[name][mode] = None if memory is None else int(memory.temp_size_in_bytes)
-            prints[name][mode] = _fingerprint(compiled)
-
-            def thunk(c: Any = compiled) -> Any:
-                return jax.block_until_ready(c(x, k))
-
-            (fwd_fns if mode == "fwd" else bwd_fns)[name] = thunk
-        outputs[name] = np.asarray(fwd_fns[name]())
+        compile_s[name], memory[name] = {}, {}
+        # The cotangent is an argument, not a captured constant that XLA could fold work into at compile time.
+        for mode, fun, args in (("fwd", f, (x, k)), ("fwd_bwd", jax.value_and_grad(loss, argnums=(0, 1)), (x, k, ct))):
+            try:
+                start = time.perf_counter()
+                compiled = jax.jit(fun).lower(*args).compile()
+                compile_s[name][mode] = time.perf_counter() - start
+                memory[name][mode] = _memory(compiled)
+                out = jax.block_until_ready(compiled(*args))  # the first call: where an OOM shows
+            except Exception as err:  # noqa: BLE001 (recorded, the run goes on)
+                if not _is_oom(err):
+                    raise
+                failed.setdefault(name, {})[mode] = "OOM"
+                gc.collect()
+                continue
+            if mode == "fwd":
+                outputs[name] = np.asarray(out)
+            del out
+            prints[mode][name] = _fingerprint(compiled)
+            thunks[mode][name] = functools.partial(_call, compiled, args)
+    torch_peak = None
     if use_torch:
-        device = "cuda" if jax.default_backend() == "gpu" else "cpu"
-        fwd_fns["torch"], bwd_fns["torch"], outputs["torch"] = _torch_contender(
-            point, np.asarray(x), np.asarray(k), np.asarray(ct), device
-        )
-    reference = outputs["lax"]
+        device = torch_device()
+        assert device is not None
+        try:
+            fwd, bwd, outputs["torch"] = _torch_contender(point, np.asarray(x), np.asarray(k), np.asarray(ct), device)
+            if device == "cuda":
+                import torch  # noqa: PLC0415
+
+                torch.cuda.reset_peak_memory_stats()
+                bwd()
+                torch_peak = int(torch.cuda.max_memory_allocated())
+            thunks["fwd"]["torch"], thunks["fwd_bwd"]["torch"] = fwd, bwd
+        except Exception as err:  # noqa: BLE001
+            if not _is_oom(err):
+                raise
+            failed["torch"] = {mode: "OOM" for mode in MODES}
+    samples = {mode: interleaved(thunks[mode], warmup=warmup, rounds=rounds, rng=rng) for mode in MODES}
+    program = {
+        mode: {name: sorted(set(prints[mode].values())).index(fp) for name, fp in prints[mode].items()}
+        for mode in MODES
+    }
+    reference = outputs.get("lax")
     spec = make_spec(
         x.shape, k.shape, stride=point.stride, padding="SAME", dilation=point.dilation, groups=point.groups,
         padding_mode="zeros", strategy="auto", precision=None,
     )  # fmt: skip
-    return {
+    record = {
         "point": dataclasses.asdict(point),
         "label": point.label,
         "flops": point.flops,
         "auto_strategy": resolve_strategy(spec),
-        "fwd_ms": _interleaved(fwd_fns, warmup, reps),
-        "fwd_bwd_ms": _interleaved(bwd_fns, warmup, reps),
+        "ms": {mode: {name: statistics.median(s) for name, s in samples[mode].items()} for mode in MODES},
+        "samples_ms": {mode: {n: [round(v, 5) for v in s] for n, s in samples[mode].items()} for mode in MODES},
         "compile_s": compile_s,
-        "temp_bytes": temp_bytes,
-        "max_abs_err": {name: float(np.max(np.abs(out - reference))) for name, out in outputs.items()},
-        # Whether auto compiled to the very program lax did (then auto/lax timings differ by noise only).
-        "auto_is_lax": {mode: prints["auto"][mode] == prints["lax"][mode] for mode in ("fwd", "fwd_bwd")},
+        "memory": memory,
+        "program": program,
+        "failed": failed,
+        "max_abs_err": (
+            {} if reference is None else {n: float(np.max(np.abs(o - reference))) for n, o in outputs.items()}
+        ),
     }
+    if torch_peak is not None:
+        record["torch_cuda_peak_bytes"] = torch_peak
+    if jax.default_backend() != "cpu":
+        stats = jax.devices()[0].memory_stats() or {}
+        record["device_peak_bytes_so_far"] = stats.get("peak_bytes_in_use")
+    return record
 
 
-def _geomean(values: Sequence[float]) -> float:
-    return math.exp(statistics.fmean(math.log(v) for v in values)) if values else float("nan")
-
-
-def floors(records: Sequence[dict[str, Any]], peak_gflops: float) -> list[tuple[str, bool, str]]:
-    """The issue's floors as ``(name, passed, detail)`` from benchmark records.
-
-    - ``auto`` never slower than ``lax`` (forward, forward+backward) on any point — strict ``<=``, no noise allowance,
-      except that points where ``auto`` compiled to the *identical* optimised program as ``lax`` (same HLO after
-      stripping names and metadata, recorded as ``auto_is_lax``) cannot be slower than it: their timing ratio is
-      noise of the shared machine, listed in the detail but not counted;
-    - geometric mean of ``auto / torch`` ``<= 1.5`` (forward, forward+backward), when torch was timed;
-    - channel-heavy points (``C, O >= 32``, ungrouped) at ``>= 50%`` of the matmul's GFLOP/s, forward.
-    """
-    results: list[tuple[str, bool, str]] = []
-    for mode in ("fwd_ms", "fwd_bwd_ms"):
-        same = {r["label"] for r in records if r.get("auto_is_lax", {}).get(mode[:-3], False)}
-        ratios = {r["label"]: r[mode]["auto"] / r[mode]["lax"] for r in records if r["label"] not in same}
-        worst = max(ratios, key=ratios.__getitem__) if ratios else None
-        detail = (f"worst {worst}: {ratios[worst]:.2f}x; " if worst else "") + "slower on "
-        detail += ", ".join(f"{k} ({v:.2f}x)" for k, v in ratios.items() if v > 1.0) or "none"
-        if same:
-            noise = [r[mode]["auto"] / r[mode]["lax"] for r in records if r["label"] in same]
-            detail += (f"; {len(same)} points where auto is the identical program as lax not counted "
-                       f"(timing ratios {min(noise):.2f}-{max(noise):.2f}: noise)")  # fmt: skip
-        results.append((f"auto <= lax on every point ({mode[:-3]})", all(v <= 1.0 for v in ratios.values()), detail))
-    if all("torch" in r["fwd_ms"] for r in records):
-        for mode in ("fwd_ms", "fwd_bwd_ms"):
-            gm = _geomean([r[mode]["auto"] / r[mode]["torch"] for r in records])
-            results.append((f"geomean auto/torch <= 1.5 ({mode[:-3]})", gm <= 1.5, f"{gm:.2f} (goal <= 1.0)"))
-    heavy = [r for r in records if Point(**r["point"]).channel_heavy]
-    for r in heavy:
-        pct = 100 * r["flops"] / (r["fwd_ms"]["auto"] * 1e-3) / 1e9 / peak_gflops
-        results.append((f"{r['label']}: auto fwd >= 50% of matmul peak", pct >= 50, f"{pct:.0f}%"))
-    return results
+# ---------------------------------------------------------------------------------------------------------------
+# Output.
 
 
 def format_table(records: Sequence[dict[str, Any]], peak_gflops: float) -> str:
-    """A fixed-width table: per point, ms of every contender, forward and forward+backward, and ratios."""
-    names = list(records[0]["fwd_ms"])
+    """A fixed-width table: per point, median ms of every contender, forward and forward+backward, and ratios.
+
+    ``/lax`` and ``/torch`` are medians of per-round ratios; ``=`` marks ``auto`` compiled to the same program as lax.
+    """
+    names: list[str] = []
+    for r in records:
+        names += [n for n in (*r["ms"]["fwd"], *r["failed"]) if n not in names]
     has_torch = "torch" in names
     lines = []
-    for mode, title in (("fwd_ms", "forward"), ("fwd_bwd_ms", "forward+backward")):
+    for mode, title in (("fwd", "forward"), ("fwd_bwd", "forward+backward")):
         header = f"{title + ' (ms)':<30}" + "".join(f"{n:>9}" for n in names) + f"{'auto':>8}{'/lax':>7}"
         header += f"{'/torch':>8}" if has_torch else ""
-        header += f"{'%peak':>7}" if mode == "fwd_ms" else ""
+        header += f"{'%peak':>7}" if mode == "fwd" else ""
         lines += [header, "-" * len(header)]
         for r in records:
-            row = f"{r['label']:<30}" + "".join(f"{r[mode][n]:>9.3f}" for n in names)
-            same = "=" if r.get("auto_is_lax", {}).get(mode[:-3], False) else " "
-            row += f"{r['auto_strategy']:>8}{r[mode]['auto'] / r[mode]['lax']:>6.2f}{same}"
-            row += f"{r[mode]['auto'] / r[mode]['torch']:>8.2f}" if has_torch else ""
-            if mode == "fwd_ms":
-                row += f"{100 * r['flops'] / (r[mode]['auto'] * 1e-3) / 1e9 / peak_gflops:>6.0f}%"
+            cells = []
+            for n in names:
+                ms = r["ms"][mode].get(n)
+                cells.append(f"{ms:>9.3f}" if ms is not None else f"{r['failed'].get(n, {}).get(mode, '-'):>9}")
+            row = f"{r['label']:<30}" + "".join(cells)
+            same = "=" if ("auto", "lax") in identical_pairs(r, mode) else " "
+            lax_ratio = _ratio(r, mode, "auto", "lax")
+            row += f"{r['auto_strategy']:>8}" + (f"{lax_ratio:>6.2f}{same}" if lax_ratio else f"{'-':>7}")
+            if has_torch:
+                torch_ratio = _ratio(r, mode, "auto", "torch")
+                row += f"{torch_ratio:>8.2f}" if torch_ratio else f"{'-':>8}"
+            if mode == "fwd":
+                pct = percent_of_peak(r, peak_gflops)
+                row += f"{pct:>6.0f}%" if pct is not None else f"{'-':>7}"
             lines.append(row)
-        gm = f"{'geomean auto/lax':<30}{_geomean([r[mode]['auto'] / r[mode]['lax'] for r in records]):.2f}"
+        lax_ratios = [v for r in records if (v := _ratio(r, mode, "auto", "lax"))]
+        gm = f"{'geomean auto/lax':<30}{_geomean(lax_ratios):.2f}"
         if has_torch:
-            gm += f"   auto/torch {_geomean([r[mode]['auto'] / r[mode]['torch'] for r in records]):.2f}"
+            torch_ratios = [v for r in records if (v := _ratio(r, mode, "auto", "torch"))]
+            gm += f"   auto/torch {_geomean(torch_ratios):.2f}"
         lines += [gm, ""]
-    lines.append("= after /lax: auto compiled to the identical program as lax (the ratio is timing noise)")
+    lines.append("/lax, /torch: medians of per-round ratios; = after /lax: auto compiled to the same program as lax")
     return "\n".join(lines)
 
 
 def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
-    """Writes a two-panel bar chart (forward, forward+backward; ms, log scale) of every contender per point."""
+    """Writes a two-panel bar chart (forward, forward+backward; median ms, log scale) of every contender per point."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    names = list(records[0]["fwd_ms"])
+    names: list[str] = []
+    for r in records:
+        names += [n for n in r["ms"]["fwd"] if n not in names]
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(records)), 8), sharex=True)
     width = 0.8 / len(names)
     xs = np.arange(len(records))
-    for ax, (mode, title) in zip(axes, (("fwd_ms", "forward"), ("fwd_bwd_ms", "forward + backward")), strict=True):
+    for ax, (mode, title) in zip(axes, (("fwd", "forward"), ("fwd_bwd", "forward + backward")), strict=True):
         for i, name in enumerate(names):
-            ax.bar(xs + i * width, [r[mode][name] for r in records], width, label=name)
+            ax.bar(xs + i * width, [r["ms"][mode].get(name, np.nan) for r in records], width, label=name)
         ax.set_yscale("log")
         ax.set_ylabel("ms (median)")
         ax.set_title(title)
@@ -404,55 +669,92 @@ def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's options, shared by ``jaxconv bench`` and ``experiments/benchmark.py``."""
-    parser.add_argument("--quick", action="store_true", help="a tiny grid (smoke test), 2 rounds")
-    parser.add_argument("--reps", type=int, default=None, help="timed rounds per point (default 15; quick: 2)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds before timing (default 2)")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="directory for bench.json/png")
-    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
-    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    parser.add_argument("--only", type=int, nargs="*", default=None, help="indices into the grid to run (default: all)")
-
-
 def run(args: argparse.Namespace) -> int:
-    """Runs the benchmark from parsed options; prints the table and floors, writes JSON and PNG; returns 0."""
-    grid = QUICK_GRID if args.quick else GRID
+    """Runs the benchmark from parsed (already validated) options; prints the table, validity and floors, writes
+    ``bench.json`` and ``bench.png``; returns 0 (an INVALID run or a failed floor is reported, not an error)."""
+    # On a GPU, allocate as needed (not 75% up front) so that torch gets memory too and an OOM is a real one.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    grid = grid_for(args.grid, args.quick)
     if args.only:
         grid = tuple(grid[i] for i in args.only)
-    reps = args.reps if args.reps is not None else (2 if args.quick else 15)
+    rounds = args.reps if args.reps is not None else (2 if args.quick else 21)
     use_torch = not args.no_torch and _torch_available()
-    torch_threads = None
+    torch_threads = torch_dev = None
     if use_torch:
         import torch  # noqa: PLC0415
 
-        # XLA:CPU runs one intra-op thread per core available to the process; give torch the same number.
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(threads)
-        torch_threads = torch.get_num_threads()
-    env = environment(torch_threads)
-    print(f"device: {env['device']} ({env['cpu']}, {env['cpu_count']} cores); jax {env['jax']}; torch threads "
-          f"{torch_threads}; reps {reps}")  # fmt: skip
-    peaks = [matmul_gflops(256 if args.quick else 2048)]
+        torch_dev = torch_device()
+        if torch_dev is None:
+            print("torch has no CUDA here: the torch column is skipped")
+            use_torch = False
+        else:
+            # XLA:CPU runs one intra-op thread per core available to the process; give torch the same number.
+            torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+            torch_threads = torch.get_num_threads()
+    load_start = os.getloadavg()
+    env = environment(torch_threads, torch_dev)
+    seed = args.seed
+    rng = random.Random(seed)
+    print(f"device: {env['device']} ({env['cpu']}); XLA:CPU threads {env['xla_cpu_threads']}, torch threads "
+          f"{torch_threads} ({torch_dev}); jax {env['jax']}; {rounds} rounds after {args.warmup} warm-up, "
+          f"order seed {seed}; load {load_start[0]:.2f}")  # fmt: skip
+    size = 256 if args.quick else (8192 if jax.default_backend() == "gpu" else 2048)
+    # Peak samples spread through the run: before the first point, after the last, and evenly between.
+    sample_before = [round(j * len(grid) / (PEAK_SAMPLES - 1)) for j in range(PEAK_SAMPLES)]
+    peaks: list[float] = []
     records = []
-    for point in grid:
-        records.append(bench_point(point, use_torch=use_torch, warmup=args.warmup, reps=reps))
-        print(f"  {point.label}: auto={records[-1]['auto_strategy']} fwd {records[-1]['fwd_ms']['auto']:.3f} ms",
-              flush=True)  # fmt: skip
-    peaks.append(matmul_gflops(256 if args.quick else 2048))
-    peak = statistics.fmean(peaks)
-    print(f"\nmatmul peak (f32 {'256' if args.quick else '2048'}^2, mean of before/after): {peak:.1f} GFLOP/s\n")
+    for i in range(len(grid) + 1):
+        peaks += [matmul_gflops(size) for _ in range(sample_before.count(i))]
+        if i == len(grid):
+            break
+        point = grid[i]
+        records.append(
+            bench_point(
+                point, rng=rng, strategies=args.strategies, use_torch=use_torch, warmup=args.warmup, rounds=rounds
+            )
+        )
+        r = records[-1]
+        auto = r["ms"]["fwd"].get("auto")
+        print(f"  {point.label}: auto={r['auto_strategy']} fwd "
+              + (f"{auto:.3f} ms" if auto is not None else "failed"), flush=True)  # fmt: skip
+    peak = max(peaks)
+    load_end = os.getloadavg()
+    spread = ", ".join(f"{p:.0f}" for p in peaks)
+    print(f"\nmatmul peak (f32 {size}^2, best of {len(peaks)} samples spread through the run): {peak:.1f} GFLOP/s "
+          f"(samples {spread}); load {load_start[0]:.2f} -> {load_end[0]:.2f}\n")  # fmt: skip
     print(format_table(records, peak))
+    verdict, checks = validity(records)
+    disagree = [c for c in checks if c["agree"] is False]
+    why = (f"{len(checks) - len(disagree)} of {len(checks)} identical-program pairs agree within the run's noise "
+           f"(median per-round ratio's {100 * FAMILY_CONFIDENCE:.0f}% family-wise interval contains 1)")  # fmt: skip
+    if verdict == "UNDETERMINED":
+        needed = rounds_needed(checks[0]["confidence"]) if checks else None
+        why = f"too few rounds to check {len(checks)} identical-program pairs" + (
+            f" (need --reps >= {needed})" if needed else ""
+        )
+    print(f"\n{verdict}: {why}")
+    for c in disagree:
+        print(f"  disagree: {c['label']} {c['mode']} {c['pair'][0]}/{c['pair'][1]} = {c['ratio']:.3f} "
+              f"(interval {c['interval'][0]:.3f}-{c['interval'][1]:.3f})")  # fmt: skip
     verdicts = floors(records, peak)
     for name, passed, detail in verdicts:
         print(f"{'PASS' if passed else 'FAIL'}  {name}: {detail}")
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
+        "validity": verdict,
         "environment": env,
-        "reps": reps,
+        "grid": args.grid,
+        "strategies": list(args.strategies),
+        "quick": args.quick,
+        "seed": seed,
+        "rounds": rounds,
         "warmup": args.warmup,
+        "loadavg": {"start": load_start, "end": load_end},
+        "matmul_size": size,
         "matmul_gflops": peaks,
+        "peak_gflops": peak,
         "records": records,
+        "identical_pairs": checks,
         "floors": [{"floor": n, "pass": p, "detail": d} for n, p, d in verdicts],
     }
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -17,6 +18,10 @@ import jax.numpy as jnp
 from jaxconv._primitive import correlate
 from jaxconv._spec import SPATIAL_LETTERS, ConvSpec, check_layout, make_spec
 from jaxconv._strategies import DIRECT_MAX_UNROLLED, lax_conv
+
+# On GPU, "window" (one gather, one dot) beat cuDNN with few input channels up to about this many gathered values
+# and lost beyond it (BENCHMARKS.md, GPU section).
+GPU_WINDOW_MAX_COLUMNS = 2**23
 
 _JNP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -47,40 +52,52 @@ def _xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
 
 
 def _gathered(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """``"window"`` / ``"shift"`` / ``"direct"``: pad (fused by XLA into what reads it), then the bilinear primitive."""
+    """``"window"`` / ``"shift"`` / ``"direct"``: the bilinear primitive, which pads with zeros itself; other padding
+    modes are padded first (fused by XLA into what reads it)."""
+    if spec.padding_mode == "zeros":
+        return correlate(x, kernel, spec)
     xp = pad_image(x, spec)
     valid = dataclasses.replace(spec, in_shape=xp.shape, padding=((0, 0),) * spec.spatial_dims, padding_mode="zeros")
     return correlate(xp, kernel, valid)
 
 
-# "auto" on CPU, from `jaxconv bench` (BENCHMARKS.md: 2-core AMD EPYC, jax 0.10.2, f32, 1 thread, the issue's grid).
-# "direct" (unrolled per-tap broadcast multiply-adds) beat lax.conv_general_dilated forward *and* forward+backward on
-# every grid point with at most DIRECT_MAX_UNROLLED = 8 input channels per group: 1->1 k3/k7, 1->8 k5, 3->16 k3,
-# 1->16 k5, 8->8 k3 d2 and depthwise 32 k3 (forward 1.7-28x faster than lax, forward+backward 1.05-6x). It also beat
-# "shift", the previous pick for 1->1 k3 (0.14 vs 1.0 ms forward). With more channels per group (16->32 s2, 32->32,
-# 64->64) direct contracts by one dot per tap and lost 2-5x, so "auto" is "xla" there. On GPU/TPU nothing was
-# measured (no accelerator was available), so "auto" is "xla".
-
-
-def resolve_strategy(spec: ConvSpec) -> str:
+def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
     """The concrete strategy for ``spec``: itself, or for ``"auto"`` the one measured fastest for such shapes.
 
-    Deterministic: a function of the backend and the static shapes only.
+    Deterministic: a function of the backend and the static shapes only (BENCHMARKS.md has the measurements).
+    On CPU, ``"direct"`` for at most ``DIRECT_MAX_UNROLLED`` input channels per group, else ``"xla"``. On GPU,
+    ``"window"`` for ungrouped convolutions with at most ``DIRECT_MAX_UNROLLED`` input channels whose gathered
+    windows (``N * prod(out spatial) * prod(kernel spatial) * C`` values, in 2-D ``N * Ho * Wo * KH * KW * C``)
+    number at most ``GPU_WINDOW_MAX_COLUMNS``, else ``"xla"`` (cuDNN). Other backends: ``"xla"``.
+
+    Args:
+      spec: the convolution's static description.
+      backend: ``"cpu"``, ``"gpu"``, ...; ``None`` for ``jax.default_backend()``.
 
     Examples:
       >>> from jaxconv._spec import make_spec
       >>> opts = dict(stride=1, padding="SAME", dilation=1, groups=1, padding_mode="zeros", precision=None)
-      >>> resolve_strategy(make_spec((32, 64, 64, 1), (3, 3, 1, 1), strategy="auto", **opts))
-      'direct'
-      >>> resolve_strategy(make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="auto", **opts))
-      'xla'
+      >>> few = make_spec((32, 64, 64, 1), (3, 3, 1, 1), strategy="auto", **opts)
+      >>> resolve_strategy(few, "cpu"), resolve_strategy(few, "gpu")
+      ('direct', 'window')
+      >>> many = make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="auto", **opts)
+      >>> resolve_strategy(many, "cpu"), resolve_strategy(many, "gpu")
+      ('xla', 'xla')
       >>> resolve_strategy(make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="window", **opts))
       'window'
+      >>> volume = make_spec((8, 64, 64, 64, 1), (3, 3, 3, 1, 1), strategy="auto", **opts)
+      >>> resolve_strategy(volume, "cpu"), resolve_strategy(volume, "gpu")
+      ('direct', 'xla')
     """
     if spec.strategy != "auto":
         return spec.strategy
-    if jax.default_backend() == "cpu" and spec.kernel_shape[-2] <= DIRECT_MAX_UNROLLED:
+    backend = jax.default_backend() if backend is None else backend
+    *taps, cg, _ = spec.kernel_shape
+    if backend == "cpu" and cg <= DIRECT_MAX_UNROLLED:
         return "direct"
+    if backend == "gpu" and spec.groups == 1 and cg <= DIRECT_MAX_UNROLLED:
+        if spec.in_shape[0] * math.prod(spec.out_hw) * math.prod(taps) * cg <= GPU_WINDOW_MAX_COLUMNS:
+            return "window"
     return "xla"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -11,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxconv._checkpoint import list_checkpoints, restore_latest, save_checkpoint
+from jaxconv._checkpoint import list_checkpoints, save_checkpoint
 from jaxconv._data import PlantedPatternTask
 from jaxconv._detector import Params
 from jaxconv._metrics import evaluate
+from jaxconv._preempt import Preempted, StopSignals, peer_errors, restore_shared
 from jaxconv._train import TrainConfig, TrainState, check_mesh, init_state, nonfinite_steps, replicate, train_steps
 
 
@@ -142,10 +144,14 @@ def fit(
       steps_per_dispatch: steps per jitted call, ``>= 1`` (does not change the result).
       eval_images: held-out images to score at the end (0: skip).
       eval_seed: picks the held-out images.
-      checkpoint_dir: where checkpoints go (``None``: none are written).
+      checkpoint_dir: where checkpoints go (``None``: none are written). With a folder, SIGTERM and SIGINT stop
+        the run after the dispatch in flight: a checkpoint is written there and :class:`Preempted` raised.
       checkpoint_every: write one every this many steps (0: only at the end); needs ``checkpoint_dir``.
       keep: how many checkpoints to keep.
       resume: continue from the newest usable checkpoint in ``checkpoint_dir`` (start fresh if it has none).
+        Under ``jax.distributed`` process 0 reads it and every process receives it, so only process 0 needs the
+        folder; the device and process counts may differ from the run that wrote it (same params to float32
+        rounding: the data of step ``s`` depends on the seed and ``s`` only, the global batch is checked).
       max_nonfinite: stop after this many steps in a row with a non-finite loss or gradient (each is
         skipped and counted; checked after every dispatch).
       callback: called after every dispatch with the state and that dispatch's losses ``[n]``.
@@ -153,7 +159,7 @@ def fit(
         ``jax.Device``: data parallel over a 1-D mesh of them (see :func:`batch_mesh`), each device taking
         ``batch_size / D`` images of every step; the same params as one device to float32 rounding. Under
         ``jax.distributed``, pass ``jax.devices()`` (all processes' devices) from every process, with the same
-        arguments: only process 0 writes checkpoints.
+        arguments: only process 0 writes checkpoints, and a SIGTERM to any process stops them all at one step.
 
     Returns:
       A :class:`FitResult` ``(params, history, metrics, state, config, timing, skipped_steps, resumed_from)``.
@@ -164,6 +170,8 @@ def fit(
       CheckpointError: ``resume`` but no checkpoint is usable, or the newest usable one was made with a
         different configuration (the message says what differs).
       NonFiniteError: ``max_nonfinite`` steps in a row were not finite; the last checkpoint is kept.
+      Preempted: SIGTERM or SIGINT (to any process), with ``checkpoint_dir``; its checkpoint is written.
+      PeerLostError: under ``jax.distributed``, another process died; no checkpoint is written after it.
 
     Examples:
       >>> import jaxconv
@@ -198,7 +206,8 @@ def fit(
     state, losses = init_state(config), np.zeros((0,), np.float32)
     if resume:
         assert checkpoint_dir is not None
-        restored = restore_latest(checkpoint_dir, config)
+        with peer_errors():
+            restored = restore_shared(checkpoint_dir, config)  # process 0 reads it, every process gets it
         if restored is not None:
             state, losses = restored.state, restored.losses
     if mesh is not None:
@@ -210,33 +219,43 @@ def fit(
     parts = [losses]
     start = time.perf_counter()
     first_done, first_steps = start, 0
-    while int(state.step) < steps:
-        done = int(state.step)
-        n = min(per_dispatch, steps - done)
-        if checkpoint_every:
-            n = min(n, checkpoint_every - done % checkpoint_every)
-        state, dispatch_losses = train_steps(config, state, n, mesh=mesh)
-        chunk = np.asarray(jax.device_get(dispatch_losses), np.float32)
-        parts.append(chunk)
-        if not first_steps:
-            first_done, first_steps = time.perf_counter(), n
-        if callback is not None:
-            callback(state, chunk)
-        in_a_row, total = nonfinite_steps(state)
-        if in_a_row >= max_nonfinite:
-            kept = list_checkpoints(checkpoint_dir) if checkpoint_dir else []
-            where = f"; the last checkpoint is step {kept[0][0]} in {checkpoint_dir}" if kept else ""
-            raise NonFiniteError(
-                f"training stopped at step {int(state.step)}: the last {in_a_row} steps had a non-finite loss or "
-                f"gradient ({total} skipped in all){where}"
-            )
-        step_now = int(state.step)
-        if (
-            writer
-            and checkpoint_dir is not None
-            and ((checkpoint_every and step_now % checkpoint_every == 0) or step_now == steps)
-        ):
-            save_checkpoint(checkpoint_dir, state, config, np.concatenate(parts), keep=keep)
+    # With a checkpoint folder, SIGTERM/SIGINT stop the run after the dispatch in flight, at a step that every
+    # process agrees on, with a checkpoint written there.
+    stop = StopSignals() if checkpoint_dir is not None else None
+    with stop or contextlib.nullcontext():
+        while int(state.step) < steps:
+            done = int(state.step)
+            n = min(per_dispatch, steps - done)
+            if checkpoint_every:
+                n = min(n, checkpoint_every - done % checkpoint_every)
+            with peer_errors():
+                state, dispatch_losses = train_steps(config, state, n, mesh=mesh)
+                chunk = np.asarray(jax.device_get(dispatch_losses), np.float32)
+                stopping = stop is not None and stop.requested()
+            parts.append(chunk)
+            if not first_steps:
+                first_done, first_steps = time.perf_counter(), n
+            if callback is not None:
+                callback(state, chunk)
+            in_a_row, total = nonfinite_steps(state)
+            if in_a_row >= max_nonfinite:
+                kept = list_checkpoints(checkpoint_dir) if checkpoint_dir else []
+                where = f"; the last checkpoint is step {kept[0][0]} in {checkpoint_dir}" if kept else ""
+                raise NonFiniteError(
+                    f"training stopped at step {int(state.step)}: the last {in_a_row} steps had a non-finite loss "
+                    f"or gradient ({total} skipped in all){where}"
+                )
+            step_now = int(state.step)
+            path = None
+            if (
+                writer
+                and checkpoint_dir is not None
+                and ((checkpoint_every and step_now % checkpoint_every == 0) or step_now == steps or stopping)
+            ):
+                path = save_checkpoint(checkpoint_dir, state, config, np.concatenate(parts), keep=keep)
+            if stopping and step_now < steps:  # (a run whose last step is done just finishes)
+                assert stop is not None
+                raise Preempted(step_now, path, stop.reason)
     end = time.perf_counter()
     losses = np.concatenate(parts)
     timed = int(state.step) - resumed_from - first_steps

@@ -19,21 +19,9 @@ from jax import lax
 
 from jaxconv._conv import _conv_nhwc
 from jaxconv._spec import SPATIAL_LETTERS, make_spec
+from jaxconv._strategies import pad_or_crop
 
 _WHO = "conv_general_dilated"
-
-
-def _frame(x: jax.Array, lhs_dilation: Sequence[int], pads: Sequence[tuple[int, int]]) -> tuple[jax.Array, Any]:
-    """Dilates the spatial dims of a channels-last ``x`` (zeros between its elements) and crops its negative
-    padding by a slice (never handed to XLA as negative padding); returns it and the padding left, all ``>= 0``."""
-    if any(d > 1 for d in lhs_dilation):
-        zero = jnp.zeros((), x.dtype)
-        x = lax.pad(x, zero, [(0, 0, 0), *((0, 0, d - 1) for d in lhs_dilation), (0, 0, 0)])
-    if any(min(p) < 0 for p in pads):
-        crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(pads, x.shape[1:-1], strict=True))
-        window = (slice(None), *crop, slice(None))
-        x = x[window]
-    return x, tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
 
 
 def conv_general_dilated(
@@ -123,7 +111,9 @@ def conv_general_dilated(
     to_caller = np.argsort([out_spec[0], *out_spec[2:], out_spec[1]])
     if 0 in expected.shape:
         return jnp.zeros(expected.shape, expected.dtype)
-    x, pads = _frame(x, lhs_dilation, pads)
+    # Input dilation and negative padding applied first (the latter a crop, never negative padding for XLA).
+    x = pad_or_crop(x, tuple((min(lo, 0), min(hi, 0)) for lo, hi in pads), tuple(d - 1 for d in lhs_dilation))
+    pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
 
     floating = all(jnp.issubdtype(a.dtype, jnp.floating) for a in (x, k, expected))
     extra = {name: value for name, value in kwargs.items() if value is not None}

@@ -1,4 +1,4 @@
-"""``correlate_p``: the valid cross-correlation of the gathered and direct strategies as one bilinear primitive.
+"""``correlate_p``: the zero-padded cross-correlation of the gathered and direct strategies as one bilinear primitive.
 
 Autodiff of a vmapped ``dynamic_slice`` transposes the gather into a scatter-add, which XLA:CPU runs on one
 thread. So the strategies are wrapped in a primitive whose rules are themselves correlations computed by the same
@@ -10,18 +10,18 @@ gathers and dots:
   (:func:`jaxconv._strategies.kernel_gradient`);
 - transpose w.r.t. the input: a transposed convolution — the output gradient dilated by the stride, padded to
   ``FULL``, correlated (same strategy, same dilation and groups) with the spatially flipped kernel whose
-  per-group in/out channels are swapped. It is ``correlate_p`` again, so it has derivatives of its own;
+  per-group in/out channels are swapped, and cropped to the unpadded input. It is ``correlate_p`` again, so it has
+  derivatives of its own;
 - batching: a mapped input folds into the batch; a mapped kernel becomes extra feature groups.
 
-``"direct"`` (one static slice per tap, multiplied and accumulated elementwise) measured its derivatives per shape
-(BENCHMARKS.md, 1 thread): its input gradient is ``direct`` again while the transposed correlation has at most
-``DIRECT_MAX_UNROLLED`` input channels per group, else XLA's convolution (many-in few-out, e.g. the 16->1 transpose of
-1->16 k5: direct 15.8 ms, XLA 2.5 ms); its kernel gradient is per-tap reductions for one channel per group
-(depthwise) and XLA's backward-filter convolution otherwise (1->16 k5: 0.8 ms vs 2.6 for a dot per tap). The
-primitive's ``"xla"`` mode (:func:`jaxconv._strategies.xla_correlate`) exists for these rules only.
+The zero padding is part of the primitive (``spec.padding``; the implementation pads first, and XLA fuses the pad
+into the slices that read it), so that a rule computed by XLA's own convolution gets the padding inside the
+convolution instead of a padded copy of the input.
 
-Padding happens outside, on the input (``jnp.pad`` is linear and its transpose is a cheap slice-and-add), and is
-fused by XLA into the gather that reads it.
+Which computation each derivative of ``"direct"`` uses is chosen per shape by :func:`input_gradient_rule` and
+:func:`kernel_gradient_rule`, from measurements (BENCHMARKS.md): ``"direct"`` again where it measured faster, else
+``"xla"`` — the transposition of ``lax.conv_general_dilated`` with the padding (and, for the input gradient, the
+stride as an input dilation) inside XLA's convolution.
 """
 
 from __future__ import annotations
@@ -31,14 +31,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax._src import core as jax_core  # typeof: whether a value varies over shard_map's axes
 from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from jaxconv._spec import ConvSpec
-from jaxconv._strategies import DIRECT_MAX_UNROLLED, kernel_gradient
+from jaxconv._spec import ConvSpec, Pads
+from jaxconv._strategies import (
+    DIRECT_MAX_UNROLLED,
+    kernel_gradient,
+    pad_or_crop,
+    xla_input_gradient,
+    xla_kernel_gradient,
+)
 from jaxconv._strategies import correlate as _correlate_impl
 
 correlate_p = Primitive("jaxconv_correlate")
@@ -51,60 +56,87 @@ def _varies_over_manual_axes(value: Any) -> bool:
     return bool(mat.varying if mat is not None else getattr(aval, "vma", frozenset()))
 
 
-def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """Valid cross-correlation by ``spec.strategy`` (``"window"``, ``"shift"``, ``"direct"``), differentiable.
+def valid_spec(spec: ConvSpec) -> ConvSpec:
+    """``spec`` for the already zero-padded input: ``in_shape`` the padded shape, no padding left."""
+    n, *_, c = spec.in_shape
+    return dataclasses.replace(spec, in_shape=(n, *spec.padded_hw, c), padding=((0, 0),) * spec.spatial_dims)
+
+
+def zero_pad(x: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``x`` padded with zeros by ``spec.padding`` (a negative side cropped)."""
+    return pad_or_crop(x, spec.padding)
+
+
+def _padded_correlate(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    return _correlate_impl(zero_pad(x, spec), kernel, valid_spec(spec))
+
+
+def correlate(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """Zero-padded cross-correlation by ``spec.strategy`` (``"window"``, ``"shift"``, ``"direct"``), differentiable.
 
     Args:
-      xp: the padded input ``[N, *padded, C]`` (e.g. ``[N, Hp, Wp, C]``); ``spec.in_shape`` must equal its shape
-        and ``spec.padding`` be zero.
-      kernel: ``[*taps, C // groups, O]`` (e.g. ``[KH, KW, C // groups, O]``), the dtype of ``xp``.
+      x: the input ``[N, *spatial, C]`` (e.g. ``[N, H, W, C]``); ``spec.in_shape`` must equal its shape and
+        ``spec.padding_mode`` be ``"zeros"``.
+      kernel: ``[*taps, C // groups, O]`` (e.g. ``[KH, KW, C // groups, O]``), the dtype of ``x``.
       spec: the static description.
 
     Returns:
-      ``[N, *out, O]`` (e.g. ``[N, Ho, Wo, O]``) in ``xp``'s dtype.
+      ``[N, *out, O]`` (e.g. ``[N, Ho, Wo, O]``) in ``x``'s dtype.
     """
-    if any(_varies_over_manual_axes(v) for v in (xp, kernel)):
+    if any(_varies_over_manual_axes(v) for v in (x, kernel)):
         # Inside shard_map, values that vary over a manual mesh axis carry that in their type, which the
         # primitive's rules do not track: use the same computation with JAX's own autodiff there.
-        return _correlate_impl(xp, kernel, spec)
-    return correlate_p.bind(xp, kernel, spec=spec)
+        return _padded_correlate(x, kernel, spec)
+    return correlate_p.bind(x, kernel, spec=spec)
 
 
-_impl_jit = jax.jit(_correlate_impl, static_argnames=("spec",))
+_impl_jit = jax.jit(_padded_correlate, static_argnames=("spec",))
 
 
-def _impl(xp: jax.Array, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
-    return _impl_jit(xp, kernel, spec=spec)
+def _impl(x: jax.Array, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
+    return _impl_jit(x, kernel, spec=spec)
 
 
-def _abstract_eval(xp: Any, kernel: Any, *, spec: ConvSpec) -> ShapedArray:
-    return ShapedArray(spec.out_shape, xp.dtype)
+def _abstract_eval(x: Any, kernel: Any, *, spec: ConvSpec) -> ShapedArray:
+    return ShapedArray(spec.out_shape, x.dtype)
 
 
-def transposed_correlate(
-    cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec, pads: tuple[tuple[int, int], ...]
-) -> jax.Array:
+def input_gradient_rule(spec: ConvSpec) -> str:
+    """How the input gradient of ``spec`` is computed: ``spec.strategy``, or ``"xla"`` for ``"direct"`` with more than
+    ``DIRECT_MAX_UNROLLED`` outputs per group (the transposed correlation would be many-in few-out, where direct
+    contracts per tap by dots and measured slower than XLA's, BENCHMARKS.md)."""
+    o = spec.kernel_shape[-1]
+    if spec.strategy == "direct" and o // spec.groups > DIRECT_MAX_UNROLLED:
+        return "xla"
+    return spec.strategy
+
+
+def kernel_gradient_rule(spec: ConvSpec) -> str:
+    """How the kernel gradient of ``spec`` is computed: ``spec.strategy``, or ``"xla"`` (XLA's backward-filter
+    convolution, the padding inside it) for ``"direct"`` unless depthwise (one input channel per group), where
+    per-tap reductions measured faster (BENCHMARKS.md)."""
+    cg = spec.kernel_shape[-2]
+    if spec.strategy == "direct" and not (cg == 1 and spec.groups > 1):
+        return "xla"
+    return spec.strategy
+
+
+def transposed_correlate(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec, pads: Pads) -> jax.Array:
     """The transposed convolution of ``spec``'s correlation, framed by ``pads``: ``[N, *out, O]`` → ``[N, *X, C]``.
 
     The output gradient dilated by the stride and padded by ``pads`` (one ``(low, high)`` per spatial dim; a negative
-    one crops, by a slice, never handed to XLA as negative padding), then correlated (same strategy, dilation and
-    groups, stride 1) with the spatially flipped kernel whose per-group in/out channels are swapped. It is
-    ``correlate_p`` again, so it has derivatives of its own. ``pads = (extent - 1, extent - 1 + rest)`` per dim
-    gives the gradient w.r.t. the padded input (see :func:`input_gradient`).
+    one crops, by a slice, never handed to XLA as negative padding: :func:`jaxconv._strategies.pad_or_crop`), then
+    correlated (same dilation and groups, stride 1; the strategy :func:`input_gradient_rule` says) with the spatially
+    flipped kernel whose per-group in/out channels are swapped. It is ``correlate_p`` again, so it has derivatives of
+    its own. ``pads = (extent - 1 - low, extent - 1 + rest - high)`` per dim, ``(low, high)`` the convolution's own
+    padding, gives the gradient w.r.t. its unpadded input (see :func:`input_gradient`).
     """
     dims = spec.spatial_dims
     *taps, cg, o = spec.kernel_shape
     g, c = spec.groups, spec.in_shape[-1]
-    config = [(max(lo, 0), max(hi, 0), s - 1) for (lo, hi), s in zip(pads, spec.stride, strict=True)]
-    full = lax.pad(cotangent, jnp.zeros((), cotangent.dtype), [(0, 0, 0), *config, (0, 0, 0)])
-    crop = tuple(slice(max(-lo, 0), size - max(-hi, 0)) for (lo, hi), size in zip(pads, full.shape[1:-1], strict=True))
-    window = (slice(None), *crop, slice(None))
-    full = full[window]
+    full = pad_or_crop(cotangent, pads, tuple(s - 1 for s in spec.stride))
     flipped = kernel[(slice(None, None, -1),) * dims].reshape(*taps, cg, g, o // g)
     flipped = flipped.transpose(*range(dims), dims + 2, dims + 1, dims).reshape(*taps, o // g, c)
-    strategy = spec.strategy
-    if strategy == "direct" and o // g > DIRECT_MAX_UNROLLED:
-        strategy = "xla"  # many-in, few-out: direct contracts per tap by dots, slower than XLA (16->1 k5: 6x)
     tspec = dataclasses.replace(
         spec,
         in_shape=full.shape,
@@ -112,48 +144,55 @@ def transposed_correlate(
         stride=(1,) * dims,
         padding=((0, 0),) * dims,
         padding_mode="zeros",
-        strategy=strategy,
+        strategy=input_gradient_rule(spec),
     )
     return correlate(full, flipped, tspec)
 
 
 def input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The transposed convolution: the gradient ``[N, *padded, C]`` w.r.t. the padded input of ``correlate``."""
-    reach = zip(spec.padded_hw, spec.out_hw, spec.stride, spec.extent, strict=True)
-    # The padded input's rows/cols no output reads (beyond the last window) get a zero gradient: padded on high.
-    pads = tuple((e - 1, e - 1 + p - ((o - 1) * s + e)) for p, o, s, e in reach)
+    """The gradient ``[N, *spatial, C]`` w.r.t. the (unpadded) input of ``correlate``: XLA's backward-data
+    convolution where :func:`input_gradient_rule` says ``"xla"``, else :func:`transposed_correlate` framed to the
+    FULL correlation of the padded input, cropped by the padding to the unpadded input."""
+    if input_gradient_rule(spec) == "xla":
+        return xla_input_gradient(cotangent, kernel, spec)
+    reach = zip(spec.padding, spec.padded_hw, spec.out_hw, spec.stride, spec.extent, strict=True)
+    # The padded input's rows/cols no output reads (beyond the last window, ``rest``) get a zero gradient: padded on
+    # high; the padding's own rows are cropped (the frame reduced by it, a slice where it goes negative).
+    pads = tuple((e - 1 - lo, e - 1 + (p - ((o - 1) * s + e)) - hi) for (lo, hi), p, o, s, e in reach)
     return transposed_correlate(cotangent, kernel, spec, pads)
 
 
-def _transpose_input(cotangent: jax.Array, xp: Any, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
+def _transpose_input(cotangent: jax.Array, x: Any, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
     return input_gradient(cotangent, kernel, spec)
 
 
-def _transpose_kernel(cotangent: jax.Array, xp: jax.Array, kernel: Any, *, spec: ConvSpec) -> jax.Array:
-    return kernel_gradient(xp, cotangent, spec)
+def _transpose_kernel(cotangent: jax.Array, x: jax.Array, kernel: Any, *, spec: ConvSpec) -> jax.Array:
+    if kernel_gradient_rule(spec) == "xla":
+        return xla_kernel_gradient(x, cotangent, spec)
+    return kernel_gradient(zero_pad(x, spec), cotangent, valid_spec(spec))
 
 
 def _batch(args: tuple[jax.Array, jax.Array], dims: tuple[Any, Any], *, spec: ConvSpec) -> tuple[jax.Array, int]:
-    xp, kernel = args
+    x, kernel = args
     bx, bk = dims
-    n, *padded, c = spec.in_shape
+    n, *spatial, c = spec.in_shape
     *taps, cg, o = spec.kernel_shape
     out_hw = spec.out_hw
     s = spec.spatial_dims
     if bk is None:  # fold the mapped axis into the batch
-        xp = jnp.moveaxis(xp, bx, 0)
-        b = xp.shape[0]
-        folded = xp.reshape(b * n, *padded, c)
+        x = jnp.moveaxis(x, bx, 0)
+        b = x.shape[0]
+        folded = x.reshape(b * n, *spatial, c)
         out = correlate(folded, kernel, dataclasses.replace(spec, in_shape=folded.shape))
         return out.reshape(b, n, *out_hw, o), 0
     kernel = jnp.moveaxis(kernel, bk, 0)
     b = kernel.shape[0]
     if bx is None:
-        xp = jnp.broadcast_to(xp, (b, *xp.shape))
+        x = jnp.broadcast_to(x, (b, *x.shape))
     else:
-        xp = jnp.moveaxis(xp, bx, 0)
+        x = jnp.moveaxis(x, bx, 0)
     # One convolution per mapped kernel = extra feature groups: channel (b, g, c), output (b, g, o).
-    xs = xp.transpose(*range(1, s + 2), 0, s + 2).reshape(n, *padded, b * c)
+    xs = x.transpose(*range(1, s + 2), 0, s + 2).reshape(n, *spatial, b * c)
     ks = kernel.transpose(*range(1, s + 2), 0, s + 2).reshape(*taps, cg, b * o)
     gspec = dataclasses.replace(spec, in_shape=xs.shape, kernel_shape=ks.shape, groups=b * spec.groups)
     out = correlate(xs, ks, gspec).reshape(n, *out_hw, b, o)
@@ -162,6 +201,6 @@ def _batch(args: tuple[jax.Array, jax.Array], dims: tuple[Any, Any], *, spec: Co
 
 correlate_p.def_impl(_impl)
 correlate_p.def_abstract_eval(_abstract_eval)
-mlir.register_lowering(correlate_p, mlir.lower_fun(_correlate_impl, multiple_results=False))
+mlir.register_lowering(correlate_p, mlir.lower_fun(_padded_correlate, multiple_results=False))
 ad.defbilinear(correlate_p, _transpose_input, _transpose_kernel)
 batching.primitive_batchers[correlate_p] = _batch

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._spec import SPATIAL_LETTERS, ConvSpec
+from jaxconv._spec import SPATIAL_LETTERS, ConvSpec, Pads
 
 # Axis letters of each strategy's gathered columns (p: output position, t: kernel tap, g/c: group/channel in group).
 _COLS = {"window": "nptgc", "shift": "tnpgc"}
@@ -119,8 +119,6 @@ def kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.
     """
     if spec.strategy == "direct":
         return direct_kernel_gradient(xp, cotangent, spec)
-    if spec.strategy == "xla":
-        return xla_kernel_gradient(xp, cotangent, spec)
     n, o = spec.in_shape[0], spec.kernel_shape[-1]
     g = spec.groups
     acc = accumulator(xp.dtype)
@@ -137,7 +135,7 @@ def kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.
 
 # "direct": per-group input channels up to this many are contracted by unrolled broadcast multiply-adds, which XLA
 # fuses, over all taps and channels, into one elementwise loop vectorised over the output channels. More channels
-# go through one dot per tap (measured slower than XLA's convolution: 16->16 k3 2.6 vs 1.5 ms, 32->32 2.2x).
+# go through one dot per tap (measured slower than XLA's convolution there, BENCHMARKS.md).
 DIRECT_MAX_UNROLLED = 8
 
 
@@ -193,23 +191,113 @@ def _fusion_fence(y: jax.Array) -> jax.Array:
     """An exact no-op (rounding to the dtype's own exponent and mantissa widths) that XLA:CPU does not fold away.
 
     XLA:CPU's YNNPACK fusion pulls an elementwise producer into a consumer's dot or reduction (a loss, a ``vdot``),
-    materialising every tap's slice on the way: 32x64x64 1->1 k3, ``vdot(conv, ct)`` 4.3 ms instead of 0.2 ms. It
-    does not take ``reduce_precision``, so the unrolled sum stays one native loop fusion.
+    materialising every tap's slice on the way (many times slower, BENCHMARKS.md). It does not take
+    ``reduce_precision``, so the unrolled sum stays one native loop fusion.
     (``optimization_barrier`` does not help: XLA:CPU removes it before fusion.)
     """
     info = jnp.finfo(y.dtype)
     return lax.reduce_precision(y, exponent_bits=info.nexp, mantissa_bits=info.nmant)
 
 
-def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Any = None, preferred: Any = None) -> jax.Array:
+def pad_or_crop(x: jax.Array, pads: Pads, interior: tuple[int, ...] | None = None) -> jax.Array:
+    """``lax.pad`` of a channels-last ``[N, *spatial, C]`` ``x`` with zeros over its spatial dims, but a negative side
+    is cropped by a slice instead (never handed to XLA as negative padding).
+
+    Args:
+      x: ``[N, *spatial, C]``.
+      pads: one ``(low, high)`` per spatial dim, any sign: zeros added (positive) or elements removed (negative),
+        after the interior padding.
+      interior: zeros between neighbouring elements, per spatial dim (default none).
+
+    Returns:
+      ``x`` framed, the same as ``lax.pad(x, 0, [(0, 0, 0), *((lo, hi, i) ...), (0, 0, 0)])``.
+
+    Examples:
+      >>> pad_or_crop(jnp.arange(4.0).reshape(1, 4, 1), ((1, -2),), (1,))[0, :, 0]
+      Array([0., 0., 1., 0., 2.], dtype=float32)
+    """
+    interior = (0,) * len(pads) if interior is None else interior
+    if any(i > 0 for i in interior) or any(p > 0 for pair in pads for p in pair):
+        config = [(max(lo, 0), max(hi, 0), i) for (lo, hi), i in zip(pads, interior, strict=True)]
+        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *config, (0, 0, 0)])
+    if any(min(pair) < 0 for pair in pads):
+        crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(pads, x.shape[1:-1], strict=True))
+        window = (slice(None), *crop, slice(None))
+        x = x[window]
+    return x
+
+
+class XlaPadding(NamedTuple):
+    """A convolution's zero padding, split into what is safe to hand to XLA's convolution and what is done outside.
+
+    Attributes:
+      crop: one ``(low, high)`` per spatial dim, elements removed by an explicit slice (negative padding).
+      pad: zeros added by an explicit pad, beyond the kernel's reach.
+      window: the convolution's own padding, each side in ``[0, (K - 1) * d]``.
+    """
+
+    crop: Pads
+    pad: Pads
+    window: Pads
+
+
+def xla_padding(padding: Pads, extent: tuple[int, ...]) -> XlaPadding:
+    """Splits ``padding`` so that XLA's convolution, and JAX's transposes of it, never see negative low padding.
+
+    XLA:CPU computes a convolution with negative low padding and positive high padding wrongly (openxla/xla#48713:
+    its Eigen path reads outside the input). JAX transposes a convolution padded ``(lo, hi)`` w.r.t. its input into
+    one padded ``(R - lo, R - hi + r)``, where ``R = (K - 1) * d`` is the kernel's reach and ``r < stride`` the rows no
+    output reads: negative as soon as one side's padding exceeds the reach. So the window keeps at most ``R`` on each
+    side, and the rest is explicit zeros (which XLA may fold back into the forward window: positive, harmless);
+    negative padding becomes an explicit crop. Within ``[0, R]`` everything stays in the window, unchanged.
+
+    Args:
+      padding: one ``(low, high)`` per spatial dim (e.g. ``((top, bottom), (left, right))``), any sign.
+      extent: the dilated kernel's spatial extent per dim, ``(K - 1) * d + 1`` (e.g. ``(EH, EW)``).
+
+    Returns:
+      The :class:`XlaPadding` whose crop, then pad, then window padding equals ``padding``.
+
+    Examples:
+      >>> xla_padding(((3, 1), (4, 4)), (3, 3))
+      XlaPadding(crop=((0, 0), (0, 0)), pad=((1, 0), (2, 2)), window=((2, 1), (2, 2)))
+      >>> xla_padding(((-1, 2), (0, 0)), (2, 2))
+      XlaPadding(crop=((1, 0), (0, 0)), pad=((0, 1), (0, 0)), window=((0, 1), (0, 0)))
+      >>> xla_padding(((5, -1),), (4,))
+      XlaPadding(crop=((0, 1),), pad=((2, 0),), window=((3, 0),))
+    """
+
+    def split(p: int, reach: int) -> tuple[int, int, int]:
+        window = min(max(p, 0), reach)
+        return max(-p, 0), max(p, 0) - window, window
+
+    sides = [(split(lo, e - 1), split(hi, e - 1)) for (lo, hi), e in zip(padding, extent, strict=True)]
+
+    def part(i: int) -> Pads:
+        return tuple((lo[i], hi[i]) for lo, hi in sides)
+
+    return XlaPadding(part(0), part(1), part(2))
+
+
+def lax_conv(
+    x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Pads | None = None, preferred: Any = None
+) -> jax.Array:
     """``lax.conv_general_dilated`` for ``spec`` (channels-last), zero-padded by ``padding`` (default none), in the
-    ``preferred`` dtype (default: the accumulator dtype)."""
+    ``preferred`` dtype (default: the accumulator dtype).
+
+    Padding is split by :func:`xla_padding`: beyond the kernel's reach (or negative) it is applied outside the
+    convolution (:func:`pad_or_crop`), so that neither the convolution nor its JAX-derived transposes have negative
+    low padding.
+    """
     letters = SPATIAL_LETTERS[spec.spatial_dims]
+    plan = xla_padding(((0, 0),) * spec.spatial_dims if padding is None else padding, spec.extent)
+    outside = tuple((p_lo - c_lo, p_hi - c_hi) for (p_lo, p_hi), (c_lo, c_hi) in zip(plan.pad, plan.crop, strict=True))
+    x = pad_or_crop(x, outside)
     return lax.conv_general_dilated(
         x,
         kernel,
         window_strides=spec.stride,
-        padding=((0, 0),) * spec.spatial_dims if padding is None else padding,
+        padding=plan.window,
         rhs_dilation=spec.dilation,
         dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
         feature_group_count=spec.groups,
@@ -219,18 +307,30 @@ def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Any = Non
 
 
 def xla_correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """XLA's own valid convolution, for the derivative rules that measured faster through it (see ``_primitive``)."""
+    """XLA's own valid convolution, for the transposed correlations that measured faster through it (see
+    ``_primitive``)."""
     return lax_conv(xp, kernel, spec).astype(xp.dtype)
 
 
-def xla_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
-    """XLA's backward-filter convolution: the transpose of the valid convolution w.r.t. its kernel."""
-    acc = accumulator(xp.dtype) or xp.dtype
+def xla_input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's backward-data convolution: the transpose of ``lax_conv`` (zero padding ``spec.padding`` inside it, the
+    stride as an input dilation) w.r.t. its ``[N, *spatial, C]`` input."""
+    acc = accumulator(cotangent.dtype) or cotangent.dtype
     # Transposed in the accumulator dtype (inputs upcast exactly), which every jax version transposes alike.
-    x_acc = xp.astype(acc)
+    k_acc = kernel.astype(acc)
+    x = jax.ShapeDtypeStruct(spec.in_shape, acc)
+    (dx,) = jax.linear_transpose(lambda x: lax_conv(x, k_acc, spec, spec.padding), x)(cotangent.astype(acc))
+    return dx.astype(cotangent.dtype)
+
+
+def xla_kernel_gradient(x: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's backward-filter convolution: the transpose of ``lax_conv`` (zero padding ``spec.padding`` inside it)
+    w.r.t. its kernel."""
+    acc = accumulator(x.dtype) or x.dtype
+    x_acc = x.astype(acc)
     kernel = jax.ShapeDtypeStruct(spec.kernel_shape, acc)
-    (dk,) = jax.linear_transpose(lambda k: lax_conv(x_acc, k, spec), kernel)(cotangent.astype(acc))
-    return dk.astype(xp.dtype)
+    (dk,) = jax.linear_transpose(lambda k: lax_conv(x_acc, k, spec, spec.padding), kernel)(cotangent.astype(acc))
+    return dk.astype(x.dtype)
 
 
 def direct_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:

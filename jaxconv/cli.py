@@ -1,6 +1,7 @@
 """The ``jaxconv`` command line.
 
-``jaxconv train`` learns a kernel that detects a planted pattern and writes a run directory. Every flag is
+``jaxconv train`` learns a kernel that detects a planted pattern and writes a run directory; ``jaxconv bench``
+times the convolution (:mod:`jaxconv._bench`). Every flag is
 checked by its argparse ``type=`` function or right after parsing, so bad input ends with exit status 2 and
 one line naming the flag — never a traceback.
 """
@@ -14,6 +15,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -34,6 +36,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "steps_per_dispatch": 100,
 }
 """``jaxconv train``'s defaults (also ``experiments/pattern_sweep.py``'s)."""
+
+PEER_TIMEOUT_S = 60
+"""``--peer-timeout``'s default: seconds without a heartbeat before a process counts as lost."""
 
 _FLAG_OF = {
     "pattern": "--pattern",
@@ -139,6 +144,7 @@ def parse_address(text: str) -> str:
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from jaxconv._data import BACKGROUNDS
     from jaxconv._detector import LOSSES
+    from jaxconv._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED
     from jaxconv._train import OPTIMIZERS
 
     d = TRAIN_DEFAULTS
@@ -174,8 +180,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     safety = parser.add_argument_group("checkpoints and numerical faults")
     safety.add_argument("--checkpoint-every", type=_int_at_least(0), default=0, metavar="N",
-                        help="write OUT/checkpoints/ckpt-<step>.npz every N steps (0: none, or only at the end "
-                        "with --resume)")  # fmt: skip
+                        help="write OUT/checkpoints/ckpt-<step>.npz every N steps (0: only at the end); SIGTERM or "
+                        f"SIGINT: one after the dispatch in flight, then exit status {EXIT_PREEMPTED}")  # fmt: skip
     safety.add_argument("--keep", type=_int_at_least(1), default=3, metavar="K", help="checkpoints kept (3)")
     safety.add_argument("--resume", action="store_true",
                         help="continue from the newest usable checkpoint in OUT (needs --out)")  # fmt: skip
@@ -195,6 +201,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="multi-host: how many processes (needed with --coordinator HOST:PORT)")  # fmt: skip
     scale.add_argument("--process-id", type=_int_at_least(0), default=None, metavar="I",
                        help="multi-host: this process's rank in [0, P) (needed with HOST:PORT)")  # fmt: skip
+    scale.add_argument("--peer-timeout", type=_int_at_least(1), default=PEER_TIMEOUT_S, metavar="SECONDS",
+                       help="multi-host: a process silent this long counts as lost and the others exit with "
+                       f"status {EXIT_PEER_LOST} ({PEER_TIMEOUT_S})")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,12 +232,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _strategies(text: str) -> tuple[str, ...]:
+    from jaxconv._bench import JAXCONV_STRATEGIES
+
+    names = tuple(dict.fromkeys(text.split(",")))
+    if not set(names) <= set(JAXCONV_STRATEGIES) or "auto" not in names:
+        raise argparse.ArgumentTypeError(
+            f"must be a comma-separated list of {', '.join(JAXCONV_STRATEGIES)} that includes auto; got {text!r}"
+        )
+    return names
+
+
 def _add_bench(commands: argparse._SubParsersAction) -> None:
+    from jaxconv._bench import GRIDS, JAXCONV_STRATEGIES
+
+    bench = commands.add_parser(
+        "bench",
+        help="time every conv2d strategy against lax and PyTorch (jit, CPU/GPU)",
+        description="Time every conv2d strategy, lax.conv_general_dilated and PyTorch's conv2d in rounds of a "
+        "fresh random order; print medians, the run's validity (identical programs must time alike) and the "
+        "floors; write bench.json and bench.png. Threads: XLA and torch use the cores the process may run on "
+        "(set them with taskset).",
+    )
+    bench.add_argument("--grid", choices=tuple(GRIDS), default="main",
+                       help="main: the CPU grid; gpu: sizes for a GPU (main)")  # fmt: skip
+    bench.add_argument("--quick", action="store_true", help="a tiny version of the grid (smoke test), 2 rounds")
+    bench.add_argument("--reps", type=_int_at_least(1), default=None, metavar="R",
+                       help="timed rounds per point, each contender once per round (21; quick: 2)")  # fmt: skip
+    bench.add_argument("--warmup", type=_int_at_least(0), default=2, metavar="W",
+                       help="untimed rounds before timing (2)")  # fmt: skip
+    bench.add_argument("--seed", type=_int_at_least(0), default=0,
+                       help="seed of the rounds' random order, recorded in bench.json (0)")  # fmt: skip
+    bench.add_argument("--only", type=_int_at_least(0), nargs="+", default=None, metavar="I",
+                       help="indices into the grid to run (all)")  # fmt: skip
+    bench.add_argument("--strategies", type=_strategies, default=JAXCONV_STRATEGIES, metavar="S,S,...",
+                       help=f"conv2d strategies to time, auto among them ({','.join(JAXCONV_STRATEGIES)})")  # fmt: skip
+    bench.add_argument("--out", type=Path, default=Path("runs/bench"), metavar="DIR",
+                       help="directory for bench.json/png (runs/bench)")  # fmt: skip
+    bench.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
+    bench.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    bench.set_defaults(run=run_bench, parser=bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Runs ``jaxconv bench`` with parsed ``args`` (``--only`` checked against the grid); returns the exit status."""
     from jaxconv import _bench
 
-    bench = commands.add_parser("bench", help="time every conv2d strategy against lax and PyTorch (jit, CPU/GPU)")
-    _bench.add_arguments(bench)
-    bench.set_defaults(run=_bench.run)
+    fail = (getattr(args, "parser", None) or build_parser()).error
+    size = len(_bench.grid_for(args.grid, args.quick))
+    bad = [i for i in args.only or () if i >= size]
+    if bad:
+        which = f"--grid {args.grid}" + (" --quick" if args.quick else "")
+        fail(f"argument --only: indices must be in [0, {size - 1}] ({which} has {size} points); got {bad[0]}")
+    if args.out.exists() and not args.out.is_dir():
+        fail(f"argument --out: must be a directory; got the file {str(args.out)!r}")
+    return _bench.run(args)
 
 
 def _flag_message(err: Exception) -> str:
@@ -263,6 +321,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from jaxconv import _report
     from jaxconv._data import PlantedPatternTask
+    from jaxconv._preempt import distributed_options
     from jaxconv._train import TrainConfig
 
     fail = getattr(args, "parser", None) or build_parser()
@@ -273,17 +332,14 @@ def run_train(args: argparse.Namespace) -> int:
         fail("argument --coordinator: --coordinator HOST:PORT needs --num-processes and --process-id")
     if None not in (args.num_processes, args.process_id) and args.process_id >= args.num_processes:
         fail(f"argument --process-id: must be < --num-processes ({args.num_processes}); got {args.process_id}")
-    if args.resume and (args.num_processes or 1) > 1:
-        fail("argument --resume: not supported with several processes (start a fresh --out)")
     if args.coordinator is not None:
         try:  # before anything touches a device; "auto": JAX detects SLURM, Open MPI, TPU pods, ...
             address = None if args.coordinator == "auto" else args.coordinator
-            jax.distributed.initialize(address, args.num_processes, args.process_id)
+            options = distributed_options(args.peer_timeout)
+            jax.distributed.initialize(address, args.num_processes, args.process_id, **options)
         except Exception as err:  # a coordinator that cannot be reached, no cluster detected, ...
             print(f"jaxconv train: error: jax.distributed.initialize: {' '.join(str(err).split())}", file=sys.stderr)
             return 1
-        if args.resume and jax.process_count() > 1:
-            fail("argument --resume: not supported with several processes (start a fresh --out)")
     try:
         task = PlantedPatternTask(
             args.pattern,
@@ -315,10 +371,18 @@ def run_train(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         fail(_flag_message(err))
     checkpoint_dir = os.path.join(out, "checkpoints")
+    import numpy as np
+
     from jaxconv._checkpoint import list_checkpoints
 
-    if writer and not args.resume and list_checkpoints(checkpoint_dir):
-        fail(f"argument --out: {out} already holds checkpoints; pass --resume to continue it, or another --out")
+    taken = writer and not args.resume and bool(list_checkpoints(checkpoint_dir))
+    if jax.process_count() > 1:  # only process 0 sees OUT: the others learn its verdict rather than wait for it
+        from jax.experimental import multihost_utils
+
+        taken = bool(multihost_utils.broadcast_one_to_all(np.int32(taken)))
+    if taken:
+        held = out if writer else "process 0's --out"
+        fail(f"argument --out: {held} already holds checkpoints; pass --resume to continue it, or another --out")
 
     from tqdm import tqdm
 
@@ -361,6 +425,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from jaxconv._checkpoint import CheckpointError
     from jaxconv._fit import NonFiniteError
+    from jaxconv._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED, PeerLostError, Preempted
 
     try:
         with bar, warnings.catch_warnings(), contextlib.ExitStack() as stack:
@@ -379,7 +444,7 @@ def run_train(args: argparse.Namespace) -> int:
                 loss=config.loss,
                 steps_per_dispatch=args.steps_per_dispatch,
                 eval_images=args.eval_images if writer else 0,
-                checkpoint_dir=checkpoint_dir if (args.checkpoint_every or args.resume) else None,
+                checkpoint_dir=checkpoint_dir,
                 checkpoint_every=args.checkpoint_every,
                 keep=args.keep,
                 resume=args.resume,
@@ -392,6 +457,14 @@ def run_train(args: argparse.Namespace) -> int:
     except NonFiniteError as err:
         print(f"jaxconv train: error: {err}", file=sys.stderr)
         return 1
+    except Preempted as err:
+        print(f"jaxconv train: {err}; continue with --resume", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except PeerLostError as err:
+        print(f"jaxconv train: error: {err}; no checkpoint written after it", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Leave now: at a normal exit JAX's runtime would wait for the lost process at its shutdown barrier.
+        os._exit(EXIT_PEER_LOST)
     if not writer:
         return 0
     if result.resumed_from:

@@ -101,3 +101,47 @@ def torch_convnd(x, weight, bias=None, *, stride, dilation, pads, groups=1, mode
         return out.detach().numpy()
     out.backward(torch.tensor(np.ascontiguousarray(grad_out, np.float64)))
     return out.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()
+
+
+def numpy_conv2d_vjp(x, kernel, cotangent, *, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), groups=1):
+    """The gradients ``(dx, dkernel)`` of ``sum(numpy_conv2d(x, kernel) * cotangent)`` (zero padding), in float64.
+
+    The same loop as :func:`numpy_conv2d`, each product's two factors swapped with the cotangent: every output
+    position sends ``ct @ kernel.T`` back to the padded pixel its tap read, and ``pixel.T @ ct`` to the tap.
+    """
+    x, kernel, ct = (np.asarray(a, np.float64) for a in (x, kernel, cotangent))
+    xp = np.pad(x, ((0, 0), *pads, (0, 0)))
+    kh, kw, cg, o = kernel.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    _, ho, wo, _ = ct.shape
+    og = o // groups
+    dxp, dk = np.zeros_like(xp), np.zeros_like(kernel)
+    for i in range(ho):
+        for j in range(wo):
+            for a in range(kh):
+                for b in range(kw):
+                    r, s = i * sh + a * dh, j * sw + b * dw
+                    for g in range(groups):
+                        cin, cout = slice(g * cg, (g + 1) * cg), slice(g * og, (g + 1) * og)
+                        dxp[:, r, s, cin] += ct[:, i, j, cout] @ kernel[a, b, :, cout].T
+                        dk[a, b, :, cout] += xp[:, r, s, cin].T @ ct[:, i, j, cout]
+    (top, bottom), (left, right) = pads
+    h, w = x.shape[1:3]
+    return dxp[:, top : top + h, left : left + w, :], dk
+
+
+def torch_conv2d_vjp(x, kernel, cotangent, *, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), groups=1):
+    """``(out, dx, dkernel)`` from PyTorch in float64 (NHWC / HWIO in, out): explicit ``F.pad``, then ``F.conv2d``."""
+    import torch
+    import torch.nn.functional as F
+
+    xt = torch.tensor(np.asarray(x, np.float64).transpose(0, 3, 1, 2).copy(), requires_grad=True)
+    kt = torch.tensor(np.asarray(kernel, np.float64).transpose(3, 2, 0, 1).copy(), requires_grad=True)
+    (top, bottom), (left, right) = pads
+    out = F.conv2d(F.pad(xt, (left, right, top, bottom)), kt, stride=stride, dilation=dilation, groups=groups)
+    out.backward(torch.tensor(np.asarray(cotangent, np.float64).transpose(0, 3, 1, 2).copy()))
+    return (
+        out.detach().permute(0, 2, 3, 1).numpy(),
+        xt.grad.permute(0, 2, 3, 1).numpy(),
+        kt.grad.permute(2, 3, 1, 0).numpy(),
+    )

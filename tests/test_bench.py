@@ -1,21 +1,239 @@
-"""Smoke test of the benchmark harness on its quick grid (timings are not asserted: no timed tests)."""
+"""The benchmark harness: its statistics and floors on synthetic records (which must PASS, FAIL or be INVALID as
+built), its FLOP count against a brute-force count, its random order, its flags, and a smoke run of each grid.
+Timings are never asserted (no timed tests)."""
 
+import dataclasses
 import json
+import math
+import random
 
-from jaxconv import cli
+import numpy as np
+import pytest
+
+from jaxconv import _bench, cli
+from jaxconv._bench import Point
+
+
+def _noise(rng, n, scale=1.0, spread=0.05):
+    return [scale * math.exp(rng.gauss(0.0, spread)) for _ in range(n)]
+
+
+def _record(point, times, programs, auto_strategy="direct", seed=0, rounds=31, spread=0.05):
+    """A record as ``bench_point`` writes it, with per-round samples ``time * lognormal noise`` per contender."""
+    rng = random.Random(seed)
+    samples = {mode: {name: _noise(rng, rounds, t, spread) for name, t in times[mode].items()} for mode in _bench.MODES}
+    return {
+        "point": dataclasses.asdict(point),
+        "label": point.label,
+        "flops": point.flops,
+        "auto_strategy": auto_strategy,
+        "ms": {mode: {n: float(np.median(s)) for n, s in samples[mode].items()} for mode in _bench.MODES},
+        "samples_ms": samples,
+        "program": programs,
+        "failed": {},
+    }
+
+
+# Programs: auto == direct (same id), xla == lax, each pair distinct from the other.
+PROGRAMS = {mode: {"auto": 0, "direct": 0, "xla": 1, "lax": 1, "torch": None} for mode in _bench.MODES}
+FEW = Point(8, 32, 32, 1, 8, 3)
+HEAVY = Point(8, 32, 32, 64, 64, 3)
+DEPTHWISE = Point(8, 32, 32, 32, 32, 3, groups=32)
+
+
+def _times(auto, lax, torch, direct=None, xla=None):
+    return {
+        mode: {"auto": auto[i], "direct": direct[i] if direct else auto[i], "xla": xla[i] if xla else lax[i],
+               "lax": lax[i], "torch": torch[i]}
+        for i, mode in enumerate(_bench.MODES)
+    }  # fmt: skip
+
+
+def _floor(results, prefix):
+    (hit,) = [(passed, detail) for name, passed, detail in results if name.startswith(prefix)]
+    return hit
+
+
+def test_good_run_is_valid_and_passes_every_floor():
+    peak = 100.0
+    heavy_ms = HEAVY.flops / (0.9 * peak * 1e9) * 1e3  # auto at 90% of the peak
+    records = [
+        _record(FEW, _times((1.0, 3.0), (2.0, 4.0), (2.0, 5.0)), PROGRAMS, seed=1),
+        _record(HEAVY, _times((heavy_ms, 9.0), (heavy_ms * 1.2, 10.0), (heavy_ms * 2, 20.0)), PROGRAMS, seed=2),
+        _record(DEPTHWISE, _times((1.0, 3.0), (5.0, 9.0), (1.5, 2.5)), PROGRAMS, seed=3),
+    ]
+    verdict, checks = _bench.validity(records)
+    assert verdict == "VALID", checks
+    assert len(checks) == 12  # per point and mode: auto/direct and xla/lax
+    results = _bench.floors(records, peak)
+    assert all(passed for _, passed, _ in results), results
+    names = [name for name, _, _ in results]
+    assert sum(n.startswith("auto <= lax") for n in names) == 2
+    assert sum(n.startswith("geomean auto/torch") for n in names) == 2
+    assert any("depthwise" in n for n in names) and any("matmul peak" in n for n in names)
+
+
+def test_identical_programs_that_time_apart_make_the_run_invalid():
+    # auto and direct are one program, but auto was timed 1.3x slower in every round: an ordering/load artefact.
+    records = [_record(FEW, _times((1.3, 3.0), (2.0, 4.0), (2.0, 5.0), direct=(1.0, 3.0)), PROGRAMS)]
+    verdict, checks = _bench.validity(records)
+    assert verdict == "INVALID"
+    bad = [c for c in checks if not c["agree"]]
+    assert [(c["mode"], c["pair"]) for c in bad] == [("fwd", ["auto", "direct"])]
+    assert bad[0]["interval"][0] > 1.0
+
+
+def test_different_programs_may_differ_without_invalidating():
+    programs = {mode: {"auto": 0, "direct": 1, "xla": 2, "lax": 3} for mode in _bench.MODES}
+    records = [_record(FEW, _times((1.3, 3.0), (2.0, 4.0), (2.0, 5.0), direct=(1.0, 3.0), xla=(3, 6)), programs)]
+    verdict, checks = _bench.validity(records)
+    assert checks == [] and verdict == "UNDETERMINED"  # nothing to check the noise with
+
+
+def test_too_few_rounds_is_undetermined_not_valid():
+    records = [_record(FEW, _times((1.0, 3.0), (2.0, 4.0), (2.0, 5.0)), PROGRAMS, rounds=4)]
+    verdict, checks = _bench.validity(records)
+    assert verdict == "UNDETERMINED" and all(c["agree"] is None for c in checks)
+    assert _bench.rounds_needed(checks[0]["confidence"]) > 4
+
+
+def test_auto_slower_than_lax_fails_strictly():
+    records = [_record(FEW, _times((1.0, 4.2), (2.0, 4.0), (2.0, 9.0)), PROGRAMS, spread=0.01)]
+    passed, detail = _floor(_bench.floors(records, 100.0), "auto <= lax on every point (fwd_bwd)")
+    assert not passed and FEW.label in detail and "1.05x" in detail
+    assert _floor(_bench.floors(records, 100.0), "auto <= lax on every point (fwd)")[0]
+
+
+def test_auto_identical_to_lax_is_judged_by_validity_not_the_strict_floor():
+    programs = {mode: {"auto": 1, "direct": 0, "xla": 1, "lax": 1} for mode in _bench.MODES}
+    noisy = _times((2.02, 4.04), (2.0, 4.0), (2.0, 5.0), xla=(2.01, 4.0))
+    records = [_record(FEW, noisy, programs, auto_strategy="xla", seed=5)]
+    passed, detail = _floor(_bench.floors(records, 100.0), "auto <= lax on every point (fwd)")
+    assert passed and "identical program as lax" in detail
+    assert _bench.validity(records)[0] == "VALID"
+
+
+def test_geomean_depthwise_and_peak_floors_fail_when_they_should():
+    peak = 100.0
+    heavy_ms = HEAVY.flops / (0.6 * peak * 1e9) * 1e3  # 60% of the peak
+    records = [
+        _record(FEW, _times((1.0, 3.0), (2.0, 4.0), (1.2, 3.3)), PROGRAMS, seed=1),  # 0.83 / 0.91 of torch
+        _record(HEAVY, _times((heavy_ms, 9.0), (heavy_ms, 10.0), (heavy_ms, 10.0)), PROGRAMS, seed=2),
+        _record(DEPTHWISE, _times((1.0, 4.0), (5.0, 9.0), (1.5, 2.5)), PROGRAMS, seed=3),  # 1.6x torch
+    ]
+    results = _bench.floors(records, peak)
+    assert not _floor(results, "geomean auto/torch <= 0.8 (fwd_bwd")[0]
+    passed, detail = _floor(results, f"{DEPTHWISE.label}: depthwise")
+    assert not passed and abs(float(detail) - 1.6) < 0.05
+    passed, detail = _floor(results, f"{HEAVY.label}: auto fwd >= 70%")
+    assert not passed and abs(float(detail.rstrip("%")) - 60) < 3
+
+
+def test_auto_out_of_memory_fails_the_lax_floor():
+    record = _record(FEW, _times((1.0, 3.0), (2.0, 4.0), (2.0, 5.0)), PROGRAMS)
+    for mode in _bench.MODES:
+        del record["samples_ms"][mode]["auto"], record["ms"][mode]["auto"], record["program"][mode]["auto"]
+    record["failed"] = {"auto": {"fwd": "OOM", "fwd_bwd": "OOM"}}
+    passed, detail = _floor(_bench.floors([record], 100.0), "auto <= lax on every point (fwd)")
+    assert not passed and "OOM" in detail
+    assert "OOM" in _bench.format_table([record], 100.0)
+
+
+@pytest.mark.parametrize("confidence", [0.5, 0.9, 0.99, 0.999])
+@pytest.mark.parametrize("n", [7, 21, 40])
+def test_median_interval_ranks_are_the_tightest_with_the_coverage(n, confidence):
+    values = list(range(1, n + 1))
+    lo, hi = _bench.median_interval(values, confidence)
+    k = lo  # values are their own ranks
+    assert hi == n + 1 - k
+    below = sum(math.comb(n, j) for j in range(k)) / 2**n  # P(X < k), X ~ Binomial(n, 1/2)
+    if n >= _bench.rounds_needed(confidence):
+        assert 1 - 2 * below >= confidence  # coverage of [x_(k), x_(n+1-k)]
+        tighter = sum(math.comb(n, j) for j in range(k + 1)) / 2**n
+        assert k == n // 2 or 1 - 2 * tighter < confidence
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        Point(1, 3, 3, 1, 1, 3),
+        Point(2, 9, 7, 2, 3, 5, stride=2),
+        Point(1, 8, 8, 4, 4, 3, dilation=3, groups=2),
+        Point(1, 6, 6, 1, 1, 4),
+    ],  # fmt: skip
+)
+def test_flops_count_only_taps_on_the_image(point):
+    (top, _), (left, _) = point.padding
+    ho, wo = point.out_hw
+    taps = 0
+    for i in range(ho):
+        for j in range(wo):
+            for a in range(point.k):
+                for b in range(point.k):
+                    r, c = i * point.stride + a * point.dilation - top, j * point.stride + b * point.dilation - left
+                    taps += 0 <= r < point.h and 0 <= c < point.w
+    assert point.flops == 2 * point.n * point.o * (point.c // point.groups) * taps
+
+
+def test_rounds_are_in_a_fresh_seeded_random_order():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abcde"}
+    _bench.interleaved(fns, warmup=1, rounds=6, rng=random.Random(3))
+    orders = [tuple(calls[i : i + 5]) for i in range(0, len(calls), 5)]
+    assert len(orders) == 7 and all(sorted(o) == list("abcde") for o in orders)
+    assert len(set(orders)) > 3
+    again = []
+    fns = {name: (lambda name=name: again.append(name)) for name in "abcde"}
+    _bench.interleaved(fns, warmup=1, rounds=6, rng=random.Random(3))
+    assert again == calls
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--reps", "0"], "--reps"),
+        (["--reps", "x"], "--reps"),
+        (["--warmup", "-1"], "--warmup"),
+        (["--only", "99"], "--only"),
+        (["--quick", "--only", "2"], "--only"),
+        (["--only", "-1"], "--only"),
+        (["--seed", "-3"], "--seed"),
+        (["--grid", "tpu"], "--grid"),
+        (["--strategies", "direct,xla"], "--strategies"),
+        (["--strategies", "auto,fast"], "--strategies"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flag in err
 
 
 def test_bench_quick_writes_table_json_and_plot(tmp_path, capsys):
-    assert cli.main(["bench", "--quick", "--reps", "1", "--warmup", "1", "--out", str(tmp_path)]) == 0
+    assert cli.main(["bench", "--quick", "--reps", "2", "--warmup", "1", "--seed", "7", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "forward (ms)" in printed and "forward+backward (ms)" in printed
-    assert "auto <= lax on every point" in printed
+    assert "auto <= lax on every point" in printed and "UNDETERMINED" in printed
     result = json.loads((tmp_path / "bench.json").read_text())
     assert (tmp_path / "bench.png").stat().st_size > 0
-    assert result["environment"]["jax"]
+    assert result["seed"] == 7 and result["validity"] == "UNDETERMINED" and len(result["matmul_gflops"]) == 5
+    env = result["environment"]
+    assert env["jax"] and env["xla_cpu_threads"] >= 1 and len(result["loadavg"]["start"]) == 3
     for record in result["records"]:
-        for mode in ("fwd_ms", "fwd_bwd_ms"):
-            assert {"auto", "window", "shift", "direct", "xla", "lax"} <= set(record[mode])
-            assert all(ms > 0 for ms in record[mode].values())
+        for mode in ("fwd", "fwd_bwd"):
+            assert {"auto", "window", "shift", "direct", "xla", "lax"} <= set(record["ms"][mode])
+            assert all(len(s) == 2 and min(s) > 0 for s in record["samples_ms"][mode].values())
+            assert record["program"][mode]["auto"] == record["program"][mode][record["auto_strategy"]]
         assert all(err < 1e-4 for err in record["max_abs_err"].values())
-        assert record["temp_bytes"]["auto"]["fwd"] is None or record["temp_bytes"]["auto"]["fwd"] >= 0
+        assert record["memory"]["auto"]["fwd"]["temp_bytes"] >= 0
+
+
+def test_bench_gpu_grid_quick_runs_on_cpu(tmp_path, capsys):
+    argv = ["bench", "--grid", "gpu", "--quick", "--only", "3", "--reps", "1", "--warmup", "0", "--no-plot"]
+    argv += ["--strategies", "auto,direct,xla"]
+    assert cli.main([*argv, "--no-torch", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["grid"] == "gpu" and [r["label"] for r in result["records"]] == ["1x64x64 1->1 k3"]
+    assert set(result["records"][0]["ms"]["fwd"]) == {"auto", "direct", "xla", "lax"}

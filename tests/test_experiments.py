@@ -124,3 +124,14 @@ def test_digits_cnn(tmp_path):
     assert abs(results["accuracy_difference_points"]) <= 0.5
     assert (tmp_path / "digits_loss.png").stat().st_size > 0
     assert (tmp_path / "digits_kernels.png").stat().st_size > 0
+
+
+def test_lax_padding_bug(tmp_path):
+    assert run_experiment("lax_padding_bug.py", "--sweep", "1", "--repeats", "1", "--out", str(tmp_path)) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["jaxconv_correct"] is True
+    issue = {r["name"]: r["errors"] for r in results["cases"]}["issue: 12 channels, auto"]
+    for name in ("jaxconv xla", "jaxconv auto"):
+        assert max(issue[f"{name} eager"]["dx"], issue[f"{name} jit"]["dx"]) < 1e-5
+    assert set(results["environment"]) >= {"jax", "jaxlib", "cpu"}
+    assert len(results["timing"]) == 2 and all(t["ratio_jaxconv_over_lax"] > 0 for t in results["timing"])

@@ -50,7 +50,7 @@ def configurations(draw):
     # lax numbers the spatial dims (strides, padding, dilations) in the order rhs_spec names them.
     order = "".join(c for c in specs[1] if c not in "OI")
     return dict(
-        dims=dims, specs=specs, order=order, strides=strides, padding=padding, lhs_dil=lhs_dil, rhs_dil=rhs_dil, fgc=fgc, bgc=bgc,
+        dims=dims, specs=specs, order=order, strides=strides, padding=padding, lhs_dil=lhs_dil, rhs_dil=rhs_dil, fgc=fgc, bgc=bgc,  # noqa: E501
         lhs_shape=(bgc * n, fgc * cg, *spatial), rhs_shape=(fgc * bgc * m, cg, *taps), seed=seed, reach=reach,
     )  # fmt: skip
 

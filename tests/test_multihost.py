@@ -92,10 +92,8 @@ def test_two_processes_equal_one(tmp_path):
         (["--num-processes", "2", "--process-id", "0"], "--coordinator"),
         (["--coordinator", "127.0.0.1:1234", "--process-id", "0"], "--coordinator"),
         (["--coordinator", "auto", "--num-processes", "2", "--process-id", "3"], "--process-id"),
-        (["--coordinator", "auto", "--num-processes", "2", "--resume"], "--resume"),
         (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], "--process-id"),
         (["--coordinator", "127.0.0.1:1234", "--num-processes", "0", "--process-id", "0"], "--num-processes"),
-        (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "1", "--resume"], "--resume"),
     ],
 )
 def test_bad_scale_flags_exit_2_with_one_line(flags, words, capsys, tmp_path):
