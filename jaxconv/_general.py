@@ -19,7 +19,7 @@ from jax import lax
 
 from jaxconv._conv import _conv_nhwc
 from jaxconv._spec import SPATIAL_LETTERS, make_spec
-from jaxconv._strategies import pad_or_crop
+from jaxconv._strategies import pad_or_crop, xla_padding
 
 _WHO = "conv_general_dilated"
 
@@ -118,12 +118,16 @@ def conv_general_dilated(
     floating = all(jnp.issubdtype(a.dtype, jnp.floating) for a in (x, k, expected))
     extra = {name: value for name, value in kwargs.items() if value is not None}
     if not floating or batch_group_count != 1 or extra:
+        # lax's own convolution, its padding beyond the kernel's reach explicit zeros as in lax_conv (openxla/xla#48713)
+        extent = tuple((t - 1) * d + 1 for t, d in zip(k.shape[:-2], rhs_dilation, strict=True))
+        plan = xla_padding(tuple(pads), extent)
+        x = pad_or_crop(x, plan.pad)
         letters = SPATIAL_LETTERS[dims]
         out = lax.conv_general_dilated(
             x,
             k,
             window_strides,
-            pads,
+            plan.window,
             rhs_dilation=rhs_dilation,
             dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
             feature_group_count=feature_group_count,
