@@ -1,4 +1,4 @@
-"""jaxconv: a 2-D convolution built from ``lax.dynamic_slice`` and ``vmap``, and a lab for learning its kernel."""
+"""jaxconv: 1-, 2- and 3-D convolutions from ``lax.dynamic_slice`` and ``vmap``, and a lab for learning a kernel."""
 
 from jaxconv._anatomy import kernel_gradient_sources as kernel_gradient_sources
 from jaxconv._anatomy import patches as patches
@@ -7,7 +7,9 @@ from jaxconv._checkpoint import CheckpointError as CheckpointError
 from jaxconv._checkpoint import CheckpointWarning as CheckpointWarning
 from jaxconv._checkpoint import restore_latest as restore_latest
 from jaxconv._checkpoint import save_checkpoint as save_checkpoint
+from jaxconv._conv import conv1d as conv1d
 from jaxconv._conv import conv2d as conv2d
+from jaxconv._conv import conv3d as conv3d
 from jaxconv._data import BACKGROUNDS as BACKGROUNDS
 from jaxconv._data import PATTERNS as PATTERNS
 from jaxconv._data import PlantedPatternTask as PlantedPatternTask
@@ -19,6 +21,7 @@ from jaxconv._detector import logit_map as logit_map
 from jaxconv._fit import FitResult as FitResult
 from jaxconv._fit import NonFiniteError as NonFiniteError
 from jaxconv._fit import fit as fit
+from jaxconv._general import conv_general_dilated as conv_general_dilated
 from jaxconv._metrics import average_precision as average_precision
 from jaxconv._metrics import evaluate as evaluate
 from jaxconv._metrics import kernel_cosine as kernel_cosine
@@ -50,5 +53,8 @@ from jaxconv._train import TrainConfig as TrainConfig
 from jaxconv._train import TrainState as TrainState
 from jaxconv._train import init_state as init_state
 from jaxconv._train import train_steps as train_steps
+from jaxconv._transpose import conv_transpose1d as conv_transpose1d
+from jaxconv._transpose import conv_transpose2d as conv_transpose2d
+from jaxconv._transpose import conv_transpose3d as conv_transpose3d
 
 __version__ = "0.1.0"

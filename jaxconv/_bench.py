@@ -51,7 +51,7 @@ import numpy as np
 from jax import lax
 
 from jaxconv._conv import conv2d, resolve_strategy
-from jaxconv._spec import make_spec
+from jaxconv._spec import Pads, make_spec
 
 JAXCONV_STRATEGIES = ("auto", "window", "shift", "direct", "xla")
 MODES = ("fwd", "fwd_bwd")
@@ -92,7 +92,7 @@ class Point:
         return -(-self.h // self.stride), -(-self.w // self.stride)
 
     @property
-    def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
+    def padding(self) -> Pads:
         """SAME padding ``((top, bottom), (left, right))`` as ``lax`` computes it (odd extra at bottom/right)."""
         return make_spec(
             (self.n, self.h, self.w, self.c),

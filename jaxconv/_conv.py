@@ -1,21 +1,22 @@
-"""``conv2d``: a 2-D convolution built from ``lax.dynamic_slice`` and ``vmap``.
+"""``conv1d``, ``conv2d``, ``conv3d``: one N-d convolution built from ``lax.dynamic_slice`` and ``vmap``.
 
-The public function canonicalises its arguments (layout, rank, dtype), validates them at trace time
+Each public function canonicalises its arguments (layout, rank, dtype), validates them at trace time
 (:mod:`jaxconv._spec`) and hands a hashable :class:`~jaxconv._spec.ConvSpec` to one jitted kernel that
-runs the chosen strategy on NHWC input and an HWIO kernel.
+runs the chosen strategy on a channels-last input (NWC, NHWC, NDHWC) and kernel (WIO, HWIO, DHWIO).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxconv._primitive import correlate
-from jaxconv._spec import ConvSpec, check_layout, make_spec
+from jaxconv._spec import SPATIAL_LETTERS, ConvSpec, check_layout, make_spec
 from jaxconv._strategies import DIRECT_MAX_UNROLLED, lax_conv
 
 # On GPU, "window" (one gather, one dot) beat cuDNN with few input channels up to about this many gathered values
@@ -26,22 +27,21 @@ _JNP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
 
 
 def pad_image(x: jax.Array, spec: ConvSpec) -> jax.Array:
-    """Pads the spatial dims of an NHWC ``x`` by ``spec.padding`` in ``spec.padding_mode``.
+    """Pads the spatial dims of a channels-last ``x`` by ``spec.padding`` in ``spec.padding_mode``.
 
     ``"reflect"`` mirrors without repeating the edge pixel, ``"replicate"`` repeats it, ``"circular"``
     wraps around (periodic extension), ``"zeros"`` pads with zeros — PyTorch's meanings.
 
     Args:
-      x: ``[N, H, W, C]``.
+      x: ``[N, *spatial, C]``, e.g. ``[N, H, W, C]``.
       spec: the convolution's static description.
 
     Returns:
-      ``[N, H + top + bottom, W + left + right, C]``.
+      ``[N, *padded, C]``, e.g. ``[N, H + top + bottom, W + left + right, C]``.
     """
-    (top, bottom), (left, right) = spec.padding
-    if top == bottom == left == right == 0:
+    if not any(map(any, spec.padding)):
         return x
-    return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), mode=_JNP_PAD_MODE[spec.padding_mode])
+    return jnp.pad(x, ((0, 0), *spec.padding, (0, 0)), mode=_JNP_PAD_MODE[spec.padding_mode])
 
 
 def _xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
@@ -57,13 +57,8 @@ def _gathered(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     if spec.padding_mode == "zeros":
         return correlate(x, kernel, spec)
     xp = pad_image(x, spec)
-    n, hp, wp, c = xp.shape
-    valid = dataclasses.replace(spec, in_shape=(n, hp, wp, c), padding=((0, 0), (0, 0)), padding_mode="zeros")
+    valid = dataclasses.replace(spec, in_shape=xp.shape, padding=((0, 0),) * spec.spatial_dims, padding_mode="zeros")
     return correlate(xp, kernel, valid)
-
-
-# "auto" on CPU: "direct" (unrolled per-tap broadcast multiply-adds) with at most DIRECT_MAX_UNROLLED input channels
-# per group, else "xla"; on GPU/TPU "xla" until measured there. The measurements behind it are in BENCHMARKS.md.
 
 
 def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
@@ -72,8 +67,8 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
     Deterministic: a function of the backend and the static shapes only (BENCHMARKS.md has the measurements).
     On CPU, ``"direct"`` for at most ``DIRECT_MAX_UNROLLED`` input channels per group, else ``"xla"``. On GPU,
     ``"window"`` for ungrouped convolutions with at most ``DIRECT_MAX_UNROLLED`` input channels whose gathered
-    windows (``N * Ho * Wo * KH * KW * C`` values) number at most ``GPU_WINDOW_MAX_COLUMNS``, else ``"xla"``
-    (cuDNN). Other backends: ``"xla"``.
+    windows (``N * prod(out spatial) * prod(kernel spatial) * C`` values, in 2-D ``N * Ho * Wo * KH * KW * C``)
+    number at most ``GPU_WINDOW_MAX_COLUMNS``, else ``"xla"`` (cuDNN). Other backends: ``"xla"``.
 
     Args:
       spec: the convolution's static description.
@@ -90,67 +85,117 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
       ('xla', 'xla')
       >>> resolve_strategy(make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="window", **opts))
       'window'
+      >>> volume = make_spec((8, 64, 64, 64, 1), (3, 3, 3, 1, 1), strategy="auto", **opts)
+      >>> resolve_strategy(volume, "cpu"), resolve_strategy(volume, "gpu")
+      ('direct', 'xla')
     """
     if spec.strategy != "auto":
         return spec.strategy
     backend = jax.default_backend() if backend is None else backend
-    n, ho, wo, _ = spec.out_shape
-    kh, kw, cg, _ = spec.kernel_shape
+    *taps, cg, _ = spec.kernel_shape
     if backend == "cpu" and cg <= DIRECT_MAX_UNROLLED:
         return "direct"
     if backend == "gpu" and spec.groups == 1 and cg <= DIRECT_MAX_UNROLLED:
-        if n * ho * wo * kh * kw * cg <= GPU_WINDOW_MAX_COLUMNS:
+        if spec.in_shape[0] * math.prod(spec.out_hw) * math.prod(taps) * cg <= GPU_WINDOW_MAX_COLUMNS:
             return "window"
     return "xla"
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _conv_nhwc(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, spec: ConvSpec) -> jax.Array:
-    strategy = resolve_strategy(spec)
-    if strategy == "xla":
-        out = _xla(x, kernel, spec).astype(x.dtype)
+@functools.partial(jax.jit, static_argnames=("spec", "out_dtype"))
+def _conv_nhwc(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array | None, spec: ConvSpec, out_dtype: Any = None
+) -> jax.Array:
+    """The convolution in channels-last form; ``out_dtype`` (a ``preferred_element_type``) sets the result dtype:
+    floating operands are upcast to it first (exactly), integer ones go to XLA's convolution, which accumulates in
+    it."""
+    if out_dtype is not None and jnp.issubdtype(out_dtype, jnp.integer):
+        out = lax_conv(pad_image(x, spec), kernel, spec, preferred=out_dtype)
     else:
-        out = _gathered(x, kernel, dataclasses.replace(spec, strategy=strategy))
-    return out if bias is None else out + bias.reshape(1, 1, 1, -1)
+        if out_dtype is not None:
+            wide = jnp.promote_types(x.dtype, out_dtype)
+            x, kernel = x.astype(wide), kernel.astype(wide)
+        strategy = resolve_strategy(spec)
+        if strategy == "xla":
+            out = _xla(x, kernel, spec).astype(x.dtype)
+        else:
+            out = _gathered(x, kernel, dataclasses.replace(spec, strategy=strategy))
+        out = out if out_dtype is None else out.astype(out_dtype)
+    return out if bias is None else out + bias.astype(out.dtype).reshape(*(1,) * (spec.spatial_dims + 1), -1)
 
 
-def _as_array(name: str, value: Any) -> jax.Array:
+def _as_array(name: str, value: Any, who: str) -> jax.Array:
     try:
         return jnp.asarray(value)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"conv2d: `{name}` must be an array of numbers; got {type(value).__name__}") from err
+        raise TypeError(f"{who}: `{name}` must be an array of numbers; got {type(value).__name__}") from err
 
 
-def _canonical_dtype(x: jax.Array, kernel: jax.Array) -> jnp.dtype:
+def _canonical_dtype(x: jax.Array, kernel: jax.Array, who: str, preferred: Any = None) -> jnp.dtype:
+    if preferred is not None and jnp.issubdtype(preferred, jnp.integer):
+        if not all(jnp.issubdtype(a.dtype, jnp.integer) for a in (x, kernel)):
+            raise TypeError(
+                f"{who}: `preferred_element_type` {jnp.dtype(preferred)} (an integer result) needs integer `x` and "
+                f"`kernel`; got {x.dtype} and {kernel.dtype}"
+            )
+        return jnp.promote_types(x.dtype, kernel.dtype)
     if not jnp.issubdtype(kernel.dtype, jnp.floating):
         raise TypeError(
-            f"conv2d: `kernel` must have a floating dtype (float16, bfloat16, float32, float64); got {kernel.dtype}"
+            f"{who}: `kernel` must have a floating dtype (float16, bfloat16, float32, float64), or an integer one "
+            f"with an integer `preferred_element_type`; got {kernel.dtype}"
         )
     if jnp.issubdtype(x.dtype, jnp.floating):
         return jnp.promote_types(x.dtype, kernel.dtype)
     if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
         return kernel.dtype
-    raise TypeError(f"conv2d: `x` must have a bool, integer or floating dtype; got {x.dtype}")
+    raise TypeError(f"{who}: `x` must have a bool, integer or floating dtype; got {x.dtype}")
 
 
-def _rank_error(layout: str, x_shape: tuple[int, ...]) -> ValueError:
-    forms = "[N,H,W,C] or [H,W,C]" if layout == "NHWC" else "[N,C,H,W] or [C,H,W]"
+def check_preferred(preferred: Any, who: str) -> Any:
+    """``preferred_element_type`` as a floating or integer dtype, or ``None``; else a ``TypeError`` naming it."""
+    if preferred is None:
+        return None
+    try:
+        dtype = jnp.dtype(preferred)
+    except TypeError:
+        dtype = None
+    if dtype is None or not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(
+            f"{who}: `preferred_element_type` must be None or a floating or integer dtype; got {preferred!r}"
+        )
+    return dtype
+
+
+def _forms(layout: str) -> tuple[str, str, str]:
+    """The batched input, unbatched input and kernel shapes of ``layout``, e.g. ``[N,H,W,C]``, ``[H,W,C]``,
+    ``[KH,KW,C//groups,O]``."""
+    letters = layout[1:-1] if layout[-1] == "C" else layout[2:]
+    spatial, taps = ",".join(letters), ",".join(f"K{a}" for a in letters)
+    if layout[-1] == "C":
+        return f"[N,{spatial},C]", f"[{spatial},C]", f"[{taps},C//groups,O]"
+    return f"[N,C,{spatial}]", f"[C,{spatial}]", f"[O,C//groups,{taps}]"
+
+
+def _rank_error(layout: str, x_shape: tuple[int, ...], who: str) -> ValueError:
+    dims = len(layout) - 2
+    batched, unbatched, _ = _forms(layout)
+    letters = SPATIAL_LETTERS[dims]
+    plain, taps = ",".join(letters), ",".join(f"K{a}" for a in letters)
     return ValueError(
-        f"conv2d: `x` must have rank 4 or 3 ({forms} for layout={layout!r}) or rank 2 ([H,W] with a "
-        f"[KH,KW] kernel); got shape {x_shape}"
+        f"{who}: `x` must have rank {dims + 2} or {dims + 1} ({batched} or {unbatched} for layout={layout!r}) or rank "
+        f"{dims} ([{plain}] with a [{taps}] kernel); got shape {x_shape}"
     )
 
 
 class Canonical(NamedTuple):
-    """A convolution's operands in canonical form, and how to put its output back in the caller's.
+    """A convolution's operands in canonical (channels-last) form, and how to put its output back in the caller's.
 
     Attributes:
-      x: ``[N, H, W, C]``, in the result dtype.
-      kernel: ``[KH, KW, C // groups, O]`` (HWIO), in the result dtype.
+      x: ``[N, *spatial, C]`` (e.g. ``[N, H, W, C]``), in the result dtype.
+      kernel: ``[*taps, C // groups, O]`` (e.g. HWIO), in the result dtype.
       bias: ``[O]`` in the result dtype, or ``None``.
       spec: the validated static description.
       layout: the caller's layout.
-      ndim: the rank of the caller's ``x`` (4, 3, or 2 for a plain image).
+      ndim: the rank of the caller's ``x`` (``S + 2``, ``S + 1``, or ``S`` for a plain single-channel input).
     """
 
     x: jax.Array
@@ -161,12 +206,65 @@ class Canonical(NamedTuple):
     ndim: int
 
     def restore(self, out: jax.Array) -> jax.Array:
-        """``[N, Ho, Wo, O]`` back to the caller's layout and rank."""
-        if self.ndim == 2:
-            return out[0, :, :, 0]
-        if self.layout == "NCHW":
-            out = out.transpose(0, 3, 1, 2)
-        return out if self.ndim == 4 else out[0]
+        """``[N, *out, O]`` back to the caller's layout and rank."""
+        dims = self.spec.spatial_dims
+        if self.ndim == dims:
+            return out[0, ..., 0]
+        if self.layout[1] == "C":
+            out = jnp.moveaxis(out, -1, 1)
+        return out if self.ndim == dims + 2 else out[0]
+
+
+def canonical_operands(
+    x: jax.typing.ArrayLike,
+    kernel: jax.typing.ArrayLike,
+    layout: Any,
+    spatial_dims: int,
+    who: str,
+    preferred: Any = None,
+) -> tuple[jax.Array, jax.Array, str, int]:
+    """Checks the layout, ranks and dtypes; returns ``x`` ``[N, *spatial, C]`` and ``kernel`` ``[*taps, I, O]`` in
+    channels-last form and the result dtype, the layout, and the rank of the caller's ``x``.
+
+    Raises:
+      ValueError, TypeError: as :func:`conv2d`, naming the argument.
+    """
+    dims = spatial_dims
+    layout = check_layout(layout, dims, who)
+    x, kernel = _as_array("x", x, who), _as_array("kernel", kernel, who)
+    dtype = _canonical_dtype(x, kernel, who, preferred)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    if x.ndim == dims:  # a plain single-channel input
+        if kernel.ndim != dims:
+            taps = ",".join(f"K{a}" for a in SPATIAL_LETTERS[dims])
+            raise ValueError(
+                f"{who}: `kernel` must have rank {dims} [{taps}] for a rank-{dims} x; got shape {kernel.shape}"
+            )
+        return x[None, ..., None], kernel[..., None, None], layout, x.ndim
+    if x.ndim not in (dims + 1, dims + 2):
+        raise _rank_error(layout, x.shape, who)
+    if kernel.ndim != dims + 2:
+        raise ValueError(
+            f"{who}: `kernel` must have rank {dims + 2} ({_forms(layout)[2]} for layout={layout!r}) for a "
+            f"rank-{x.ndim} x; got shape {kernel.shape}"
+        )
+    xc = x if x.ndim == dims + 2 else x[None]
+    if layout[1] == "C":  # channels first: [N, C, *spatial] and [O, I, *taps]
+        return jnp.moveaxis(xc, 1, -1), kernel.transpose(*range(2, dims + 2), 1, 0), layout, x.ndim
+    return xc, kernel, layout, x.ndim
+
+
+def canonical_bias(bias: Any, channels: int, plain: bool, dtype: Any, who: str) -> jax.Array | None:
+    """``bias`` checked against the output channels and cast to ``dtype``: ``[channels]``, or ``None``."""
+    if bias is None:
+        return None
+    bias = _as_array("bias", bias, who)
+    allowed = ((), (1,)) if plain else ((channels,),)
+    if bias.shape not in allowed:
+        raise ValueError(f"{who}: `bias` must have shape {' or '.join(map(str, allowed))}; got {bias.shape}")
+    if not (jnp.issubdtype(bias.dtype, jnp.number) or bias.dtype == jnp.bool_):
+        raise TypeError(f"{who}: `bias` must have a numeric dtype; got {bias.dtype}")
+    return bias.reshape(-1).astype(dtype)
 
 
 def canonicalize(
@@ -182,40 +280,20 @@ def canonicalize(
     layout: Any,
     strategy: Any,
     precision: Any,
+    spatial_dims: int = 2,
+    preferred_element_type: Any = None,
 ) -> Canonical:
-    """Validates :func:`conv2d`'s arguments and brings its operands to NHWC / HWIO in the result dtype.
+    """Validates ``conv{spatial_dims}d``'s arguments and brings its operands to channels-last in the result dtype.
 
     Raises:
       ValueError, TypeError: as :func:`conv2d`, naming the argument.
     """
-    layout = check_layout(layout)
-    x, kernel = _as_array("x", x), _as_array("kernel", kernel)
-    dtype = _canonical_dtype(x, kernel)
-    x, kernel = x.astype(dtype), kernel.astype(dtype)
-
-    plain = x.ndim == 2
-    if plain:
-        if kernel.ndim != 2:
-            raise ValueError(f"conv2d: `kernel` must have rank 2 [KH,KW] for a rank-2 x; got shape {kernel.shape}")
-        x4, k4 = x[None, :, :, None], kernel[:, :, None, None]
-    elif x.ndim in (3, 4):
-        if kernel.ndim != 4:
-            form = "[KH,KW,C//groups,O]" if layout == "NHWC" else "[O,C//groups,KH,KW]"
-            raise ValueError(
-                f"conv2d: `kernel` must have rank 4 ({form} for layout={layout!r}) for a rank-{x.ndim} x; "
-                f"got shape {kernel.shape}"
-            )
-        x4 = x if x.ndim == 4 else x[None]
-        if layout == "NCHW":
-            x4, k4 = x4.transpose(0, 2, 3, 1), kernel.transpose(2, 3, 1, 0)
-        else:
-            k4 = kernel
-    else:
-        raise _rank_error(layout, x.shape)
-
+    who = f"conv{spatial_dims}d"
+    preferred = check_preferred(preferred_element_type, who)
+    xc, kc, layout, ndim = canonical_operands(x, kernel, layout, spatial_dims, who, preferred)
     spec = make_spec(
-        x4.shape,
-        k4.shape,
+        xc.shape,
+        kc.shape,
         stride=stride,
         padding=padding,
         dilation=dilation,
@@ -223,16 +301,20 @@ def canonicalize(
         padding_mode=padding_mode,
         strategy=strategy,
         precision=precision,
+        who=who,
     )
-    if bias is not None:
-        bias = _as_array("bias", bias)
-        allowed = ((), (1,)) if plain else ((spec.kernel_shape[3],),)
-        if bias.shape not in allowed:
-            raise ValueError(f"conv2d: `bias` must have shape {' or '.join(map(str, allowed))}; got {bias.shape}")
-        if not (jnp.issubdtype(bias.dtype, jnp.number) or bias.dtype == jnp.bool_):
-            raise TypeError(f"conv2d: `bias` must have a numeric dtype; got {bias.dtype}")
-        bias = bias.reshape(-1).astype(dtype)
-    return Canonical(x4, k4, bias, spec, layout, x.ndim)
+    bias = canonical_bias(bias, spec.kernel_shape[-1], ndim == spatial_dims, xc.dtype, who)
+    return Canonical(xc, kc, bias, spec, layout, ndim)
+
+
+def _convolve(
+    x: Any, kernel: Any, bias: Any, spatial_dims: int, preferred_element_type: Any, **options: Any
+) -> jax.Array:
+    """``conv{spatial_dims}d``: canonicalise, run the jitted channels-last kernel, restore the caller's layout."""
+    canon = canonicalize(x, kernel, bias, spatial_dims=spatial_dims, preferred_element_type=preferred_element_type,
+                         **options)  # fmt: skip
+    out_dtype = check_preferred(preferred_element_type, f"conv{spatial_dims}d")
+    return canon.restore(_conv_nhwc(canon.x, canon.kernel, canon.bias, canon.spec, out_dtype))
 
 
 def conv2d(
@@ -248,6 +330,7 @@ def conv2d(
     layout: str = "NHWC",
     strategy: str = "auto",
     precision: Any = None,
+    preferred_element_type: Any = None,
 ) -> jax.Array:
     """2-D cross-correlation of ``x`` with ``kernel``, plus ``bias``.
 
@@ -277,6 +360,10 @@ def conv2d(
         ``"auto"`` (picked for speed). All give the same numbers.
       precision: passed to the contraction, as in ``lax.dot_general`` (``"direct"``'s elementwise products with
         at most 8 channels per group are exact and ignore it).
+      preferred_element_type: ``None`` or the result dtype: a floating one (e.g. ``float32`` for ``bfloat16`` or
+        ``float16`` operands: they are upcast to it first, exactly, and the result is not rounded back), or an
+        integer one (e.g. ``int32`` for ``int8`` operands, which may then be integers, kernel included: XLA's
+        convolution, accumulating in it, with any padding mode; forward only, integers have no gradient).
 
     Returns:
       ``[N, Ho, Wo, O]`` / ``[Ho, Wo, O]`` (NHWC), ``[N, O, Ho, Wo]`` / ``[O, Ho, Wo]`` (NCHW) or ``[Ho, Wo]``,
@@ -304,10 +391,11 @@ def conv2d(
       >>> jaxconv.conv2d(image, kernel, padding="SAME", strategy="window").shape
       (3, 4)
     """
-    canon = canonicalize(
+    return _convolve(
         x,
         kernel,
         bias,
+        2,
         stride=stride,
         padding=padding,
         dilation=dilation,
@@ -316,5 +404,128 @@ def conv2d(
         layout=layout,
         strategy=strategy,
         precision=precision,
+        preferred_element_type=preferred_element_type,
     )
-    return canon.restore(_conv_nhwc(canon.x, canon.kernel, canon.bias, canon.spec))
+
+
+def conv1d(
+    x: jax.typing.ArrayLike,
+    kernel: jax.typing.ArrayLike,
+    bias: jax.typing.ArrayLike | None = None,
+    *,
+    stride: int | tuple[int] = 1,
+    padding: str | int | tuple[int] | tuple[tuple[int, int]] = "VALID",
+    dilation: int | tuple[int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    layout: str = "NWC",
+    strategy: str = "auto",
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    """1-D cross-correlation of ``x`` with ``kernel``, plus ``bias``: :func:`conv2d` with one spatial dim.
+
+    ``out[n, i, o] = bias[o] + sum_{a, c} xpad[n, i*s + a*d, g(o)*C/G + c] * kernel[a, c, o]``.
+
+    Args:
+      x: ``layout="NWC"``: ``[N, W, C]`` or ``[W, C]``; ``layout="NCW"``: ``[N, C, W]`` or ``[C, W]``; either: a plain
+        ``[W]`` signal with a ``[K]`` kernel.
+      kernel: floating. ``"NWC"``: ``[K, C // groups, O]`` (WIO); ``"NCW"``: ``[O, C // groups, K]`` (OIW, as
+        PyTorch's ``conv1d``).
+      bias, stride, padding, dilation, groups, padding_mode, strategy, precision, preferred_element_type: as
+        :func:`conv2d`, with one entry
+        (or one ``(low, high)`` pair) per spatial dim.
+      layout: ``"NWC"`` or ``"NCW"``.
+
+    Returns:
+      ``[N, Wo, O]`` / ``[Wo, O]`` (NWC), ``[N, O, Wo]`` / ``[O, Wo]`` (NCW) or ``[Wo]``, with
+      ``Wo = (W + low + high - (K-1)*d - 1) // s + 1``.
+
+    Raises:
+      ValueError, TypeError: as :func:`conv2d`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> jaxconv.conv1d(jnp.array([0., 1., 2., 3.]), jnp.array([1., -1.]))
+      Array([-1., -1., -1.], dtype=float32)
+      >>> jaxconv.conv1d(jnp.ones((2, 3, 10)), jnp.ones((4, 3, 5)), layout="NCW", padding=2, stride=2).shape
+      (2, 4, 5)
+    """
+    return _convolve(
+        x,
+        kernel,
+        bias,
+        1,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        layout=layout,
+        strategy=strategy,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+
+
+def conv3d(
+    x: jax.typing.ArrayLike,
+    kernel: jax.typing.ArrayLike,
+    bias: jax.typing.ArrayLike | None = None,
+    *,
+    stride: int | tuple[int, int, int] = 1,
+    padding: str | int | tuple[int, int, int] | tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = "VALID",
+    dilation: int | tuple[int, int, int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    layout: str = "NDHWC",
+    strategy: str = "auto",
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    """3-D cross-correlation of ``x`` with ``kernel``, plus ``bias``: :func:`conv2d` with three spatial dims.
+
+    ``out[n, i, j, l, o] = bias[o] + sum_{a, b, e, c} xpad[n, i*sd + a*dd, j*sh + b*dh, l*sw + e*dw, g(o)*C/G + c]
+    * kernel[a, b, e, c, o]``.
+
+    Args:
+      x: ``layout="NDHWC"``: ``[N, D, H, W, C]`` or ``[D, H, W, C]``; ``layout="NCDHW"``: ``[N, C, D, H, W]`` or
+        ``[C, D, H, W]``; either: a plain ``[D, H, W]`` volume with a ``[KD, KH, KW]`` kernel.
+      kernel: floating. ``"NDHWC"``: ``[KD, KH, KW, C // groups, O]`` (DHWIO); ``"NCDHW"``:
+        ``[O, C // groups, KD, KH, KW]`` (OIDHW, as PyTorch's ``conv3d``).
+      bias, stride, padding, dilation, groups, padding_mode, strategy, precision, preferred_element_type: as
+        :func:`conv2d`, with three
+        entries (or three ``(low, high)`` pairs), depth first.
+      layout: ``"NDHWC"`` or ``"NCDHW"``.
+
+    Returns:
+      ``[N, Do, Ho, Wo, O]`` / ``[Do, Ho, Wo, O]`` (NDHWC), ``[N, O, Do, Ho, Wo]`` / ``[O, Do, Ho, Wo]`` (NCDHW) or
+      ``[Do, Ho, Wo]``, each size as in :func:`conv2d`.
+
+    Raises:
+      ValueError, TypeError: as :func:`conv2d`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> jaxconv.conv3d(jnp.ones((4, 5, 6)), jnp.ones((2, 2, 2)))[0, 0]
+      Array([8., 8., 8., 8., 8.], dtype=float32)
+      >>> jaxconv.conv3d(jnp.ones((1, 6, 6, 6, 2)), jnp.ones((3, 3, 3, 1, 4)), groups=2, padding="SAME").shape
+      (1, 6, 6, 6, 4)
+    """
+    return _convolve(
+        x,
+        kernel,
+        bias,
+        3,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        layout=layout,
+        strategy=strategy,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )

@@ -31,14 +31,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax._src import core as jax_core  # typeof: whether a value varies over shard_map's axes
 from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from jaxconv._spec import ConvSpec
-from jaxconv._strategies import DIRECT_MAX_UNROLLED, kernel_gradient, xla_input_gradient, xla_kernel_gradient
+from jaxconv._spec import ConvSpec, Pads
+from jaxconv._strategies import (
+    DIRECT_MAX_UNROLLED,
+    kernel_gradient,
+    pad_or_crop,
+    xla_input_gradient,
+    xla_kernel_gradient,
+)
 from jaxconv._strategies import correlate as _correlate_impl
 
 correlate_p = Primitive("jaxconv_correlate")
@@ -53,16 +58,13 @@ def _varies_over_manual_axes(value: Any) -> bool:
 
 def valid_spec(spec: ConvSpec) -> ConvSpec:
     """``spec`` for the already zero-padded input: ``in_shape`` the padded shape, no padding left."""
-    n, _, _, c = spec.in_shape
-    return dataclasses.replace(spec, in_shape=(n, *spec.padded_hw, c), padding=((0, 0), (0, 0)))
+    n, *_, c = spec.in_shape
+    return dataclasses.replace(spec, in_shape=(n, *spec.padded_hw, c), padding=((0, 0),) * spec.spatial_dims)
 
 
 def zero_pad(x: jax.Array, spec: ConvSpec) -> jax.Array:
-    """``x`` padded with zeros by ``spec.padding``."""
-    (top, bottom), (left, right) = spec.padding
-    if top == bottom == left == right == 0:
-        return x
-    return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    """``x`` padded with zeros by ``spec.padding`` (a negative side cropped)."""
+    return pad_or_crop(x, spec.padding)
 
 
 def _padded_correlate(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
@@ -73,12 +75,13 @@ def correlate(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """Zero-padded cross-correlation by ``spec.strategy`` (``"window"``, ``"shift"``, ``"direct"``), differentiable.
 
     Args:
-      x: the image ``[N, H, W, C]``; ``spec.in_shape`` must equal its shape and ``spec.padding_mode`` be ``"zeros"``.
-      kernel: ``[KH, KW, C // groups, O]``, the dtype of ``x``.
+      x: the input ``[N, *spatial, C]`` (e.g. ``[N, H, W, C]``); ``spec.in_shape`` must equal its shape and
+        ``spec.padding_mode`` be ``"zeros"``.
+      kernel: ``[*taps, C // groups, O]`` (e.g. ``[KH, KW, C // groups, O]``), the dtype of ``x``.
       spec: the static description.
 
     Returns:
-      ``[N, Ho, Wo, O]`` in ``x``'s dtype.
+      ``[N, *out, O]`` (e.g. ``[N, Ho, Wo, O]``) in ``x``'s dtype.
     """
     if any(_varies_over_manual_axes(v) for v in (x, kernel)):
         # Inside shard_map, values that vary over a manual mesh axis carry that in their type, which the
@@ -90,19 +93,19 @@ def correlate(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
 _impl_jit = jax.jit(_padded_correlate, static_argnames=("spec",))
 
 
-def _impl(xp: jax.Array, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
-    return _impl_jit(xp, kernel, spec=spec)
+def _impl(x: jax.Array, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
+    return _impl_jit(x, kernel, spec=spec)
 
 
-def _abstract_eval(xp: Any, kernel: Any, *, spec: ConvSpec) -> ShapedArray:
-    return ShapedArray(spec.out_shape, xp.dtype)
+def _abstract_eval(x: Any, kernel: Any, *, spec: ConvSpec) -> ShapedArray:
+    return ShapedArray(spec.out_shape, x.dtype)
 
 
 def input_gradient_rule(spec: ConvSpec) -> str:
     """How the input gradient of ``spec`` is computed: ``spec.strategy``, or ``"xla"`` for ``"direct"`` with more than
     ``DIRECT_MAX_UNROLLED`` outputs per group (the transposed correlation would be many-in few-out, where direct
     contracts per tap by dots and measured slower than XLA's, BENCHMARKS.md)."""
-    _, _, _, o = spec.kernel_shape
+    o = spec.kernel_shape[-1]
     if spec.strategy == "direct" and o // spec.groups > DIRECT_MAX_UNROLLED:
         return "xla"
     return spec.strategy
@@ -112,35 +115,51 @@ def kernel_gradient_rule(spec: ConvSpec) -> str:
     """How the kernel gradient of ``spec`` is computed: ``spec.strategy``, or ``"xla"`` (XLA's backward-filter
     convolution, the padding inside it) for ``"direct"`` unless depthwise (one input channel per group), where
     per-tap reductions measured faster (BENCHMARKS.md)."""
-    _, _, cg, _ = spec.kernel_shape
+    cg = spec.kernel_shape[-2]
     if spec.strategy == "direct" and not (cg == 1 and spec.groups > 1):
         return "xla"
     return spec.strategy
 
 
+def transposed_correlate(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec, pads: Pads) -> jax.Array:
+    """The transposed convolution of ``spec``'s correlation, framed by ``pads``: ``[N, *out, O]`` → ``[N, *X, C]``.
+
+    The output gradient dilated by the stride and padded by ``pads`` (one ``(low, high)`` per spatial dim; a negative
+    one crops, by a slice, never handed to XLA as negative padding: :func:`jaxconv._strategies.pad_or_crop`), then
+    correlated (same dilation and groups, stride 1; the strategy :func:`input_gradient_rule` says) with the spatially
+    flipped kernel whose per-group in/out channels are swapped. It is ``correlate_p`` again, so it has derivatives of
+    its own. ``pads = (extent - 1 - low, extent - 1 + rest - high)`` per dim, ``(low, high)`` the convolution's own
+    padding, gives the gradient w.r.t. its unpadded input (see :func:`input_gradient`).
+    """
+    dims = spec.spatial_dims
+    *taps, cg, o = spec.kernel_shape
+    g, c = spec.groups, spec.in_shape[-1]
+    full = pad_or_crop(cotangent, pads, tuple(s - 1 for s in spec.stride))
+    flipped = kernel[(slice(None, None, -1),) * dims].reshape(*taps, cg, g, o // g)
+    flipped = flipped.transpose(*range(dims), dims + 2, dims + 1, dims).reshape(*taps, o // g, c)
+    tspec = dataclasses.replace(
+        spec,
+        in_shape=full.shape,
+        kernel_shape=(*taps, o // g, c),
+        stride=(1,) * dims,
+        padding=((0, 0),) * dims,
+        padding_mode="zeros",
+        strategy=input_gradient_rule(spec),
+    )
+    return correlate(full, flipped, tspec)
+
+
 def input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The transposed convolution: the gradient ``[N, H, W, C]`` w.r.t. the (unpadded) input of ``correlate``."""
+    """The gradient ``[N, *spatial, C]`` w.r.t. the (unpadded) input of ``correlate``: XLA's backward-data
+    convolution where :func:`input_gradient_rule` says ``"xla"``, else :func:`transposed_correlate` framed to the
+    FULL correlation of the padded input, cropped by the padding to the unpadded input."""
     if input_gradient_rule(spec) == "xla":
         return xla_input_gradient(cotangent, kernel, spec)
-    n, h, w, c = spec.in_shape
-    (top, _), (left, _) = spec.padding
-    hp, wp = spec.padded_hw
-    kh, kw, cg, o = spec.kernel_shape
-    g = spec.groups
-    (sh, sw), (eh, ew) = spec.stride, spec.extent
-    ho, wo = spec.out_hw
-    rest_h, rest_w = hp - ((ho - 1) * sh + eh), wp - ((wo - 1) * sw + ew)  # rows/cols no output reads
-    full = lax.pad(
-        cotangent,
-        jnp.zeros((), cotangent.dtype),
-        ((0, 0, 0), (eh - 1, eh - 1 + rest_h, sh - 1), (ew - 1, ew - 1 + rest_w, sw - 1), (0, 0, 0)),
-    )
-    flipped = kernel[::-1, ::-1].reshape(kh, kw, cg, g, o // g).transpose(0, 1, 4, 3, 2).reshape(kh, kw, o // g, c)
-    _, hf, wf, _ = full.shape
-    tspec = dataclasses.replace(
-        spec, in_shape=(n, hf, wf, o), kernel_shape=(kh, kw, o // g, c), stride=(1, 1), padding=((0, 0), (0, 0))
-    )
-    return correlate(full, flipped, tspec)[:, top : top + h, left : left + w, :]
+    reach = zip(spec.padding, spec.padded_hw, spec.out_hw, spec.stride, spec.extent, strict=True)
+    # The padded input's rows/cols no output reads (beyond the last window, ``rest``) get a zero gradient: padded on
+    # high; the padding's own rows are cropped (the frame reduced by it, a slice where it goes negative).
+    pads = tuple((e - 1 - lo, e - 1 + (p - ((o - 1) * s + e)) - hi) for (lo, hi), p, o, s, e in reach)
+    return transposed_correlate(cotangent, kernel, spec, pads)
 
 
 def _transpose_input(cotangent: jax.Array, x: Any, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:
@@ -154,31 +173,30 @@ def _transpose_kernel(cotangent: jax.Array, x: jax.Array, kernel: Any, *, spec: 
 
 
 def _batch(args: tuple[jax.Array, jax.Array], dims: tuple[Any, Any], *, spec: ConvSpec) -> tuple[jax.Array, int]:
-    xp, kernel = args
+    x, kernel = args
     bx, bk = dims
-    n, hp, wp, c = spec.in_shape
-    kh, kw, cg, o = spec.kernel_shape
-    _, ho, wo, _ = spec.out_shape
+    n, *spatial, c = spec.in_shape
+    *taps, cg, o = spec.kernel_shape
+    out_hw = spec.out_hw
+    s = spec.spatial_dims
     if bk is None:  # fold the mapped axis into the batch
-        xp = jnp.moveaxis(xp, bx, 0)
-        b = xp.shape[0]
-        folded = xp.reshape(b * n, hp, wp, c)
-        out = correlate(folded, kernel, dataclasses.replace(spec, in_shape=(b * n, hp, wp, c)))
-        return out.reshape(b, n, ho, wo, o), 0
+        x = jnp.moveaxis(x, bx, 0)
+        b = x.shape[0]
+        folded = x.reshape(b * n, *spatial, c)
+        out = correlate(folded, kernel, dataclasses.replace(spec, in_shape=folded.shape))
+        return out.reshape(b, n, *out_hw, o), 0
     kernel = jnp.moveaxis(kernel, bk, 0)
     b = kernel.shape[0]
     if bx is None:
-        xp = jnp.broadcast_to(xp, (b, *xp.shape))
+        x = jnp.broadcast_to(x, (b, *x.shape))
     else:
-        xp = jnp.moveaxis(xp, bx, 0)
+        x = jnp.moveaxis(x, bx, 0)
     # One convolution per mapped kernel = extra feature groups: channel (b, g, c), output (b, g, o).
-    xs = xp.transpose(1, 2, 3, 0, 4).reshape(n, hp, wp, b * c)
-    ks = kernel.transpose(1, 2, 3, 0, 4).reshape(kh, kw, cg, b * o)
-    gspec = dataclasses.replace(
-        spec, in_shape=(n, hp, wp, b * c), kernel_shape=(kh, kw, cg, b * o), groups=b * spec.groups
-    )
-    out = correlate(xs, ks, gspec).reshape(n, ho, wo, b, o)
-    return jnp.moveaxis(out, 3, 0), 0
+    xs = x.transpose(*range(1, s + 2), 0, s + 2).reshape(n, *spatial, b * c)
+    ks = kernel.transpose(*range(1, s + 2), 0, s + 2).reshape(*taps, cg, b * o)
+    gspec = dataclasses.replace(spec, in_shape=xs.shape, kernel_shape=ks.shape, groups=b * spec.groups)
+    out = correlate(xs, ks, gspec).reshape(n, *out_hw, b, o)
+    return jnp.moveaxis(out, s + 1, 0), 0
 
 
 correlate_p.def_impl(_impl)

@@ -270,7 +270,8 @@ def spatial_conv2d(
 
     canon = canonicalize(x, kernel, bias, **options)  # conv2d's own checks and messages
     spec = canon.spec
-    opts = _Options(spec.stride, spec.dilation, spec.padding, spec.groups, spec.padding_mode, spec.strategy, precision)
+    (sh, sw), (dh, dw), (rows, cols) = spec.stride, spec.dilation, spec.padding  # 2-D: canonicalize's default
+    opts = _Options((sh, sw), (dh, dw), (rows, cols), spec.groups, spec.padding_mode, spec.strategy, precision)
     return canon.restore(_sharded_nhwc_jit(canon.x, canon.kernel, canon.bias, mesh, opts))
 
 

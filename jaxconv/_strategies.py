@@ -1,6 +1,7 @@
-"""The two ``dynamic_slice`` + ``vmap`` strategies, laid out to feed one large contraction.
+"""The strategies' valid correlations, for 1, 2 or 3 spatial dims, in channels-last form.
 
-Both work on an already padded NHWC image ``xp`` and an HWIO kernel, under a *valid* spec (no padding left):
+All work on an already padded ``[N, *spatial, C]`` input ``xp`` and a ``[*taps, C // G, O]`` kernel under a *valid*
+spec (no padding left). The two ``dynamic_slice`` + ``vmap`` ones feed one large contraction; in 2-D (NHWC, HWIO):
 
 - ``"window"``: one ``dynamic_slice`` per output position — the kernel's (dilated) window ``[N, EH, EW, C]`` —
   vmapped over all positions with ``out_axes`` chosen so the stacked windows land directly as im2col rows
@@ -10,6 +11,9 @@ Both work on an already padded NHWC image ``xp`` and an HWIO kernel, under a *va
   image — vmapped over the ``KH * KW`` taps into ``[T, N, Ho, Wo, C]`` (tap-major, so each view is written as one
   contiguous block) and contracted with the kernel over taps and channels.
 
+In 1-D and 3-D the same with one index per spatial dim (the output positions flattened for the contraction).
+``"direct"`` is a static slice per tap multiplied and accumulated elementwise; ``"xla"`` is XLA's convolution.
+
 The same gathers serve the backward pass: the kernel gradient is the correlation of these very columns with the
 output gradient (one dot contracting over ``N, Ho, Wo``); see :mod:`jaxconv._primitive` for the input gradient.
 Half-precision inputs accumulate in float32.
@@ -17,16 +21,18 @@ Half-precision inputs accumulate in float32.
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._spec import ConvSpec, Pads
+from jaxconv._spec import SPATIAL_LETTERS, ConvSpec, Pads
 
-# Axis letters of each strategy's gathered columns (t: kernel tap, g/c: group/channel within group).
-_COLS = {"window": "nhwtgc", "shift": "tnhwgc"}
+# Axis letters of each strategy's gathered columns (p: output position, t: kernel tap, g/c: group/channel in group).
+_COLS = {"window": "nptgc", "shift": "tnpgc"}
 
 
 def accumulator(dtype: Any) -> Any:
@@ -34,80 +40,97 @@ def accumulator(dtype: Any) -> Any:
     return jnp.float32 if jnp.dtype(dtype).itemsize < 4 else None
 
 
+def _strided(steps: tuple[int, ...]) -> tuple[slice, ...]:
+    """An index taking every ``steps[i]``-th element of spatial dim ``i`` of an ``[N, *spatial, C]`` array."""
+    return (slice(None), *(slice(None, None, s) for s in steps), slice(None))
+
+
 def window_columns(xp: jax.Array, spec: ConvSpec) -> jax.Array:
-    """One ``dynamic_slice`` per output position, vmapped: ``[N, Hp, Wp, C]`` → ``[N, Ho, Wo, KH, KW, C]``."""
-    n, _, _, c = xp.shape
-    (sh, sw), (dh, dw), (eh, ew) = spec.stride, spec.dilation, spec.extent
-    ho, wo = spec.out_hw
+    """One ``dynamic_slice`` per output position, vmapped: ``[N, *padded, C]`` → ``[N, *out, *taps, C]``.
 
-    def window(i: jax.Array, j: jax.Array) -> jax.Array:
-        return lax.dynamic_slice(xp, (0, i * sh, j * sw, 0), (n, eh, ew, c))[:, ::dh, ::dw, :]
+    In 2-D: ``[N, Hp, Wp, C]`` → ``[N, Ho, Wo, KH, KW, C]``.
+    """
+    n, c = xp.shape[0], xp.shape[-1]
+    dims = spec.spatial_dims
+    every_tap = _strided(spec.dilation)
 
-    along_row = jax.vmap(window, in_axes=(None, 0), out_axes=1)  # [N, Wo, KH, KW, C]
-    return jax.vmap(along_row, in_axes=(0, None), out_axes=1)(jnp.arange(ho), jnp.arange(wo))
+    def window(*position: jax.Array) -> jax.Array:
+        starts: tuple[Any, ...] = (0, *(i * s for i, s in zip(position, spec.stride, strict=True)), 0)
+        return lax.dynamic_slice(xp, starts, (n, *spec.extent, c))[every_tap]
+
+    # Vmapped over one output axis at a time, innermost the last, each landing at axis 1: [N, *out, *taps, C].
+    gather = window
+    for axis in reversed(range(dims)):
+        gather = jax.vmap(gather, in_axes=tuple(0 if a == axis else None for a in range(dims)), out_axes=1)
+    return gather(*(jnp.arange(size) for size in spec.out_hw))
+
+
+def _taps(spec: ConvSpec) -> list[tuple[int, ...]]:
+    """Every kernel tap's spatial index, tap-major (the last spatial dim fastest)."""
+    return list(itertools.product(*(range(k) for k in spec.kernel_shape[:-2])))
 
 
 def shift_columns(xp: jax.Array, spec: ConvSpec) -> jax.Array:
-    """One ``dynamic_slice`` per kernel tap, vmapped: ``[N, Hp, Wp, C]`` → ``[KH*KW, N, Ho, Wo, C]``."""
-    n, _, _, c = xp.shape
-    kh, kw = spec.kernel_shape[:2]
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    ho, wo = spec.out_hw
+    """One ``dynamic_slice`` per kernel tap, vmapped: ``[N, *padded, C]`` → ``[T, N, *out, C]``, ``T`` taps."""
+    n, c = xp.shape[0], xp.shape[-1]
+    span = tuple((o - 1) * s + 1 for o, s in zip(spec.out_hw, spec.stride, strict=True))
+    every_output = _strided(spec.stride)
 
-    def view(a: jax.Array, b: jax.Array) -> jax.Array:
-        shifted = lax.dynamic_slice(xp, (0, a * dh, b * dw, 0), (n, (ho - 1) * sh + 1, (wo - 1) * sw + 1, c))
-        return shifted[:, ::sh, ::sw, :]
+    def view(*tap: jax.Array) -> jax.Array:
+        starts: tuple[Any, ...] = (0, *(a * d for a, d in zip(tap, spec.dilation, strict=True)), 0)
+        return lax.dynamic_slice(xp, starts, (n, *span, c))[every_output]
 
-    taps_a, taps_b = jnp.divmod(jnp.arange(kh * kw), kw)
-    return jax.vmap(view)(taps_a, taps_b)
+    taps = jnp.asarray(_taps(spec)).T  # the default int dtype, as the constant 0 starts (int64 under x64)
+    return jax.vmap(view)(*taps)
 
 
 def columns(xp: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The strategy's gathered columns, with the tap and channel axes split as ``_COLS[spec.strategy]`` says."""
-    n, ho, wo, _ = spec.out_shape
-    kh, kw, cg, _ = spec.kernel_shape
-    g = spec.groups
+    """The strategy's gathered columns, positions flattened to ``P`` and the tap and channel axes split as
+    ``_COLS[spec.strategy]`` says."""
+    n, positions = spec.in_shape[0], math.prod(spec.out_hw)
+    *taps, cg, _ = spec.kernel_shape
+    g, t = spec.groups, math.prod(taps)
     if spec.strategy == "window":
-        return window_columns(xp, spec).reshape(n, ho, wo, kh * kw, g, cg)
-    return shift_columns(xp, spec).reshape(kh * kw, n, ho, wo, g, cg)
+        return window_columns(xp, spec).reshape(n, positions, t, g, cg)
+    return shift_columns(xp, spec).reshape(t, n, positions, g, cg)
 
 
 def correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """Valid cross-correlation of a padded ``[N, Hp, Wp, C]`` with ``[KH, KW, C//G, O]``: ``[N, Ho, Wo, O]``."""
+    """Valid cross-correlation of a padded ``[N, *padded, C]`` with ``[*taps, C//G, O]``: ``[N, *out, O]``."""
     if spec.strategy == "direct":
         return direct_correlate(xp, kernel, spec)
-    n, ho, wo, o = spec.out_shape
-    kh, kw, cg, _ = spec.kernel_shape
+    if spec.strategy == "xla":
+        return xla_correlate(xp, kernel, spec)
+    *taps, cg, o = spec.kernel_shape
     g = spec.groups
     cols = columns(xp, spec)
-    weights = kernel.reshape(kh * kw, cg, g, o // g)
+    weights = kernel.reshape(math.prod(taps), cg, g, o // g)
     acc = accumulator(xp.dtype)
     letters = _COLS[spec.strategy]
-    out = jnp.einsum(f"{letters},tcgo->nhwgo", cols, weights, precision=spec.precision, preferred_element_type=acc)
-    return out.reshape(n, ho, wo, o).astype(xp.dtype)
+    out = jnp.einsum(f"{letters},tcgo->npgo", cols, weights, precision=spec.precision, preferred_element_type=acc)
+    return out.reshape(spec.out_shape).astype(xp.dtype)
 
 
 def kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
     """The kernel's gradient: the correlation of the strategy's columns with the output gradient.
 
-    ``dk[a, b, c, o] = sum_{n, i, j} xp[n, i*sh + a*dh, j*sw + b*dw, g(o)*C/G + c] * ct[n, i, j, o]``, one dot
-    over ``N * Ho * Wo``. Returns ``[KH, KW, C//G, O]``.
+    In 2-D ``dk[a, b, c, o] = sum_{n, i, j} xp[n, i*sh + a*dh, j*sw + b*dw, g(o)*C/G + c] * ct[n, i, j, o]``, one
+    dot over ``N * Ho * Wo``. Returns ``[*taps, C//G, O]``.
     """
     if spec.strategy == "direct":
         return direct_kernel_gradient(xp, cotangent, spec)
-    n, ho, wo, o = spec.out_shape
-    kh, kw, cg, _ = spec.kernel_shape
+    n, o = spec.in_shape[0], spec.kernel_shape[-1]
     g = spec.groups
     acc = accumulator(xp.dtype)
-    ct = cotangent.reshape(n, ho, wo, g, o // g)
+    ct = cotangent.reshape(n, math.prod(spec.out_hw), g, o // g)
     dk = jnp.einsum(
-        f"{_COLS[spec.strategy]},nhwgo->tcgo",
+        f"{_COLS[spec.strategy]},npgo->tcgo",
         columns(xp, spec),
         ct,
         precision=spec.precision,
         preferred_element_type=acc,
     )
-    return dk.reshape(kh, kw, cg, o).astype(xp.dtype)
+    return dk.reshape(spec.kernel_shape).astype(xp.dtype)
 
 
 # "direct": per-group input channels up to this many are contracted by unrolled broadcast multiply-adds, which XLA
@@ -117,18 +140,14 @@ DIRECT_MAX_UNROLLED = 8
 
 
 def tap_views(xp: jax.Array, spec: ConvSpec) -> list[jax.Array]:
-    """One static strided slice of ``xp`` per kernel tap, tap-major: the ``[N, Ho, Wo, C]`` inputs each tap weighs."""
-    n, _, _, c = xp.shape
-    kh, kw = spec.kernel_shape[:2]
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    ho, wo = spec.out_hw
-    return [
-        lax.slice(
-            xp, (0, a * dh, b * dw, 0), (n, a * dh + (ho - 1) * sh + 1, b * dw + (wo - 1) * sw + 1, c), (1, sh, sw, 1)
-        )  # fmt: skip
-        for a in range(kh)
-        for b in range(kw)
-    ]
+    """One static strided slice of ``xp`` per kernel tap, tap-major: the ``[N, *out, C]`` inputs each tap weighs."""
+    n, c = xp.shape[0], xp.shape[-1]
+    views = []
+    for tap in _taps(spec):
+        starts = tuple(a * d for a, d in zip(tap, spec.dilation, strict=True))
+        limits = tuple(s + (o - 1) * st + 1 for s, o, st in zip(starts, spec.out_hw, spec.stride, strict=True))
+        views.append(lax.slice(xp, (0, *starts, 0), (n, *limits, c), (1, *spec.stride, 1)))
+    return views
 
 
 def direct_correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
@@ -136,34 +155,36 @@ def direct_correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Ar
 
     With few input channels per group (``C // G <= DIRECT_MAX_UNROLLED``: single-channel, few-channel, depthwise
     with or without a channel multiplier) every (tap, channel) is one broadcast multiply-add
-    ``view[..., g, c] * kernel[a, b, c, g, :]`` in the accumulator dtype, and XLA fuses the whole sum into a single
-    loop over the output that reads each input value ``KH * KW`` times from cache (``precision`` does not apply:
+    ``view[..., g, c] * kernel[tap, c, g, :]`` in the accumulator dtype, and XLA fuses the whole sum into a single
+    loop over the output that reads each input value ``T`` times from cache (``precision`` does not apply:
     these are exact elementwise products). Otherwise each tap is one dot over the group's channels.
     """
-    n, ho, wo, o = spec.out_shape
-    kh, kw, cg, _ = spec.kernel_shape
+    n, o = spec.in_shape[0], spec.kernel_shape[-1]
+    *taps, cg, _ = spec.kernel_shape
+    out_hw = spec.out_hw
+    lead = (1,) * (1 + len(out_hw))  # broadcast over [N, *out]
     g = spec.groups
     m = o // g
     acc = accumulator(xp.dtype) or xp.dtype
-    weights = kernel.reshape(kh * kw, cg, g, m)
+    weights = kernel.reshape(math.prod(taps), cg, g, m)
     out: jax.Array | None = None
     for t, view in enumerate(tap_views(xp, spec)):
         if cg <= DIRECT_MAX_UNROLLED:
             v, w = view.astype(acc), weights[t].astype(acc)
             for c in range(cg):
-                if g == 1:  # [N, Ho, Wo, 1] * [O]
-                    term = v[..., c : c + 1] * w[c, 0].reshape(1, 1, 1, o)
-                elif cg == 1 and m == 1:  # depthwise: [N, Ho, Wo, C] * [C]
-                    term = v * w[0, :, 0].reshape(1, 1, 1, o)
-                else:  # [N, Ho, Wo, G, 1] * [G, M]
-                    term = v.reshape(n, ho, wo, g, cg)[..., c : c + 1] * w[c].reshape(1, 1, 1, g, m)
+                if g == 1:  # [N, *out, 1] * [O]
+                    term = v[..., c : c + 1] * w[c, 0].reshape(*lead, o)
+                elif cg == 1 and m == 1:  # depthwise: [N, *out, C] * [C]
+                    term = v * w[0, :, 0].reshape(*lead, o)
+                else:  # [N, *out, G, 1] * [G, M]
+                    term = v.reshape(n, *out_hw, g, cg)[..., c : c + 1] * w[c].reshape(*lead, g, m)
                 out = term if out is None else out + term
         else:
-            v = view.reshape(n, ho, wo, g, cg)
-            term = jnp.einsum("nhwgc,cgo->nhwgo", v, weights[t], precision=spec.precision, preferred_element_type=acc)
+            v = view.reshape(n, math.prod(out_hw), g, cg)
+            term = jnp.einsum("npgc,cgo->npgo", v, weights[t], precision=spec.precision, preferred_element_type=acc)
             out = term if out is None else out + term
     assert out is not None
-    return _fusion_fence(out.reshape(n, ho, wo, o).astype(xp.dtype))
+    return _fusion_fence(out.reshape(spec.out_shape).astype(xp.dtype))
 
 
 def _fusion_fence(y: jax.Array) -> jax.Array:
@@ -178,11 +199,39 @@ def _fusion_fence(y: jax.Array) -> jax.Array:
     return lax.reduce_precision(y, exponent_bits=info.nexp, mantissa_bits=info.nmant)
 
 
+def pad_or_crop(x: jax.Array, pads: Pads, interior: tuple[int, ...] | None = None) -> jax.Array:
+    """``lax.pad`` of a channels-last ``[N, *spatial, C]`` ``x`` with zeros over its spatial dims, but a negative side
+    is cropped by a slice instead (never handed to XLA as negative padding).
+
+    Args:
+      x: ``[N, *spatial, C]``.
+      pads: one ``(low, high)`` per spatial dim, any sign: zeros added (positive) or elements removed (negative),
+        after the interior padding.
+      interior: zeros between neighbouring elements, per spatial dim (default none).
+
+    Returns:
+      ``x`` framed, the same as ``lax.pad(x, 0, [(0, 0, 0), *((lo, hi, i) ...), (0, 0, 0)])``.
+
+    Examples:
+      >>> pad_or_crop(jnp.arange(4.0).reshape(1, 4, 1), ((1, -2),), (1,))[0, :, 0]
+      Array([0., 0., 1., 0., 2.], dtype=float32)
+    """
+    interior = (0,) * len(pads) if interior is None else interior
+    if any(i > 0 for i in interior) or any(p > 0 for pair in pads for p in pair):
+        config = [(max(lo, 0), max(hi, 0), i) for (lo, hi), i in zip(pads, interior, strict=True)]
+        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *config, (0, 0, 0)])
+    if any(min(pair) < 0 for pair in pads):
+        crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(pads, x.shape[1:-1], strict=True))
+        window = (slice(None), *crop, slice(None))
+        x = x[window]
+    return x
+
+
 class XlaPadding(NamedTuple):
     """A convolution's zero padding, split into what is safe to hand to XLA's convolution and what is done outside.
 
     Attributes:
-      crop: ``((top, bottom), (left, right))`` rows/columns removed by an explicit slice (negative padding).
+      crop: one ``(low, high)`` per spatial dim, elements removed by an explicit slice (negative padding).
       pad: zeros added by an explicit pad, beyond the kernel's reach.
       window: the convolution's own padding, each side in ``[0, (K - 1) * d]``.
     """
@@ -192,7 +241,7 @@ class XlaPadding(NamedTuple):
     window: Pads
 
 
-def xla_padding(padding: Pads, extent: tuple[int, int]) -> XlaPadding:
+def xla_padding(padding: Pads, extent: tuple[int, ...]) -> XlaPadding:
     """Splits ``padding`` so that XLA's convolution, and JAX's transposes of it, never see negative low padding.
 
     XLA:CPU computes a convolution with negative low padding and positive high padding wrongly (openxla/xla#48713:
@@ -203,8 +252,8 @@ def xla_padding(padding: Pads, extent: tuple[int, int]) -> XlaPadding:
     negative padding becomes an explicit crop. Within ``[0, R]`` everything stays in the window, unchanged.
 
     Args:
-      padding: ``((top, bottom), (left, right))``, any sign.
-      extent: the dilated kernel's spatial extent ``((KH - 1) * dh + 1, (KW - 1) * dw + 1)``.
+      padding: one ``(low, high)`` per spatial dim (e.g. ``((top, bottom), (left, right))``), any sign.
+      extent: the dilated kernel's spatial extent per dim, ``(K - 1) * d + 1`` (e.g. ``(EH, EW)``).
 
     Returns:
       The :class:`XlaPadding` whose crop, then pad, then window padding equals ``padding``.
@@ -214,52 +263,58 @@ def xla_padding(padding: Pads, extent: tuple[int, int]) -> XlaPadding:
       XlaPadding(crop=((0, 0), (0, 0)), pad=((1, 0), (2, 2)), window=((2, 1), (2, 2)))
       >>> xla_padding(((-1, 2), (0, 0)), (2, 2))
       XlaPadding(crop=((1, 0), (0, 0)), pad=((0, 1), (0, 0)), window=((0, 1), (0, 0)))
+      >>> xla_padding(((5, -1),), (4,))
+      XlaPadding(crop=((0, 1),), pad=((2, 0),), window=((3, 0),))
     """
 
     def split(p: int, reach: int) -> tuple[int, int, int]:
         window = min(max(p, 0), reach)
         return max(-p, 0), max(p, 0) - window, window
 
-    (top, bottom), (left, right) = padding
-    rows = split(top, extent[0] - 1), split(bottom, extent[0] - 1)
-    cols = split(left, extent[1] - 1), split(right, extent[1] - 1)
+    sides = [(split(lo, e - 1), split(hi, e - 1)) for (lo, hi), e in zip(padding, extent, strict=True)]
 
     def part(i: int) -> Pads:
-        return (rows[0][i], rows[1][i]), (cols[0][i], cols[1][i])
+        return tuple((lo[i], hi[i]) for lo, hi in sides)
 
     return XlaPadding(part(0), part(1), part(2))
 
 
-def lax_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Pads = ((0, 0), (0, 0))) -> jax.Array:
-    """``lax.conv_general_dilated`` for ``spec`` (NHWC / HWIO), zero-padded by ``padding``, in the accumulator dtype.
+def lax_conv(
+    x: jax.Array, kernel: jax.Array, spec: ConvSpec, padding: Pads | None = None, preferred: Any = None
+) -> jax.Array:
+    """``lax.conv_general_dilated`` for ``spec`` (channels-last), zero-padded by ``padding`` (default none), in the
+    ``preferred`` dtype (default: the accumulator dtype).
 
     Padding is split by :func:`xla_padding`: beyond the kernel's reach (or negative) it is applied outside the
-    convolution, so that neither the convolution nor its JAX-derived transposes have negative low padding.
+    convolution (:func:`pad_or_crop`), so that neither the convolution nor its JAX-derived transposes have negative
+    low padding.
     """
-    plan = xla_padding(padding, spec.extent)
-    if plan.crop != ((0, 0), (0, 0)):
-        (top, bottom), (left, right) = plan.crop
-        n, h, w, c = x.shape
-        x = lax.slice(x, (0, top, left, 0), (n, h - bottom, w - right, c))
-    if plan.pad != ((0, 0), (0, 0)):
-        (top, bottom), (left, right) = plan.pad
-        x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
+    letters = SPATIAL_LETTERS[spec.spatial_dims]
+    plan = xla_padding(((0, 0),) * spec.spatial_dims if padding is None else padding, spec.extent)
+    outside = tuple((p_lo - c_lo, p_hi - c_hi) for (p_lo, p_hi), (c_lo, c_hi) in zip(plan.pad, plan.crop, strict=True))
+    x = pad_or_crop(x, outside)
     return lax.conv_general_dilated(
         x,
         kernel,
         window_strides=spec.stride,
         padding=plan.window,
         rhs_dilation=spec.dilation,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
         feature_group_count=spec.groups,
         precision=spec.precision,
-        preferred_element_type=accumulator(x.dtype),
+        preferred_element_type=accumulator(x.dtype) if preferred is None else preferred,
     )
+
+
+def xla_correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """XLA's own valid convolution, for the transposed correlations that measured faster through it (see
+    ``_primitive``)."""
+    return lax_conv(xp, kernel, spec).astype(xp.dtype)
 
 
 def xla_input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """XLA's backward-data convolution: the transpose of ``lax_conv`` (zero padding ``spec.padding`` inside it, the
-    stride as an input dilation) w.r.t. its ``[N, H, W, C]`` input."""
+    stride as an input dilation) w.r.t. its ``[N, *spatial, C]`` input."""
     acc = accumulator(cotangent.dtype) or cotangent.dtype
     # Transposed in the accumulator dtype (inputs upcast exactly), which every jax version transposes alike.
     k_acc = kernel.astype(acc)
@@ -282,18 +337,20 @@ def direct_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) 
     """``"direct"``'s kernel gradient (measured per shape, BENCHMARKS.md).
 
     One input channel per group (depthwise, with or without a multiplier): per tap, the elementwise product of the
-    tap's slice and the output gradient, reduced over ``N, Ho`` (rows stay contiguous) and then ``Wo``. Otherwise
-    XLA's backward-filter convolution, which beat a dot or a fused reduction per tap on every such grid point.
+    tap's slice and the output gradient, reduced over ``N`` and every output dim but the last (rows stay contiguous),
+    then the last. Otherwise XLA's backward-filter convolution, which beat a dot or a fused reduction per tap on
+    every such grid point.
     """
-    kh, kw, cg, o = spec.kernel_shape
+    *_, cg, o = spec.kernel_shape
     if cg != 1 or spec.groups == 1:
         return xla_kernel_gradient(xp, cotangent, spec)
-    n, ho, wo, _ = spec.out_shape
+    n, out_hw = spec.in_shape[0], spec.out_hw
     g = spec.groups
     acc = accumulator(xp.dtype) or xp.dtype
-    ct = cotangent.reshape(n, ho, wo, g, o // g).astype(acc)
+    ct = cotangent.reshape(n, *out_hw, g, o // g).astype(acc)
+    leading = tuple(range(len(out_hw)))  # N and every output dim but the last (rows stay contiguous), then the last
     taps = [
-        jnp.sum(jnp.sum(view.astype(acc).reshape(n, ho, wo, g, 1) * ct, axis=(0, 1)), axis=0)
+        jnp.sum(jnp.sum(view.astype(acc).reshape(n, *out_hw, g, 1) * ct, axis=leading), axis=0)
         for view in tap_views(xp, spec)
     ]
-    return jnp.stack(taps).reshape(kh, kw, cg, o).astype(xp.dtype)
+    return jnp.stack(taps).reshape(spec.kernel_shape).astype(xp.dtype)

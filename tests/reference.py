@@ -58,6 +58,51 @@ def lax_conv2d(x, kernel, bias=None, *, stride=(1, 1), dilation=(1, 1), pads=((0
     return out if bias is None else out + bias.reshape(1, 1, 1, -1)
 
 
+def numpy_convnd(x, kernel, bias=None, *, stride, dilation, pads, groups=1, mode="zeros"):
+    """Cross-correlation of channels-last ``x`` ``[N, *spatial, C]`` with ``kernel`` ``[*taps, C // G, O]``, one
+    output position and tap at a time, in float64 (any number of spatial dims)."""
+    x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
+    xp = np.pad(x, ((0, 0), *pads, (0, 0)), mode=NUMPY_PAD_MODE[mode])
+    *taps, cg, o = kernel.shape
+    out_sizes = [
+        (p - (k - 1) * d - 1) // s + 1 for p, k, d, s in zip(xp.shape[1:-1], taps, dilation, stride, strict=True)
+    ]
+    og = o // groups
+    out = np.zeros((x.shape[0], *out_sizes, o))
+    for pos in np.ndindex(*out_sizes):
+        for tap in np.ndindex(*taps):
+            pixel = xp[
+                (slice(None), *(i * s + a * d for i, s, a, d in zip(pos, stride, tap, dilation, strict=True)))
+            ]  # [N, C]
+            for g in range(groups):
+                out[(slice(None), *pos, slice(g * og, (g + 1) * og))] += (
+                    pixel[:, g * cg : (g + 1) * cg] @ kernel[(*tap, slice(None), slice(g * og, (g + 1) * og))]
+                )
+    return out if bias is None else out + np.asarray(bias, np.float64)
+
+
+def torch_convnd(x, weight, bias=None, *, stride, dilation, pads, groups=1, mode="zeros", grad_out=None):
+    """PyTorch's ``conv{1,2,3}d`` on channels-first ``x`` ``[N, C, *spatial]`` and ``weight`` ``[O, C // G, *taps]``
+    in float64, padded first by ``F.pad`` in ``mode`` (``nn.ConvNd``'s ``padding_mode``; pads may be asymmetric).
+
+    Returns the output, and with ``grad_out`` also the gradients of ``sum(out * grad_out)`` w.r.t. x and weight.
+    """
+    import torch  # noqa: PLC0415 (optional: the `bench` extra)
+
+    fn = getattr(torch.nn.functional, f"conv{len(pads)}d")
+    xt = torch.tensor(np.ascontiguousarray(x, np.float64), requires_grad=True)
+    wt = torch.tensor(np.ascontiguousarray(weight, np.float64), requires_grad=True)
+    bt = None if bias is None else torch.tensor(np.asarray(bias, np.float64))
+    flat = [p for lo_hi in reversed(pads) for p in lo_hi]  # F.pad: last dim first
+    torch_mode = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}[mode]
+    padded = torch.nn.functional.pad(xt, flat, mode=torch_mode) if any(flat) else xt
+    out = fn(padded, wt, bt, stride=stride, dilation=dilation, groups=groups)
+    if grad_out is None:
+        return out.detach().numpy()
+    out.backward(torch.tensor(np.ascontiguousarray(grad_out, np.float64)))
+    return out.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()
+
+
 def numpy_conv2d_vjp(x, kernel, cotangent, *, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), groups=1):
     """The gradients ``(dx, dkernel)`` of ``sum(numpy_conv2d(x, kernel) * cotangent)`` (zero padding), in float64.
 

@@ -134,6 +134,19 @@ def test_gaussian_snr_smoke(tmp_path):
     assert code == 0 and row["ok"] and row["ap_gap"] >= -0.005 and row["steps"] >= 50
 
 
+def test_digits_cnn(tmp_path):
+    pytest.importorskip("flax")
+    pytest.importorskip("sklearn")
+    assert run_experiment("digits_cnn.py", "--steps", "5", "--test-size", "100", "--timing-reps", "3",
+                          "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["stock"]["losses"]) == len(results["jaxconv"]["losses"]) == 5
+    assert results["max_loss_difference"] < 1e-4
+    assert abs(results["accuracy_difference_points"]) <= 0.5
+    assert (tmp_path / "digits_loss.png").stat().st_size > 0
+    assert (tmp_path / "digits_kernels.png").stat().st_size > 0
+
+
 def test_lax_padding_bug(tmp_path):
     assert run_experiment("lax_padding_bug.py", "--sweep", "1", "--repeats", "1", "--out", str(tmp_path)) == 0
     results = json.loads((tmp_path / "results.json").read_text())

@@ -1,0 +1,157 @@
+"""``conv_general_dilated``: a drop-in for ``lax.conv_general_dilated`` that runs jaxconv's convolution.
+
+Same signature, same semantics, same result shape and dtype — checked against lax itself at trace time with
+``jax.eval_shape``, so every call lax rejects is rejected with lax's own message — for any dimension numbers, 1-3
+spatial dims, every padding form and input (lhs) dilation. Flax's ``nnx.Conv(..., conv_general_dilated=...)`` and
+linen's ``Conv(..., conv_general_dilated_cls=...)`` hooks take it as is.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxconv._conv import _conv_nhwc
+from jaxconv._spec import SPATIAL_LETTERS, make_spec
+from jaxconv._strategies import pad_or_crop, xla_padding
+
+_WHO = "conv_general_dilated"
+
+
+def conv_general_dilated(
+    lhs: jax.typing.ArrayLike,
+    rhs: jax.typing.ArrayLike,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+    **kwargs: Any,
+) -> jax.Array:
+    """``lax.conv_general_dilated``, computed by jaxconv: a drop-in with lax's signature and semantics.
+
+    What runs: floating operands with ``batch_group_count == 1`` (and no ``out_sharding``) go to jaxconv's N-d
+    convolution (:func:`jaxconv.conv2d`'s ``"auto"`` strategy; its own derivative rules). Input dilation becomes
+    zeros between the input's elements, and negative padding crops the input by a slice — neither is ever handed
+    to XLA as a convolution's negative or interior padding, so the gradients are right also for paddings beyond
+    the kernel's reach, where XLA:CPU's are not (openxla/xla #48713, #48715). Everything else — integer or complex
+    operands, ``batch_group_count > 1``, a non-``None`` ``out_sharding`` or other keyword — is lax's own
+    convolution, after the same dilation and cropping, with ``"VALID"`` padding.
+
+    Args:
+      lhs: the input, rank ``S + 2`` for ``S`` in 1, 2, 3.
+      rhs: the kernel, rank ``S + 2``.
+      window_strides: ``S`` ints ``>= 1``.
+      padding: ``"VALID"``, ``"SAME"``, ``"SAME_LOWER"`` or ``S`` pairs ``(low, high)`` of ints (negative crops).
+      lhs_dilation: ``None`` or ``S`` ints (a transposed convolution).
+      rhs_dilation: ``None`` or ``S`` ints (atrous).
+      dimension_numbers: ``None`` (``("NCHW", "OIHW", "NCHW")`` and likewise in 1-D/3-D), three layout strings
+        such as ``("NHWC", "HWIO", "NHWC")``, or a ``lax.ConvDimensionNumbers``.
+      feature_group_count: feature groups.
+      batch_group_count: batch groups (lax's own).
+      precision: as lax.
+      preferred_element_type: the result dtype, e.g. float32 for bfloat16 or float16 operands (accumulated in
+        float32, exactly: the operands are upcast first), int32 for int8 operands (lax's own).
+      **kwargs: passed to ``lax.conv_general_dilated`` (e.g. ``out_sharding``).
+
+    Returns:
+      exactly what ``lax.conv_general_dilated`` returns: its shape, dtype and (up to rounding) values.
+
+    Raises:
+      TypeError, ValueError, RuntimeError: whatever ``lax.conv_general_dilated`` raises for these arguments (its
+        message), at trace time.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jax import lax
+      >>> import jaxconv
+      >>> x, k = jnp.ones((2, 3, 9, 8)), jnp.ones((4, 3, 3, 3))
+      >>> out = jaxconv.conv_general_dilated(x, k, (2, 1), ((-1, 2), (1, 1)))
+      >>> out.shape, bool(jnp.allclose(out, lax.conv_general_dilated(x, k, (2, 1), ((-1, 2), (1, 1)))))
+      ((2, 4, 4, 8), True)
+    """
+    options = dict(
+        window_strides=window_strides,
+        padding=padding,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        **kwargs,
+    )
+    lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
+    # lax's own checks and result type (shapes only: nothing is computed).
+    expected = jax.eval_shape(functools.partial(lax.conv_general_dilated, **options), lhs, rhs)
+    dims = lhs.ndim - 2
+    lhs_spec, rhs_spec, out_spec = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    lhs_dilation = (1,) * dims if lhs_dilation is None else tuple(int(d) for d in lhs_dilation)
+    rhs_dilation = (1,) * dims if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)
+    if isinstance(padding, str):
+        taps = [(rhs.shape[a] - 1) * d + 1 for a, d in zip(rhs_spec[2:], rhs_dilation, strict=True)]
+        pads = lax.padtype_to_pads([lhs.shape[a] for a in lhs_spec[2:]], taps, window_strides, padding)
+    else:
+        pads = [(int(lo), int(hi)) for lo, hi in padding]
+
+    # Channels last: [N, *spatial, C] and [*taps, I, O].
+    x = lhs.transpose(lhs_spec[0], *lhs_spec[2:], lhs_spec[1])
+    k = rhs.transpose(*rhs_spec[2:], rhs_spec[1], rhs_spec[0])
+    to_caller = np.argsort([out_spec[0], *out_spec[2:], out_spec[1]])
+    if 0 in expected.shape:
+        return jnp.zeros(expected.shape, expected.dtype)
+    # Input dilation and negative padding applied first (the latter a crop, never negative padding for XLA).
+    x = pad_or_crop(x, tuple((min(lo, 0), min(hi, 0)) for lo, hi in pads), tuple(d - 1 for d in lhs_dilation))
+    pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
+
+    floating = all(jnp.issubdtype(a.dtype, jnp.floating) for a in (x, k, expected))
+    extra = {name: value for name, value in kwargs.items() if value is not None}
+    if not floating or batch_group_count != 1 or extra:
+        # lax's own convolution, its padding beyond the kernel's reach explicit zeros as in lax_conv (openxla/xla#48713)
+        extent = tuple((t - 1) * d + 1 for t, d in zip(k.shape[:-2], rhs_dilation, strict=True))
+        plan = xla_padding(tuple(pads), extent)
+        x = pad_or_crop(x, plan.pad)
+        letters = SPATIAL_LETTERS[dims]
+        out = lax.conv_general_dilated(
+            x,
+            k,
+            window_strides,
+            plan.window,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
+            feature_group_count=feature_group_count,
+            batch_group_count=batch_group_count,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+            **kwargs,
+        )
+        return out.transpose(to_caller)
+
+    spec = make_spec(
+        x.shape,
+        k.shape,
+        stride=tuple(window_strides),
+        padding=pads,
+        dilation=rhs_dilation,
+        groups=feature_group_count,
+        padding_mode="zeros",
+        strategy="auto",
+        precision=precision,
+        who=_WHO,
+    )
+    out_dtype = None if expected.dtype == x.dtype else expected.dtype  # preferred_element_type: upcast first
+    return _conv_nhwc(x, k, None, spec, out_dtype).transpose(to_caller)
+
+
+__all__ = ["conv_general_dilated"]
