@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = {
         "config": {**vars(args), "out": out, "wrong_threshold": WRONG, "dtype": "float32"},
-        "environment": _bench.environment(None),
+        "environment": _bench.environment(None, None),
         "xla_bug_present": lax_wrong,
         "jaxconv_correct": jaxconv_right,
         "verdict": verdict,
