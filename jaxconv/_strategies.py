@@ -214,7 +214,7 @@ def pad_or_crop(x: jax.Array, pads: Pads, interior: tuple[int, ...] | None = Non
 
     Examples:
       >>> pad_or_crop(jnp.arange(4.0).reshape(1, 4, 1), ((1, -2),), (1,))[0, :, 0]
-      Array([0., 0., 1., 0., 2.], dtype=float32)
+      Array([0., 0., 0., 1., 0., 2.], dtype=float32)
     """
     interior = (0,) * len(pads) if interior is None else interior
     if any(i > 0 for i in interior) or any(p > 0 for pair in pads for p in pair):
