@@ -340,10 +340,10 @@ def evaluate(params: Params, task: PlantedPatternTask, *, num_images: int = 1000
         raise ValueError(f"`seed` must be an int >= 0; got {seed!r}")
     scores, labels = [], []
     for chunk in range(-(-int(num_images) // _EVAL_CHUNK)):
-        _, z, t = _scores(params, task, held_out_key(int(seed), chunk), _EVAL_CHUNK)
+        _, chunk_scores, chunk_labels = _scores(params, task, held_out_key(int(seed), chunk), _EVAL_CHUNK)
         keep = min(_EVAL_CHUNK, num_images - chunk * _EVAL_CHUNK)
-        scores.append(np.asarray(z[:keep]))
-        labels.append(np.asarray(t[:keep]))
+        scores.append(np.asarray(chunk_scores[:keep]))
+        labels.append(np.asarray(chunk_labels[:keep]))
     z, t = np.concatenate(scores), np.concatenate(labels)
     detected, positive = z > 0, t > 0.5
     tp = int(np.sum(detected & positive))

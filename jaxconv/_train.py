@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -210,7 +210,7 @@ def init_state(config: TrainConfig) -> TrainState:
 def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: jax.Array) -> jax.Array:
     """The training loss of ``params`` on one batch ``(images [B,H,W,1], targets [B,Ho,Wo])``, penalties included."""
     targets = crop_targets(targets, config.task.pattern_array.shape, config.kernel_shape)
-    loss = detection_loss(logit_map(params, images), targets, loss=config.loss)
+    loss = detection_loss(logit_map(params, images), targets, loss=cast(str, config.loss))  # resolved on construction
     if config.l1:
         loss = loss + config.l1 * jnp.sum(jnp.abs(params["kernel"]))
     if config.l2:
