@@ -172,3 +172,15 @@ def test_direct_forward_is_one_fusion_with_a_loss():
     f = jax.jit(lambda x, k: jnp.vdot(jaxconv.conv2d(x, k, strategy="direct"), jnp.ones((2, 7, 6, 2))))
     assert "reduce-precision" in f.lower(x, k).as_text(dialect="hlo")
     assert float(f(x, k)) == 9.0 * 2 * 7 * 6 * 2
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 13, 1000])
+def test_halving_sum_matches_numpy(rows):
+    """The depthwise kernel gradient's pairwise sum over rows, any count (odd ones get a zero row), in float64."""
+    from jaxconv._strategies import halving_sum
+
+    values = np.random.default_rng(rows).standard_normal((rows, 3))
+    with enable_x64():
+        got = jax.jit(halving_sum)(jnp.asarray(values))
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(got, values.sum(axis=0), rtol=1e-13, atol=1e-13)
