@@ -42,6 +42,7 @@ from jax.interpreters import ad, batching, mlir
 from jaxconv._spec import ConvSpec, Pads
 from jaxconv._strategies import (
     DIRECT_MAX_UNROLLED,
+    halves_kernel_gradient,
     kernel_gradient,
     pad_or_crop,
     xla_input_gradient,
@@ -116,10 +117,10 @@ def input_gradient_rule(spec: ConvSpec) -> str:
 
 def kernel_gradient_rule(spec: ConvSpec) -> str:
     """How the kernel gradient of ``spec`` is computed: ``spec.strategy``, or ``"xla"`` (XLA's backward-filter
-    convolution, the padding inside it) for ``"direct"`` unless depthwise (one input channel per group), where
-    per-tap reductions measured faster (BENCHMARKS.md)."""
-    cg = spec.kernel_shape[-2]
-    if spec.strategy == "direct" and not (cg == 1 and spec.groups > 1):
+    convolution, the padding inside it) for ``"direct"`` except where per-tap halving sums measured faster
+    (:func:`jaxconv._strategies.halves_kernel_gradient`: depthwise, or one input and one output channel;
+    BENCHMARKS.md)."""
+    if spec.strategy == "direct" and not halves_kernel_gradient(spec):
         return "xla"
     return spec.strategy
 

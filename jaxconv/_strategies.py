@@ -333,16 +333,24 @@ def xla_kernel_gradient(x: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> j
     return dk.astype(x.dtype)
 
 
+def halves_kernel_gradient(spec: ConvSpec) -> bool:
+    """Whether ``"direct"`` computes the kernel gradient of ``spec`` itself, by :func:`halving_sum` per tap (else XLA's
+    backward-filter convolution): one input channel per group, and either grouped (depthwise, with or without a
+    multiplier) or one output channel — where the per-tap product is elementwise (BENCHMARKS.md)."""
+    *_, cg, o = spec.kernel_shape
+    return cg == 1 and (spec.groups > 1 or o == 1)
+
+
 def direct_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
     """``"direct"``'s kernel gradient (measured per shape, BENCHMARKS.md).
 
-    One input channel per group (depthwise, with or without a multiplier): per tap, the elementwise product of the
-    tap's slice and the output gradient, summed over ``N`` and the output positions by :func:`halving_sum`.
-    Otherwise XLA's backward-filter convolution, which beat a dot or a fused reduction per tap on every such grid
-    point.
+    :func:`halves_kernel_gradient` shapes (depthwise, with or without a multiplier; one input and one output channel):
+    per tap, the elementwise product of the tap's slice and the output gradient, summed over ``N`` and the output
+    positions by :func:`halving_sum`. Otherwise XLA's backward-filter convolution, which beat a dot, a fused
+    reduction or halving sums per tap on every such grid point.
     """
     *_, cg, o = spec.kernel_shape
-    if cg != 1 or spec.groups == 1:
+    if not halves_kernel_gradient(spec):
         return xla_kernel_gradient(xp, cotangent, spec)
     n, out_hw = spec.in_shape[0], spec.out_hw
     g = spec.groups

@@ -137,8 +137,11 @@ def test_half_precision_gradients(strategy, dtype):
 
 # "direct" contracts per shape: unrolled broadcast multiply-adds (C//G <= 8, incl. depthwise with a multiplier), one
 # dot per tap (C//G > 8); its input gradient switches to XLA's convolution for O//G > 8 and its kernel gradient
-# to XLA's backward-filter convolution unless C//G == 1 < G. Each branch against lax, both orders of channel counts.
+# to XLA's backward-filter convolution unless C//G == 1 and (G > 1 or O == 1). Each branch against lax, both orders
+# of channel counts.
 DIRECT_SHAPES = {
+    "single_channel_halving": (1, 1, 1),
+    "one_in_many_out": (1, 5, 1),
     "dot_per_tap_and_xla_transpose": (12, 16, 1),
     "unrolled_into_many_outputs": (3, 16, 1),
     "depthwise": (6, 6, 6),
