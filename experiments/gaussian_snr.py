@@ -24,7 +24,8 @@ import time
 import numpy as np
 
 import jaxconv
-from jaxconv import _report, _theory
+from jaxconv.evidence import _report
+from jaxconv.lab import _theory
 
 AP_SLACK = 0.005
 COSINE_FLOOR = 0.95

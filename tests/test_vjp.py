@@ -180,7 +180,7 @@ def test_direct_forward_is_one_fusion_with_a_loss():
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 13, 1000])
 def test_halving_sum_matches_numpy(rows):
     """The depthwise kernel gradient's pairwise sum over rows, any count (odd ones get a zero row), in float64."""
-    from jaxconv._strategies import halving_sum
+    from jaxconv.conv._strategies import halving_sum
 
     values = np.random.default_rng(rows).standard_normal((rows, 3))
     with enable_x64():
@@ -222,7 +222,7 @@ def test_phase_input_gradient_matches_lax(strategy, case):
 
 def test_phases_split_the_taps():
     """Each tap reaches exactly one phase, and the phases' sizes add up to the dim."""
-    from jaxconv._primitive import phases
+    from jaxconv.conv._primitive import phases
 
     for size, kernel, stride, dilation in [(7, 3, 2, 1), (9, 2, 2, 2), (13, 3, 4, 1), (11, 3, 3, 2)]:
         split = phases(size, kernel, stride, dilation)
