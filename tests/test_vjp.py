@@ -227,7 +227,7 @@ def test_phases_split_the_taps():
     for size, kernel, stride, dilation in [(7, 3, 2, 1), (9, 2, 2, 2), (13, 3, 4, 1), (11, 3, 3, 2)]:
         split = phases(size, kernel, stride, dilation)
         assert sum(p.size for p in split) == size
-        reached = sorted(a for p in split for a in range(kernel)[p.taps][: p.count])
+        reached = sorted(a for p in split for a in range(kernel)[p.taps][: p.reaching])
         assert reached == list(range(kernel))
         for r, p in enumerate(split):
-            assert all((a * dilation - r) % stride == 0 for a in range(kernel)[p.taps][: p.count])
+            assert all((a * dilation - r) % stride == 0 for a in range(kernel)[p.taps][: p.reaching])

@@ -181,14 +181,14 @@ class Phase(NamedTuple):
 
     Attributes:
       taps: the kernel's taps reaching phase ``r``, as a slice ``first::step`` (``a * d = r (mod s)``).
-      count: how many taps (``0``: no tap reaches the phase, its gradient is zero).
+      reaching: how many taps (``0``: no tap reaches the phase, its gradient is zero).
       dilation: their spacing in output positions (``d / gcd(s, d)``).
       reach: the output offset of the last tap (the input position ``r + s*m`` reads output ``m - reach`` there).
       size: how many padded-input positions the phase has.
     """
 
     taps: slice
-    count: int
+    reaching: int
     dilation: int
     reach: int
     size: int
@@ -198,7 +198,7 @@ def phases(size: int, kernel: int, stride: int, dilation: int) -> list[Phase]:
     """The ``stride`` phases of a padded input dim of ``size`` under a ``kernel``-tap correlation.
 
     Examples:
-      >>> [(p.taps, p.count, p.reach, p.size) for p in phases(7, 3, 2, 1)]
+      >>> [(p.taps, p.reaching, p.reach, p.size) for p in phases(7, 3, 2, 1)]
       [(slice(0, None, 2), 2, 1, 4), (slice(1, None, 2), 1, 0, 3)]
     """
     step = stride // math.gcd(stride, dilation)
@@ -237,11 +237,12 @@ def phase_input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec
     ]
     woven = None
     for combo, phase in zip(itertools.product(*per_dim), itertools.product(*(range(s) for s in strides)), strict=True):
-        if any(ph.count == 0 or ph.size == 0 for ph in combo):
+        if any(ph.reaching == 0 or ph.size == 0 for ph in combo):
             continue
-        sub = kernel[(*(ph.taps for ph in combo), slice(None), slice(None))]
+        index = (*(ph.taps for ph in combo), slice(None), slice(None))
+        sub = kernel[index]
         pads = tuple(
-            (ph.reach, ph.size - 1 - ph.reach + (ph.count - 1) * ph.dilation - (o - 1))
+            (ph.reach, ph.size - 1 - ph.reach + (ph.reaching - 1) * ph.dilation - (o - 1))
             for ph, o in zip(combo, spec.out_hw, strict=True)
         )
         sub_spec = dataclasses.replace(
