@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pattern-seed", type=int, default=11)
     parser.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=list(REMEDIES))
     parser.add_argument("--eval-images", type=int, default=1000)
-    parser.add_argument("--out", default="experiments/results/remedies.json")
+    parser.add_argument("--out", default="experiments/results/remedies/results.json")
     args = parser.parse_args(argv)
 
     patterns = hard_patterns(args.pattern_seed)
