@@ -177,7 +177,7 @@ def test_direct_forward_is_one_fusion_with_a_loss():
     assert float(f(x, k)) == 9.0 * 2 * 7 * 6 * 2
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 13, 1000])
+@pytest.mark.parametrize("rows", [0, 1, 2, 3, 5, 8, 13, 1000])
 def test_halving_sum_matches_numpy(rows):
     """The depthwise kernel gradient's pairwise sum over rows, any count (odd ones get a zero row), in float64."""
     from jaxconv.conv._strategies import halving_sum

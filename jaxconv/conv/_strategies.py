@@ -374,6 +374,8 @@ def halving_sum(rows: jax.Array) -> jax.Array:
       >>> halving_sum(jnp.arange(10.0).reshape(5, 2))
       Array([20., 25.], dtype=float32)
     """
+    if rows.shape[0] == 0:
+        return jnp.zeros(rows.shape[1:], rows.dtype)
     while rows.shape[0] > 1:
         half = rows.shape[0] // 2
         top, bottom = rows[: rows.shape[0] - half], rows[rows.shape[0] - half :]
