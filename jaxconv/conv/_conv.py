@@ -316,8 +316,9 @@ def _convolve(
     x: Any, kernel: Any, bias: Any, spatial_dims: int, preferred_element_type: Any, **options: Any
 ) -> jax.Array:
     """``conv{spatial_dims}d``: canonicalise, run the jitted channels-last kernel, restore the caller's layout."""
-    canon = canonicalize(x, kernel, bias, spatial_dims=spatial_dims, preferred_element_type=preferred_element_type,
-                         **options)  # fmt: skip
+    canon = canonicalize(
+        x, kernel, bias, spatial_dims=spatial_dims, preferred_element_type=preferred_element_type, **options
+    )
     out_dtype = check_preferred(preferred_element_type, f"conv{spatial_dims}d")
     return canon.restore(_conv_nhwc(canon.x, canon.kernel, canon.bias, canon.spec, out_dtype))
 

@@ -208,8 +208,13 @@ def phases(size: int, kernel: int, stride: int, dilation: int) -> list[Phase]:
         reaching = [a for a in range(kernel) if (a * dilation - r) % stride == 0]
         first = reaching[0] if reaching else 0
         last = reaching[-1] if reaching else 0
-        sub = Phase(slice(first, None, step), len(reaching), dilation // math.gcd(stride, dilation),
-                    (last * dilation - r) // stride, len(range(r, size, stride)))  # fmt: skip
+        sub = Phase(
+            slice(first, None, step),
+            len(reaching),
+            dilation // math.gcd(stride, dilation),
+            (last * dilation - r) // stride,
+            len(range(r, size, stride)),
+        )
         out.append(sub)
     return out
 

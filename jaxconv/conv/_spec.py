@@ -81,9 +81,7 @@ class ConvSpec:
     @property
     def out_hw(self) -> tuple[int, ...]:
         """Spatial size of the output, e.g. ``(Ho, Wo)``."""
-        return tuple(
-            (p - e) // s + 1 for p, e, s in zip(self.padded_hw, self.extent, self.stride, strict=True)
-        )  # fmt: skip
+        return tuple((p - e) // s + 1 for p, e, s in zip(self.padded_hw, self.extent, self.stride, strict=True))
 
     @property
     def out_shape(self) -> tuple[int, ...]:

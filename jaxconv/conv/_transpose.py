@@ -79,9 +79,7 @@ def _canonicalize(x: Any, kernel: Any, bias: Any, dims: int, options: dict[str, 
         precision=options["precision"],
         who=who,
     )
-    frame = tuple(
-        (e - 1 - lo, e - 1 - hi + p) for e, (lo, hi), p in zip(extent, pads, extra, strict=True)
-    )  # fmt: skip
+    frame = tuple((e - 1 - lo, e - 1 - hi + p) for e, (lo, hi), p in zip(extent, pads, extra, strict=True))
     bias = canonical_bias(bias, channels, ndim == dims, y.dtype, who)
     return Canonical(y, k, bias, spec, layout, ndim), frame
 

@@ -51,6 +51,7 @@ import numpy as np
 from jax import lax
 
 from jaxconv._env import versions
+from jaxconv._files import write_atomic
 from jaxconv.conv._conv import conv2d, resolve_strategy
 from jaxconv.conv._spec import Pads, make_spec
 
@@ -98,9 +99,14 @@ class Point:
         return make_spec(
             (self.n, self.h, self.w, self.c),
             (self.k, self.k, self.c // self.groups, self.o),
-            stride=self.stride, padding="SAME", dilation=self.dilation, groups=self.groups,
-            padding_mode="zeros", strategy="xla", precision=None,
-        ).padding  # fmt: skip
+            stride=self.stride,
+            padding="SAME",
+            dilation=self.dilation,
+            groups=self.groups,
+            padding_mode="zeros",
+            strategy="xla",
+            precision=None,
+        ).padding
 
     def _taps_inside(self, size: int, out: int, low: int) -> int:
         # Output positions times taps, along one axis, that land inside [0, size) rather than on padding.
@@ -126,7 +132,7 @@ class Point:
 
     @property
     def channel_heavy(self) -> bool:
-        """The issue's channel-heavy class: ``C, O >= 32`` with a dense (ungrouped) contraction."""
+        """The channel-heavy class (its floor: a share of the matmul peak): ``C, O >= 32``, ungrouped."""
         return self.c >= 32 and self.o >= 32 and self.groups == 1
 
     @property
@@ -135,7 +141,7 @@ class Point:
         return self.groups > 1 and self.groups == self.c
 
 
-# The issue's grid (NHWC, f32, SAME, stride 1) plus stride-2, dilated and depthwise points.
+# The main CPU grid (NHWC, f32, SAME, stride 1) plus stride-2, dilated and depthwise points.
 GRID: tuple[Point, ...] = (
     Point(32, 64, 64, 1, 1, 3),
     Point(32, 64, 64, 1, 8, 5),
@@ -238,8 +244,17 @@ def validity(records: Sequence[dict[str, Any]]) -> tuple[str, list[dict[str, Any
         ratios = [x / y for x, y in zip(r["samples_ms"][mode][a], r["samples_ms"][mode][b], strict=True)]
         lo, hi = median_interval(ratios, confidence)
         agree = lo <= 1.0 <= hi if len(ratios) >= rounds_needed(confidence) else None
-        out.append({"label": r["label"], "mode": mode, "pair": [a, b], "ratio": statistics.median(ratios),
-                    "interval": [lo, hi], "confidence": confidence, "agree": agree})  # fmt: skip
+        out.append(
+            {
+                "label": r["label"],
+                "mode": mode,
+                "pair": [a, b],
+                "ratio": statistics.median(ratios),
+                "interval": [lo, hi],
+                "confidence": confidence,
+                "agree": agree,
+            }
+        )
     if not out or any(c["agree"] is None for c in out):
         return "UNDETERMINED", out
     return ("VALID" if all(c["agree"] for c in out) else "INVALID"), out
@@ -263,7 +278,7 @@ def percent_of_peak(record: dict[str, Any], peak_gflops: float) -> float | None:
 
 
 def floors(records: Sequence[dict[str, Any]], peak_gflops: float) -> list[tuple[str, bool, str]]:
-    """The issue's floors as ``(name, passed, detail)``; ratios are medians of per-round ratios.
+    """The floors BENCHMARKS.md states, as ``(name, passed, detail)``; ratios are medians of per-round ratios.
 
     - ``auto <= lax`` on every point (forward, forward+backward): strictly, except where ``auto`` compiled to the
       identical program as ``lax`` — its ratio is then noise, judged by :func:`validity`; a point where ``auto``
@@ -479,36 +494,19 @@ def _memory(compiled: Any) -> dict[str, int | None]:
     return {k.replace("_size_in", "").replace("_in", ""): getattr(stats, k, None) for k in keys} if stats else {}
 
 
-def bench_point(
-    point: Point,
-    *,
-    rng: random.Random,
-    strategies: Sequence[str] = JAXCONV_STRATEGIES,
-    use_torch: bool = True,
-    warmup: int = 2,
-    rounds: int = 21,
-) -> dict[str, Any]:
-    """Measures every contender on one point; returns a JSON-ready record.
+Compiled = tuple[
+    dict[str, dict[str, Callable[[], Any]]],
+    dict[str, dict[str, float]],
+    dict[str, dict[str, Any]],
+    dict[str, dict[str, str]],
+    dict[str, dict[str, str]],
+    dict[str, np.ndarray],
+]
 
-    Args:
-      point: the configuration.
-      rng: draws each round's order of the contenders.
-      strategies: the ``conv2d`` strategies to time (``lax`` is always timed; torch when ``use_torch``).
-      use_torch: include PyTorch's ``conv2d`` (needs torch, and CUDA on a GPU backend).
-      warmup: untimed rounds before timing.
-      rounds: timed rounds; each contender is called once per round, in a fresh random order.
 
-    Returns:
-      ``{"point", "label", "flops", "auto_strategy", "ms": {mode: {name: median}}, "samples_ms": {mode: {name:
-      [per round]}}, "compile_s", "memory", "program": {mode: {name: id}} (equal ids: identical optimised HLO),
-      "failed": {name: {mode: "OOM" | message}}, "max_abs_err"}``; ``mode`` is ``"fwd"`` or ``"fwd_bwd"``.
-    """
-    kx, kk, kc = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(kx, (point.n, point.h, point.w, point.c), jnp.float32)
-    k = jax.random.normal(kk, (point.k, point.k, point.c // point.groups, point.o), jnp.float32)
-    k = k / math.sqrt(point.k * point.k * point.c // point.groups)
-    ct = jax.random.normal(kc, (point.n, *point.out_hw, point.o), jnp.float32)
-
+def _compile_contenders(point: Point, strategies: Sequence[str], x: jax.Array, k: jax.Array, ct: jax.Array) -> Compiled:
+    """Compiles every JAX contender forward and forward+backward: ``(thunks, compile_s, memory, fingerprints,
+    failed, forward outputs)``, each keyed by mode and contender (an out-of-memory contender is recorded)."""
     thunks: dict[str, dict[str, Callable[[], Any]]] = {mode: {} for mode in MODES}
     compile_s: dict[str, dict[str, float]] = {}
     memory: dict[str, dict[str, Any]] = {}
@@ -540,23 +538,71 @@ def bench_point(
             del out
             prints[mode][name] = _fingerprint(compiled)
             thunks[mode][name] = functools.partial(_call, compiled, args)
-    torch_peak = None
-    if use_torch:
-        device = torch_device()
-        assert device is not None
-        try:
-            fwd, bwd, outputs["torch"] = _torch_contender(point, np.asarray(x), np.asarray(k), np.asarray(ct), device)
-            if device == "cuda":
-                import torch  # noqa: PLC0415
+    return thunks, compile_s, memory, prints, failed, outputs
 
-                torch.cuda.reset_peak_memory_stats()
-                bwd()
-                torch_peak = int(torch.cuda.max_memory_allocated())
-            thunks["fwd"]["torch"], thunks["fwd_bwd"]["torch"] = fwd, bwd
-        except Exception as err:  # noqa: BLE001
-            if not _is_oom(err):
-                raise
-            failed["torch"] = {mode: "OOM" for mode in MODES}
+
+def _add_torch(
+    point: Point,
+    x: jax.Array,
+    k: jax.Array,
+    ct: jax.Array,
+    thunks: dict[str, dict[str, Callable[[], Any]]],
+    failed: dict[str, dict[str, str]],
+    outputs: dict[str, np.ndarray],
+) -> int | None:
+    """Adds PyTorch's thunks and forward output (or its OOM); returns its peak CUDA memory (None on CPU)."""
+    torch_peak = None
+    device = torch_device()
+    assert device is not None
+    try:
+        fwd, bwd, outputs["torch"] = _torch_contender(point, np.asarray(x), np.asarray(k), np.asarray(ct), device)
+        if device == "cuda":
+            import torch  # noqa: PLC0415
+
+            torch.cuda.reset_peak_memory_stats()
+            bwd()
+            torch_peak = int(torch.cuda.max_memory_allocated())
+        thunks["fwd"]["torch"], thunks["fwd_bwd"]["torch"] = fwd, bwd
+    except Exception as err:  # noqa: BLE001
+        if not _is_oom(err):
+            raise
+        failed["torch"] = {mode: "OOM" for mode in MODES}
+    return torch_peak
+
+
+def bench_point(
+    point: Point,
+    *,
+    rng: random.Random,
+    strategies: Sequence[str] = JAXCONV_STRATEGIES,
+    use_torch: bool = True,
+    warmup: int = 2,
+    rounds: int = 21,
+) -> dict[str, Any]:
+    """Measures every contender on one point; returns a JSON-ready record.
+
+    Args:
+      point: the configuration.
+      rng: draws each round's order of the contenders.
+      strategies: the ``conv2d`` strategies to time (``lax`` is always timed; torch when ``use_torch``).
+      use_torch: include PyTorch's ``conv2d`` (needs torch, and CUDA on a GPU backend).
+      warmup: untimed rounds before timing.
+      rounds: timed rounds; each contender is called once per round, in a fresh random order.
+
+    Returns:
+      ``{"point", "label", "flops", "auto_strategy", "ms": {mode: {name: median}}, "samples_ms": {mode: {name:
+      [per round]}}, "compile_s", "memory", "program": {mode: {name: id}} (equal ids: identical optimised HLO),
+      "failed": {name: {mode: "OOM" | message}}, "max_abs_err"}``; ``mode`` is ``"fwd"`` or ``"fwd_bwd"``.
+    """
+    kx, kk, kc = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (point.n, point.h, point.w, point.c), jnp.float32)
+    k = jax.random.normal(kk, (point.k, point.k, point.c // point.groups, point.o), jnp.float32)
+    k = k / math.sqrt(point.k * point.k * point.c // point.groups)
+    ct = jax.random.normal(kc, (point.n, *point.out_hw, point.o), jnp.float32)
+
+    compiled = _compile_contenders(point, strategies, x, k, ct)
+    thunks, compile_s, memory, prints, failed, outputs = compiled
+    torch_peak = _add_torch(point, x, k, ct, thunks, failed, outputs) if use_torch else None
     samples = {mode: interleaved(thunks[mode], warmup=warmup, rounds=rounds, rng=rng) for mode in MODES}
     program = {
         mode: {name: sorted(set(prints[mode].values())).index(fp) for name, fp in prints[mode].items()}
@@ -564,9 +610,16 @@ def bench_point(
     }
     reference = outputs.get("lax")
     spec = make_spec(
-        x.shape, k.shape, stride=point.stride, padding="SAME", dilation=point.dilation, groups=point.groups,
-        padding_mode="zeros", strategy="auto", precision=None,
-    )  # fmt: skip
+        x.shape,
+        k.shape,
+        stride=point.stride,
+        padding="SAME",
+        dilation=point.dilation,
+        groups=point.groups,
+        padding_mode="zeros",
+        strategy="auto",
+        precision=None,
+    )
     record = {
         "point": dataclasses.asdict(point),
         "label": point.label,
@@ -637,15 +690,13 @@ def format_table(records: Sequence[dict[str, Any]], peak_gflops: float) -> str:
 
 def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
     """Writes a two-panel bar chart (forward, forward+backward; median ms, log scale) of every contender per point."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from jaxconv.evidence._report import figure, save_figure  # noqa: PLC0415 (matplotlib only when plotting)
 
     names: list[str] = []
     for r in records:
         names += [n for n in r["ms"]["fwd"] if n not in names]
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(records)), 8), sharex=True)
+    fig = figure(max(8, 1.3 * len(records)), 8)
+    axes = fig.subplots(2, 1, sharex=True)
     width = 0.8 / len(names)
     xs = np.arange(len(records))
     for ax, (mode, title) in zip(axes, (("fwd", "forward"), ("fwd_bwd", "forward + backward")), strict=True):
@@ -657,9 +708,64 @@ def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(ncol=len(names), fontsize=8)
     axes[1].set_xticks(xs + 0.4 - width / 2, [r["label"] for r in records], rotation=30, ha="right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, str(path))
+
+
+def _torch_setup(no_torch: bool) -> tuple[bool, int | None, str | None]:
+    """``(use_torch, torch_threads, torch_device)``: torch on as many threads as XLA:CPU uses, if it can run here."""
+    if no_torch or not _torch_available():
+        return False, None, None
+    import torch  # noqa: PLC0415
+
+    device = torch_device()
+    if device is None:
+        print("torch has no CUDA here: the torch column is skipped")
+        return False, None, None
+    # XLA:CPU runs one intra-op thread per core available to the process; give torch the same number.
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    return True, torch.get_num_threads(), device
+
+
+def _measure_grid(grid: Sequence[Point], args: argparse.Namespace, rounds: int, use_torch: bool, size: int) -> Any:
+    """``(records, peaks)``: every point measured, and matmul peak samples spread through the run (before the
+    first point, after the last, and evenly between)."""
+    rng = random.Random(args.seed)
+    sample_before = [round(j * len(grid) / (PEAK_SAMPLES - 1)) for j in range(PEAK_SAMPLES)]
+    peaks: list[float] = []
+    records = []
+    for i in range(len(grid) + 1):
+        peaks += [matmul_gflops(size) for _ in range(sample_before.count(i))]
+        if i == len(grid):
+            break
+        options = {"strategies": args.strategies, "use_torch": use_torch, "warmup": args.warmup, "rounds": rounds}
+        r = bench_point(grid[i], rng=rng, **options)
+        records.append(r)
+        auto = r["ms"]["fwd"].get("auto")
+        shown = f"{auto:.3f} ms" if auto is not None else "failed"
+        print(f"  {grid[i].label}: auto={r['auto_strategy']} fwd {shown}", flush=True)
+    return records, peaks
+
+
+def _report_validity(records: list[dict[str, Any]], rounds: int) -> tuple[str, list[dict[str, Any]]]:
+    """Prints and returns the run's validity verdict and its identical-program checks."""
+    verdict, checks = validity(records)
+    disagree = [c for c in checks if c["agree"] is False]
+    why = (
+        f"{len(checks) - len(disagree)} of {len(checks)} identical-program pairs agree within the run's noise "
+        f"(median per-round ratio's {100 * FAMILY_CONFIDENCE:.0f}% family-wise interval contains 1)"
+    )
+    if verdict == "UNDETERMINED":
+        needed = rounds_needed(checks[0]["confidence"]) if checks else None
+        why = f"too few rounds to check {len(checks)} identical-program pairs" + (
+            f" (need --reps >= {needed})" if needed else ""
+        )
+    print(f"\n{verdict}: {why}")
+    for c in disagree:
+        print(
+            f"  disagree: {c['label']} {c['mode']} {c['pair'][0]}/{c['pair'][1]} = {c['ratio']:.3f} "
+            f"(interval {c['interval'][0]:.3f}-{c['interval'][1]:.3f})"
+        )
+    return verdict, checks
 
 
 def run(args: argparse.Namespace) -> int:
@@ -671,64 +777,24 @@ def run(args: argparse.Namespace) -> int:
     if args.only:
         grid = tuple(grid[i] for i in args.only)
     rounds = args.reps if args.reps is not None else (2 if args.quick else 21)
-    use_torch = not args.no_torch and _torch_available()
-    torch_threads = torch_dev = None
-    if use_torch:
-        import torch  # noqa: PLC0415
-
-        torch_dev = torch_device()
-        if torch_dev is None:
-            print("torch has no CUDA here: the torch column is skipped")
-            use_torch = False
-        else:
-            # XLA:CPU runs one intra-op thread per core available to the process; give torch the same number.
-            torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-            torch_threads = torch.get_num_threads()
+    use_torch, torch_threads, torch_dev = _torch_setup(args.no_torch)
     load_start = os.getloadavg()
     env = environment(torch_threads, torch_dev)
-    seed = args.seed
-    rng = random.Random(seed)
-    print(f"device: {env['device']} ({env['cpu']}); XLA:CPU threads {env['xla_cpu_threads']}, torch threads "
-          f"{torch_threads} ({torch_dev}); jax {env['jax']}; {rounds} rounds after {args.warmup} warm-up, "
-          f"order seed {seed}; load {load_start[0]:.2f}")  # fmt: skip
+    print(
+        f"device: {env['device']} ({env['cpu']}); XLA:CPU threads {env['xla_cpu_threads']}, torch threads "
+        f"{torch_threads} ({torch_dev}); jax {env['jax']}; {rounds} rounds after {args.warmup} warm-up, "
+        f"order seed {args.seed}; load {load_start[0]:.2f}"
+    )
     size = 256 if args.quick else (8192 if jax.default_backend() == "gpu" else 2048)
-    # Peak samples spread through the run: before the first point, after the last, and evenly between.
-    sample_before = [round(j * len(grid) / (PEAK_SAMPLES - 1)) for j in range(PEAK_SAMPLES)]
-    peaks: list[float] = []
-    records = []
-    for i in range(len(grid) + 1):
-        peaks += [matmul_gflops(size) for _ in range(sample_before.count(i))]
-        if i == len(grid):
-            break
-        point = grid[i]
-        records.append(
-            bench_point(
-                point, rng=rng, strategies=args.strategies, use_torch=use_torch, warmup=args.warmup, rounds=rounds
-            )
-        )
-        r = records[-1]
-        auto = r["ms"]["fwd"].get("auto")
-        print(f"  {point.label}: auto={r['auto_strategy']} fwd "
-              + (f"{auto:.3f} ms" if auto is not None else "failed"), flush=True)  # fmt: skip
-    peak = max(peaks)
-    load_end = os.getloadavg()
+    records, peaks = _measure_grid(grid, args, rounds, use_torch, size)
+    peak, load_end = max(peaks), os.getloadavg()
     spread = ", ".join(f"{p:.0f}" for p in peaks)
-    print(f"\nmatmul peak (f32 {size}^2, best of {len(peaks)} samples spread through the run): {peak:.1f} GFLOP/s "
-          f"(samples {spread}); load {load_start[0]:.2f} -> {load_end[0]:.2f}\n")  # fmt: skip
+    print(
+        f"\nmatmul peak (f32 {size}^2, best of {len(peaks)} samples spread through the run): {peak:.1f} GFLOP/s "
+        f"(samples {spread}); load {load_start[0]:.2f} -> {load_end[0]:.2f}\n"
+    )
     print(format_table(records, peak))
-    verdict, checks = validity(records)
-    disagree = [c for c in checks if c["agree"] is False]
-    why = (f"{len(checks) - len(disagree)} of {len(checks)} identical-program pairs agree within the run's noise "
-           f"(median per-round ratio's {100 * FAMILY_CONFIDENCE:.0f}% family-wise interval contains 1)")  # fmt: skip
-    if verdict == "UNDETERMINED":
-        needed = rounds_needed(checks[0]["confidence"]) if checks else None
-        why = f"too few rounds to check {len(checks)} identical-program pairs" + (
-            f" (need --reps >= {needed})" if needed else ""
-        )
-    print(f"\n{verdict}: {why}")
-    for c in disagree:
-        print(f"  disagree: {c['label']} {c['mode']} {c['pair'][0]}/{c['pair'][1]} = {c['ratio']:.3f} "
-              f"(interval {c['interval'][0]:.3f}-{c['interval'][1]:.3f})")  # fmt: skip
+    verdict, checks = _report_validity(records, rounds)
     verdicts = floors(records, peak)
     for name, passed, detail in verdicts:
         print(f"{'PASS' if passed else 'FAIL'}  {name}: {detail}")
@@ -739,7 +805,7 @@ def run(args: argparse.Namespace) -> int:
         "grid": args.grid,
         "strategies": list(args.strategies),
         "quick": args.quick,
-        "seed": seed,
+        "seed": args.seed,
         "rounds": rounds,
         "warmup": args.warmup,
         "loadavg": {"start": load_start, "end": load_end},
@@ -750,7 +816,7 @@ def run(args: argparse.Namespace) -> int:
         "identical_pairs": checks,
         "floors": [{"floor": n, "pass": p, "detail": d} for n, p, d in verdicts],
     }
-    (args.out / "bench.json").write_text(json.dumps(result, indent=1))
+    write_atomic(str(args.out / "bench.json"), json.dumps(result, indent=1))
     if not args.no_plot:
         plot(records, args.out / "bench.png")
     print(f"\nwrote {args.out / 'bench.json'}" + ("" if args.no_plot else f" and {args.out / 'bench.png'}"))

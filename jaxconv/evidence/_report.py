@@ -156,8 +156,11 @@ def plot_detections(path: str, task: PlantedPatternTask, params: Params, *, num_
         ax.set_yticks([])
         hit, truth = logits[n] > 0, targets[n] > 0.5
         counts = []
-        for mask, color, label in ((hit & truth, "tab:green", "hit"), (hit & ~truth, "tab:red", "false"),
-                                   (~hit & truth, "tab:orange", "missed")):  # fmt: skip
+        for mask, color, label in (
+            (hit & truth, "tab:green", "hit"),
+            (hit & ~truth, "tab:red", "false"),
+            (~hit & truth, "tab:orange", "missed"),
+        ):
             for i, j in np.argwhere(mask):
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), kw, kh, fill=False, edgecolor=color, linewidth=1.6))
             counts.append(f"{int(mask.sum())} {label}")

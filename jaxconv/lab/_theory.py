@@ -178,8 +178,7 @@ def theoretical_detection(d: float, prevalence: float, *, grid: int = 4001) -> d
     # Trapezoid in recall: precision is smooth in t, so this converges quickly.
     ap = float(np.sum(np.diff(recall) * 0.5 * (precision[1:] + precision[:-1])))
     if d == 0:
-        return {"average_precision": ap, "f1": 0.0, "threshold": math.inf, "recall": 0.0, "fpr": 0.0,
-                "precision": 1.0}  # fmt: skip
+        return {"average_precision": ap, "f1": 0.0, "threshold": math.inf, "recall": 0.0, "fpr": 0.0, "precision": 1.0}
     t_map = d / 2 + math.log((1 - pi) / pi) / d
     r_map, f_map = float(_q(np.array(t_map - d))), float(_q(np.array(t_map)))
     p_den = pi * r_map + (1 - pi) * f_map
