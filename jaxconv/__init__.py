@@ -33,13 +33,6 @@ from jaxconv.lab._metrics import average_precision as average_precision
 from jaxconv.lab._metrics import evaluate as evaluate
 from jaxconv.lab._metrics import kernel_cosine as kernel_cosine
 from jaxconv.lab._metrics import matched_filter as matched_filter
-from jaxconv.lab._multi import MultiPatternTask as MultiPatternTask
-from jaxconv.lab._multi import multi_detection_loss as multi_detection_loss
-from jaxconv.lab._multi import multi_evaluate as multi_evaluate
-from jaxconv.lab._multi import multi_fit as multi_fit
-from jaxconv.lab._multi import multi_init_params as multi_init_params
-from jaxconv.lab._multi import multi_logits as multi_logits
-from jaxconv.lab._multi import multi_matched_filter as multi_matched_filter
 from jaxconv.lab._oracle import least_squares_kernel as least_squares_kernel
 from jaxconv.lab._preempt import PeerLostError as PeerLostError
 from jaxconv.lab._preempt import Preempted as Preempted

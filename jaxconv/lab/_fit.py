@@ -14,11 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxconv._checks import check_int
 from jaxconv.lab._checkpoint import list_checkpoints, save_checkpoint
 from jaxconv.lab._data import PlantedPatternTask, TaskValues
 from jaxconv.lab._detector import Params, crop_targets, logit_map
 from jaxconv.lab._metrics import average_precision, evaluate
 from jaxconv.lab._preempt import Preempted, StopSignals, peer_errors, restore_shared
+from jaxconv.lab._streams import stream
 from jaxconv.lab._train import (
     NEAR_MISSES,
     TrainConfig,
@@ -31,9 +33,6 @@ from jaxconv.lab._train import (
     training_batch,
 )
 
-VALIDATION_STREAM = 3
-"""The validation draw of a run with seed ``s`` comes from ``fold_in(key(s), VALIDATION_STREAM)``: neither the
-training stream (``fold_in(key(s), 1)``) nor the held-out one (``fold_in(key(eval_seed), 2)``)."""
 VALIDATION_IMAGES = 256
 """Images in the validation draw (with near misses pasted in, as in training)."""
 CHECK_EVERY = 50
@@ -57,7 +56,7 @@ class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
     Attributes:
-      params: the learned ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
+      params: the learned ``{"kernel": [KH, KW, 1, K], "bias": [K]}`` (K: the task's patterns).
       history: one ``{"step": s, "loss": l}`` per step (``s`` counts from 1; ``l`` is ``None`` for a step
         skipped because its loss or gradient was not finite), including steps run before a resume.
       metrics: :func:`evaluate`'s dict on the held-out images (empty when ``eval_images == 0``).
@@ -83,18 +82,14 @@ class FitResult(NamedTuple):
     validation: dict[str, Any] | None = None
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"`{name}` must be an int >= {low}; got {value!r}")
-    return int(value)
-
-
 @functools.partial(jax.jit, static_argnames=("config",))
 def _validation_logits(
     params: Params, config: TrainConfig, key: jax.Array, values: TaskValues
 ) -> tuple[jax.Array, jax.Array]:
     images, targets = training_batch(config, key, values)
-    return logit_map(params, images), crop_targets(targets, config.task.pattern_array.shape, config.kernel_shape)
+    per_pattern = config.task.num_patterns > 1
+    targets = crop_targets(targets, config.task.pattern_shape, config.kernel_shape, per_pattern=per_pattern)
+    return logit_map(params, images), targets
 
 
 def _best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -113,20 +108,24 @@ def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
     """Scores ``params`` on the run's validation draw and, where it separates it, calibrates the bias.
 
     The draw: :data:`VALIDATION_IMAGES` images of the task with ``config.near_misses`` near misses pasted into
-    each (binary backgrounds), from ``fold_in(key(config.seed), VALIDATION_STREAM)`` — a stream that neither
-    training nor the held-out evaluation uses. On a binary background, when every positive's logit exceeds
-    every negative's, ``bias_shift`` puts the threshold midway between the two (the widest margin this kernel
-    allows), which leaves no validation error. On a gaussian background, where nothing separates, it puts the
-    threshold where the validation F1 is largest. :func:`fit` applies it when training stops.
+    each (binary backgrounds), from ``stream(config.seed, "validation")`` — a stream that neither training nor
+    the held-out evaluation uses (see :mod:`jaxconv.lab._streams`). On a binary background, when every
+    positive's logit exceeds every negative's, ``bias_shift`` puts the threshold midway between the two (the
+    widest margin this kernel allows), which leaves no validation error. On a gaussian background, where
+    nothing separates, it puts the threshold where the validation F1 is largest. :func:`fit` applies it when
+    training stops. With K > 1 patterns, each kernel is checked (and calibrated) against its own pattern's
+    targets, the other patterns' positions among its negatives.
 
     Args:
-      params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
+      params: ``{"kernel": [KH, KW, 1, K], "bias": [K]}``.
       config: the run's :class:`TrainConfig`.
 
     Returns:
       ``{"errors": false alarms + misses at logit > 0 after the shift, "bias_shift", "min_positive",
       "max_negative", "average_precision"}`` (logits before calibration; ``None`` where there are none; the
-      average precision only on a gaussian background, where it decides when to stop).
+      average precision only on a gaussian background, where it decides when to stop). For K > 1: ``errors``
+      summed over the patterns, ``bias_shift``, ``min_positive`` and ``max_negative`` lists of K, and
+      ``average_precision`` the mean of the K patterns' (or ``None``).
 
     Examples:
       >>> import jaxconv
@@ -138,19 +137,33 @@ def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
       >>> check["average_precision"] is None
       True
     """
-    key = jax.random.fold_in(jax.random.key(config.seed), VALIDATION_STREAM)
+    key = stream(config.seed, "validation")
     static = dataclasses.replace(config, seed=0, batch_size=VALIDATION_IMAGES, task=config.task.skeleton())
     z, t = (np.asarray(a, np.float64) for a in _validation_logits(params, static, key, config.task.values()))
+    binary = config.task.background == "binary"
+    if config.task.num_patterns == 1:
+        return _check_one(z, t, binary)
+    checks = [_check_one(z[..., k], t[..., k], binary) for k in range(config.task.num_patterns)]
+    aps = [c["average_precision"] for c in checks]
+    return {
+        "errors": sum(c["errors"] for c in checks),
+        **{name: [c[name] for c in checks] for name in ("bias_shift", "min_positive", "max_negative")},
+        "average_precision": None if any(ap is None for ap in aps) else float(np.mean(aps)),
+    }
+
+
+def _check_one(z: np.ndarray, t: np.ndarray, binary: bool) -> dict[str, Any]:
+    """:func:`validation_check` of one kernel's logits ``z`` against its targets ``t`` (same shape)."""
     positive, negative = z[t > 0.5], z[t <= 0.5]
     low = float(positive.min()) if positive.size else None
     high = float(negative.max()) if negative.size else None
     shift = 0.0
-    if config.task.background == "binary" and low is not None and high is not None and low > high:
+    if binary and low is not None and high is not None and low > high:
         shift = -(low + high) / 2 if low + high else 0.0
-    elif config.task.background != "binary" and positive.size:
+    elif not binary and positive.size:
         shift = -_best_f1_threshold(z.reshape(-1), t.reshape(-1) > 0.5)
     errors = int(np.sum(positive + shift <= 0) + np.sum(negative + shift > 0))
-    ap = None if config.task.background == "binary" or not positive.size else average_precision(z, t)
+    ap = None if binary or not positive.size else average_precision(z, t)
     return {"errors": errors, "bias_shift": shift, "min_positive": low, "max_negative": high, "average_precision": ap}
 
 
@@ -309,11 +322,11 @@ def fit(
     if not auto and (isinstance(steps, (str, bool)) or not isinstance(steps, (int, np.integer)) or steps < 1):
         raise ValueError(f"`steps` must be 'auto' or an int >= 1; got {steps!r}")
     steps = AUTO_MAX_STEPS if auto else int(steps)
-    per_dispatch = _check_int("steps_per_dispatch", steps_per_dispatch, 1)
-    eval_images = _check_int("eval_images", eval_images, 0)
-    checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 0)
-    keep = _check_int("keep", keep, 1)
-    max_nonfinite = _check_int("max_nonfinite", max_nonfinite, 1)
+    per_dispatch = check_int("fit", "steps_per_dispatch", steps_per_dispatch, low=1)
+    eval_images = check_int("fit", "eval_images", eval_images, low=0)
+    checkpoint_every = check_int("fit", "checkpoint_every", checkpoint_every, low=0)
+    keep = check_int("fit", "keep", keep, low=1)
+    max_nonfinite = check_int("fit", "max_nonfinite", max_nonfinite, low=1)
     if checkpoint_dir is None and (checkpoint_every or resume):
         raise ValueError("`checkpoint_dir` must be given with `checkpoint_every` or `resume`; got None")
     mesh = None if devices is None else batch_mesh(devices, config.batch_size)
@@ -375,8 +388,9 @@ def fit(
                 best = score if best is None else max(best, score)
                 plateau = stale >= PATIENCE and step_now >= GAUSSIAN_MIN_STEPS
                 finished = check["errors"] == 0 or (task.background != "binary" and plateau)
-                if check["bias_shift"] and (finished or step_now == steps):
-                    params_now = dict(state.params, bias=state.params["bias"] + np.float32(check["bias_shift"]))
+                shift = np.asarray(check["bias_shift"], np.float32)  # [] for one pattern, [K] for K
+                if shift.any() and (finished or step_now == steps):
+                    params_now = dict(state.params, bias=state.params["bias"] + shift)
                     state = state._replace(params=params_now)
                 validation = {**check, "checks": checks, "stopped_at": step_now}
             path = None
@@ -417,7 +431,6 @@ __all__ = [
     "batch_mesh",
     "fit",
     "validation_check",
-    "VALIDATION_STREAM",
     "VALIDATION_IMAGES",
     "CHECK_EVERY",
     "AUTO_MAX_STEPS",

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxconv._checks import check_choice, check_int, check_number, fail
 from jaxconv.lab._data import PlantedPatternTask, TaskValues, plant_near_misses
 from jaxconv.lab._detector import (
     LOSSES,
@@ -29,13 +30,12 @@ from jaxconv.lab._detector import (
     init_params,
     logit_map,
 )
+from jaxconv.lab._streams import NEAR_MISS_SUBSTREAM, stream
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
 
-INIT_STREAM = 0
-"""``fold_in(key(seed), INIT_STREAM)`` draws the initial kernel."""
-TRAIN_STREAM = 1
-"""``fold_in(fold_in(key(seed), TRAIN_STREAM), step)`` draws step ``step``'s batch."""
+Batch = tuple[jax.Array, jax.Array]
+
 NEAR_MISSES = 2
 DEFAULT_LOSS = {"binary": "hard_negative", "gaussian": "balanced"}
 """The loss ``TrainConfig(loss=None)`` picks for each background."""
@@ -48,9 +48,8 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
     Raises:
       ValueError: an unknown ``name`` or a ``learning_rate`` that is not ``> 0``.
     """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}; got {name!r}")
-    _check_number("learning_rate", learning_rate, "a finite number > 0", lambda v: v > 0)
+    check_choice("make_optimizer", "optimizer", name, OPTIMIZERS)
+    check_number("make_optimizer", "learning_rate", learning_rate, allowed="a finite number > 0", ok=lambda v: v > 0)
     if name == "momentum":
         return optax.sgd(learning_rate, momentum=0.9)
     return getattr(optax, name)(learning_rate)
@@ -73,21 +72,6 @@ def nonfinite_steps(state: TrainState) -> tuple[int, int]:
     """
     opt_state = state.opt_state
     return int(opt_state.notfinite_count), int(opt_state.total_notfinite)
-
-
-def _check_number(name: str, value: Any, allowed: str, ok: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be {allowed}; got {value!r}")
-    if not (np.isfinite(value) and ok(value)):
-        raise ValueError(f"`{name}` must be {allowed}; got {value!r}")
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int >= {low}; got {value!r}")
-    if value < low:
-        raise ValueError(f"`{name}` must be an int >= {low}; got {value!r}")
-    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,22 +123,25 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.task, PlantedPatternTask):
             raise TypeError(f"`task` must be a PlantedPatternTask; got {type(self.task).__name__}")
-        pattern_shape = self.task.pattern_array.shape
+        pattern_shape = self.task.pattern_shape
         kernel_shape = pattern_shape if self.kernel_shape is None else self.kernel_shape
         object.__setattr__(self, "kernel_shape", check_kernel_shape(kernel_shape, pattern_shape))
-        object.__setattr__(self, "batch_size", _check_int("batch_size", self.batch_size, 1))
-        object.__setattr__(self, "seed", _check_int("seed", self.seed, 0))
-        object.__setattr__(self, "near_misses", _check_int("near_misses", self.near_misses, 0))
-        make_optimizer(self.optimizer, self.learning_rate)
-        object.__setattr__(self, "learning_rate", float(self.learning_rate))
+        object.__setattr__(self, "batch_size", check_int("TrainConfig", "batch_size", self.batch_size, low=1))
+        object.__setattr__(self, "seed", check_int("TrainConfig", "seed", self.seed, low=0))
+        object.__setattr__(self, "near_misses", check_int("TrainConfig", "near_misses", self.near_misses, low=0))
+        check_choice("TrainConfig", "optimizer", self.optimizer, OPTIMIZERS)
+        rate = check_number(
+            "TrainConfig", "learning_rate", self.learning_rate, allowed="a finite number > 0", ok=lambda v: v > 0
+        )
+        object.__setattr__(self, "learning_rate", rate)
         if self.loss is None:
             object.__setattr__(self, "loss", DEFAULT_LOSS[self.task.background])
-        if self.loss not in LOSSES:
-            raise ValueError(f"`loss` must be one of {LOSSES}; got {self.loss!r}")
+        check_choice("TrainConfig", "loss", self.loss, LOSSES)
         for name in ("l1", "l2"):
-            value = getattr(self, name)
-            _check_number(name, value, "a finite number >= 0", lambda v: v >= 0)
-            object.__setattr__(self, name, float(value))
+            value = check_number(
+                "TrainConfig", name, getattr(self, name), allowed="a finite number >= 0", ok=lambda v: v >= 0
+            )
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` turns it back into an equal config."""
@@ -177,7 +164,7 @@ class TrainState(NamedTuple):
     """Everything that changes during training.
 
     Attributes:
-      params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
+      params: ``{"kernel": [KH, KW, 1, K], "bias": [K]}`` (K: the task's patterns).
       opt_state: the optimizer's state, wrapped by ``optax.apply_if_finite`` (it counts skipped steps).
       step: ``[]`` int32, steps taken so far.
       key: the data-stream key; step ``s`` uses ``fold_in(key, s)``.
@@ -209,16 +196,19 @@ def init_state(config: TrainConfig) -> TrainState:
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}")
-    base = jax.random.key(config.seed)
-    params = init_params(jax.random.fold_in(base, INIT_STREAM), config.kernel_shape)
+    params = init_params(stream(config.seed, "init"), config.kernel_shape, config.task.num_patterns)
     opt_state = _guarded(make_optimizer(config.optimizer, config.learning_rate)).init(params)
-    return TrainState(params, opt_state, jnp.zeros((), jnp.int32), jax.random.fold_in(base, TRAIN_STREAM))
+    return TrainState(params, opt_state, jnp.zeros((), jnp.int32), stream(config.seed, "train"))
 
 
 def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: jax.Array) -> jax.Array:
-    """The training loss of ``params`` on one batch ``(images [B,H,W,1], targets [B,Ho,Wo])``, penalties included."""
-    targets = crop_targets(targets, config.task.pattern_array.shape, config.kernel_shape)
-    loss = detection_loss(logit_map(params, images), targets, loss=cast(str, config.loss))  # resolved on construction
+    """The training loss of ``params`` on one batch ``(images [B,H,W,1], targets [B,Ho,Wo] or [B,Ho,Wo,K])``,
+    penalties included; for K > 1 patterns, the mean of the K patterns' losses (``detection_loss(...,
+    per_pattern=True)``)."""
+    per_pattern = config.task.num_patterns > 1
+    targets = crop_targets(targets, config.task.pattern_shape, config.kernel_shape, per_pattern=per_pattern)
+    logits = logit_map(params, images)
+    loss = detection_loss(logits, targets, loss=cast(str, config.loss), per_pattern=per_pattern)  # loss: resolved
     if config.l1:
         loss = loss + config.l1 * jnp.sum(jnp.abs(params["kernel"]))
     if config.l2:
@@ -229,8 +219,8 @@ def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: 
 def training_batch(
     config: TrainConfig, key: jax.Array, values: TaskValues | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """One training batch ``(images [B, H, W, 1], targets [B, Ho, Wo])``: the task's images drawn from ``key``, with
-    ``config.near_misses`` near misses pasted into each on a binary background.
+    """One training batch ``(images [B, H, W, 1], targets [B, Ho, Wo] or [B, Ho, Wo, K])``: the task's images drawn
+    from ``key``, with ``config.near_misses`` near misses of each pattern pasted into each on a binary background.
 
     Args:
       config: the :class:`TrainConfig` (its task may be a skeleton when ``values`` are given).
@@ -241,15 +231,18 @@ def training_batch(
     values = task.values() if values is None else values
     batch = task.sample_with(key, config.batch_size, values)
     if config.near_misses and task.background == "binary":
-        batch = plant_near_misses(task, jax.random.fold_in(key, 1), batch, config.near_misses, values)
+        batch = plant_near_misses(task, jax.random.fold_in(key, NEAR_MISS_SUBSTREAM), batch, config.near_misses, values)
     return batch.images, batch.targets
 
 
 def _one_step(
-    config: TrainConfig, mesh: Mesh | None, values: TaskValues, state: TrainState, _: Any
+    config: TrainConfig, mesh: Mesh | None, values: TaskValues, data: Batch | None, state: TrainState, _: Any
 ) -> tuple[TrainState, jax.Array]:
     optimizer = _guarded(make_optimizer(config.optimizer, config.learning_rate))
-    images, targets = training_batch(config, jax.random.fold_in(state.key, state.step), values)
+    if data is None:
+        images, targets = training_batch(config, jax.random.fold_in(state.key, state.step), values)
+    else:
+        images, targets = data
     if mesh is not None:
         # Data parallel: each device holds (and, threefry being partitionable, samples) B / D images; the
         # params are replicated, so XLA all-reduces the batch-mean gradient.
@@ -265,9 +258,9 @@ def _one_step(
 
 @functools.partial(jax.jit, static_argnames=("config", "num_steps", "mesh"))
 def _train_steps(
-    config: TrainConfig, state: TrainState, num_steps: int, mesh: Mesh | None, values: TaskValues
+    config: TrainConfig, state: TrainState, num_steps: int, mesh: Mesh | None, values: TaskValues, data: Batch | None
 ) -> tuple[TrainState, jax.Array]:
-    out = jax.lax.scan(functools.partial(_one_step, config, mesh, values), state, None, length=num_steps)
+    out = jax.lax.scan(functools.partial(_one_step, config, mesh, values, data), state, None, length=num_steps)
     if mesh is not None:  # every process can read the (replicated) state and losses
         out = jax.lax.with_sharding_constraint(out, NamedSharding(mesh, PartitionSpec()))
     return out
@@ -323,7 +316,12 @@ def replicate(state: TrainState, mesh: Mesh) -> TrainState:
 
 
 def train_steps(
-    config: TrainConfig, state: TrainState, num_steps: int, *, mesh: Mesh | None = None
+    config: TrainConfig,
+    state: TrainState,
+    num_steps: int,
+    *,
+    mesh: Mesh | None = None,
+    data: tuple[jax.typing.ArrayLike, jax.typing.ArrayLike] | None = None,
 ) -> tuple[TrainState, jax.Array]:
     """Advances ``state`` by ``num_steps`` optimizer steps in one jitted dispatch (a ``lax.scan``).
 
@@ -342,6 +340,9 @@ def train_steps(
       num_steps: ``>= 1`` (static).
       mesh: ``None`` (one device, as before) or a 1-D :class:`jax.sharding.Mesh` whose size ``D`` divides
         ``config.batch_size`` (static).
+      data: ``None`` (every step samples its batch from the task) or a fixed batch ``(images [N, H, W, 1],
+        targets [N, Ho, Wo] or [N, Ho, Wo, K])`` that every step trains on: full-batch gradient descent on a
+        fixed training set (``N`` need not be ``config.batch_size``; with a ``mesh``, ``D`` must divide it).
 
     Returns:
       ``(new_state, losses [num_steps])``.
@@ -365,13 +366,32 @@ def train_steps(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}")
-    num_steps = _check_int("num_steps", num_steps, 1)
+    num_steps = check_int("train_steps", "num_steps", num_steps, low=1)
+    if data is not None:
+        data = _check_data(config, data)
     if mesh is not None:
-        mesh = check_mesh(mesh, config.batch_size)
+        mesh = check_mesh(mesh, config.batch_size if data is None else data[0].shape[0])
     # The seed only matters through `state` (initial kernel, data key), and the task's numbers are traced: runs
     # that differ in seed, pattern contents or density share a compile.
     static = dataclasses.replace(config, seed=0, task=config.task.skeleton())
-    return _train_steps(static, state, num_steps, mesh, config.task.values())
+    return _train_steps(static, state, num_steps, mesh, config.task.values(), data)
+
+
+def _check_data(config: TrainConfig, data: Any) -> Batch:
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise fail("train_steps", "data", "None or a pair (images, targets)", type(data).__name__, TypeError)
+    images, targets = jnp.asarray(data[0], jnp.float32), jnp.asarray(data[1], jnp.float32)
+    (h, w), (ho, wo), k = config.task.image_shape, config.task.output_shape, config.task.num_patterns
+    n = images.shape[0] if images.ndim else 0
+    want = ((n, h, w, 1), (n, ho, wo) if k == 1 else (n, ho, wo, k))
+    if n < 1 or (images.shape, targets.shape) != want:
+        raise fail(
+            "train_steps",
+            "data",
+            f"(images {want[0]}, targets {want[1]}) with N >= 1",
+            f"shapes {images.shape} and {targets.shape}",
+        )
+    return images, targets
 
 
 __all__ = [
