@@ -29,11 +29,12 @@ def test_losses_match_numpy_under_jit():
     balanced = 0.5 * ((t * on).sum() / npos + ((1 - t) * off).sum() / (1 - t).sum())
     hardest = np.sort(((1 - t) * off).ravel())[::-1][: int(3 * npos)]
     hard = 0.5 * ((t * on).sum() / npos + hardest.sum() / (3 * npos))
-    for name, expected in [("bce", bce), ("balanced", balanced), ("hard_negative", hard)]:
+    mse = np.mean((z - t) ** 2)
+    for name, expected in [("bce", bce), ("balanced", balanced), ("hard_negative", hard), ("mse", mse)]:
         got = jax.jit(detection_loss, static_argnames="loss")(z, t, loss=name)
         np.testing.assert_allclose(float(got), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="`loss`"):
-        detection_loss(z, t, loss="mse")
+        detection_loss(z, t, loss="hinge")
     with pytest.raises(ValueError, match="`targets`"):
         detection_loss(z, t[0])
 

@@ -424,7 +424,8 @@ class PlantedPatternTask:
             if k == 1:
                 targets = jnp.zeros((ho, wo), jnp.float32).at[at].set(1.0, mode="drop")
             else:
-                targets = jnp.zeros((ho, wo, k), jnp.float32).at[(*at, which)].set(1.0, mode="drop")
+                index = at + (jnp.asarray(which),)
+                targets = jnp.zeros((ho, wo, k), jnp.float32).at[index].set(1.0, mode="drop")
         return Sample(image[:, :, None], targets, positions)
 
 

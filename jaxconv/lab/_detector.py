@@ -130,7 +130,8 @@ def crop_targets(
     last = 1 if per_pattern else 0
     ho, wo = targets.shape[-2 - last] - dh, targets.shape[-1 - last] - dw
     window = (slice(dh // 2, dh // 2 + ho), slice(dw // 2, dw // 2 + wo))
-    return targets[(..., *window, *[slice(None)] * last)]
+    index = (Ellipsis,) + window + (slice(None),) * last
+    return targets[index]
 
 
 def detection_loss(
