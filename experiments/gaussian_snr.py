@@ -24,8 +24,7 @@ import time
 import numpy as np
 
 import jaxconv
-from jaxconv.evidence import _report
-from jaxconv.lab import _theory
+from jaxconv import evidence
 
 AP_SLACK = 0.005
 COSINE_FLOOR = 0.95
@@ -34,7 +33,7 @@ COSINE_WHERE_MF_AP = 0.5
 
 def patterns(seed: int) -> dict[str, list[list[int]]]:
     rng = np.random.default_rng(seed)
-    out = {name: [[int(v) for v in row] for row in jaxconv.PATTERNS[name]] for name in ("seed", "checker")}
+    out = {name: [[int(v) for v in row] for row in jaxconv.lab.PATTERNS[name]] for name in ("seed", "checker")}
     for n in (5, 7):
         p = (rng.random((n, n)) < 0.5).astype(int)
         p[0, 0], p[-1, -1] = 1, 0  # non-constant
@@ -58,7 +57,7 @@ def write(args: argparse.Namespace, chosen: dict, rows: list[dict], wall_s: floa
         "rows": rows,
         "wall_s": round(wall_s, 1),
     }
-    _report.write_json(os.path.join(args.out, "results.json"), results)
+    evidence.write_json(os.path.join(args.out, "results.json"), results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, pattern in chosen.items():
         base = jaxconv.PlantedPatternTask(pattern, image_shape=args.image_size, background="gaussian")
         for snr in args.snr_db:
-            amplitude = _theory.amplitude_for_snr_db(base, snr)
+            amplitude = jaxconv.theory.amplitude_for_snr_db(base, snr)
             task = jaxconv.PlantedPatternTask(pattern, image_shape=args.image_size, background="gaussian",
                                               amplitude=amplitude)  # fmt: skip
             mf = jaxconv.evaluate(jaxconv.matched_filter(task), task, num_images=args.eval_images)

@@ -5,9 +5,9 @@
 
 A regression-style target: the 0/1 target map itself (1 where the pattern's top-left corner is). The response is
 linear in the kernel, so the kernel+bias with the least mean squared error on a training set has a closed form
-(:func:`jaxconv.least_squares_kernel`: the patch matrix ``[N * Ho * Wo, KH * KW]`` plus a ones column, then
+(:func:`jaxconv.lab.least_squares_kernel`: the patch matrix ``[N * Ho * Wo, KH * KW]`` plus a ones column, then
 ``lstsq``). A kernel trained from random weights by full-batch gradient descent on the same images and the same
-MSE — the lab's own loop, ``jaxconv.train_steps`` with ``loss="mse"`` and the training set as fixed ``data`` (Adam)
+MSE — the lab's own loop, ``jaxconv.lab.train_steps`` with ``loss="mse"`` and the training set as fixed ``data`` (Adam)
 — is compared with it along the way: its distance to the oracle, its training MSE, and at the end
 both kernels' MSE on held-out images (and the matched filter's cosine to each).
 
@@ -20,6 +20,7 @@ import argparse
 import os
 import sys
 import time
+import typing
 from typing import Any
 
 import jax
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxconv
-from jaxconv.evidence import _report
+from jaxconv import evidence
 
 
 def mse(params: dict, images: jax.Array, targets: jax.Array) -> jax.Array:
@@ -46,12 +47,12 @@ def train(
     """Full-batch Adam on the MSE through ``train_steps(..., data=)``: every step's loss, and the distance of
     (kernel, bias) to the oracle after each dispatch (steps 1-10 one by one, then every 10)."""
     config = jaxconv.TrainConfig(task, loss="mse", learning_rate=lr, seed=seed, near_misses=0)
-    state = jaxconv.init_state(config)
+    state = jaxconv.lab.init_state(config)
     flat_oracle = jnp.concatenate([oracle["kernel"].ravel(), oracle["bias"]])
     losses, recorded = [], []
     while int(state.step) < steps:
         n = min(1 if int(state.step) < 10 else 10, steps - int(state.step))
-        state, chunk = jaxconv.train_steps(config, state, n, data=(images, targets))
+        state, chunk = jaxconv.lab.train_steps(config, state, n, data=(images, targets))
         losses.append(np.asarray(chunk))
         params = state.params
         distance = float(jnp.linalg.norm(jnp.concatenate([params["kernel"].ravel(), params["bias"]]) - flat_oracle))
@@ -61,8 +62,8 @@ def train(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.PATTERNS))
-    parser.add_argument("--background", default="binary", choices=list(jaxconv.BACKGROUNDS))
+    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.lab.PATTERNS))
+    parser.add_argument("--background", default="binary", choices=typing.get_args(jaxconv.lab.Background))
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--train-images", type=int, default=200)
     parser.add_argument("--test-images", type=int, default=500)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output directory (default runs/least_squares-<timestamp>)")
     args = parser.parse_args(argv)
     try:
-        out = _report.prepare_out(args.out or _report.default_out("least_squares"))
+        out = evidence.prepare_out(args.out or evidence.default_out("least_squares"))
     except ValueError as err:
         parser.error(str(err))
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     train_set, test_set = task.sample(key_train, args.train_images), task.sample(key_test, args.test_images)
 
     start = time.perf_counter()
-    oracle = jaxconv.least_squares_kernel(train_set.images, train_set.targets, kernel_shape)
+    oracle = jaxconv.lab.least_squares_kernel(train_set.images, train_set.targets, kernel_shape)
     oracle["kernel"].block_until_ready()
     solve_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             "bias": float(params["bias"][0]),
             "train_mse": float(mse(params, train_set.images, train_set.targets)),
             "test_mse": float(mse(params, test_set.images, test_set.targets)),
-            "kernel_cosine_to_pattern": jaxconv.kernel_cosine(params["kernel"], task.pattern_array),
+            "kernel_cosine_to_pattern": jaxconv.lab.kernel_cosine(params["kernel"], task.pattern_array),
         }
 
     results: dict[str, Any] = {
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             for step, distance in recorded
         ],
     }
-    _report.write_json(os.path.join(out, "results.json"), results)
+    evidence.write_json(os.path.join(out, "results.json"), results)
     plot_kernels(os.path.join(out, "least_squares_kernels.png"), task, oracle, trained, results)
     plot_convergence(os.path.join(out, "least_squares_convergence.png"), losses, recorded, results)
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def plot_kernels(path: str, task: jaxconv.PlantedPatternTask, oracle: dict, trained: dict, results: dict) -> None:
-    fig = _report.figure(10, 3.0)
+    fig = evidence.figure(10, 3.0)
     axes = fig.subplots(1, 3)
     for ax, (name, params, key) in zip(axes, [("least squares (exact)", oracle, "least_squares"),
                                               ("gradient descent", trained, "gradient_descent"),
@@ -148,12 +149,12 @@ def plot_kernels(path: str, task: jaxconv.PlantedPatternTask, oracle: dict, trai
         title = f"{name}\nbias {float(params['bias'][0]):.3f}"
         if key:
             title += f", test MSE {results[key]['test_mse']:.5f}"
-        _report._show_kernel(ax, np.asarray(params["kernel"])[:, :, 0, 0], title)
-    _report.save_figure(fig, path)
+        evidence.show_kernel(ax, np.asarray(params["kernel"])[:, :, 0, 0], title)
+    evidence.save_figure(fig, path)
 
 
 def plot_convergence(path: str, losses: np.ndarray, recorded: list, results: dict) -> None:
-    fig = _report.figure(11, 3.6)
+    fig = evidence.figure(11, 3.6)
     left, right = fig.subplots(1, 2)
     steps = np.arange(1, len(losses) + 1)
     left.loglog(steps, losses - results["least_squares"]["train_mse"] + 1e-12, color="tab:blue")
@@ -164,7 +165,7 @@ def plot_convergence(path: str, losses: np.ndarray, recorded: list, results: dic
     right.set_xlabel("step")
     right.set_ylabel("|(kernel, bias) - oracle|")
     right.set_title("distance to the least-squares solution")
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 if __name__ == "__main__":

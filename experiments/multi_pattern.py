@@ -21,17 +21,18 @@ import argparse
 import os
 import sys
 import time
+import typing
 from typing import Any
 
 import numpy as np
 
 import jaxconv
-from jaxconv.evidence import _report
+from jaxconv import evidence
 
 
 def plot_kernels(path: str, task: jaxconv.PlantedPatternTask, learned: Any, mf: Any, names: list[str]) -> None:
     k = task.num_patterns
-    fig = _report.figure(2.2 * k, 6.3)
+    fig = evidence.figure(2.2 * k, 6.3)
     axes = np.atleast_2d(fig.subplots(3, k))
     for j in range(k):
         ax = axes[0, j]
@@ -50,11 +51,11 @@ def plot_kernels(path: str, task: jaxconv.PlantedPatternTask, learned: Any, mf: 
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("K kernels from one conv with K outputs (red +, blue -)", fontsize=10)
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 def plot_confusion(path: str, confusions: dict[str, np.ndarray], names: list[str]) -> None:
-    fig = _report.figure(5.2 * len(confusions), 4.4)
+    fig = evidence.figure(5.2 * len(confusions), 4.4)
     axes = np.atleast_1d(fig.subplots(1, len(confusions)))
     for ax, (title, m) in zip(axes, confusions.items(), strict=True):
         shown = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
@@ -66,13 +67,13 @@ def plot_confusion(path: str, confusions: dict[str, np.ndarray], names: list[str
         ax.set_xlabel("planted pattern")
         ax.set_title(f"{title}: share of copies on which\neach kernel fires (logit > 0)", fontsize=9)
         fig.colorbar(shown, ax=ax, shrink=0.7)
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patterns", nargs="+", default=["hedge", "vedge", "cross", "ring"],
-                        choices=list(jaxconv.PATTERNS))  # fmt: skip
+                        choices=list(jaxconv.lab.PATTERNS))  # fmt: skip
     parser.add_argument("--amplitude", type=float, default=4.0)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--instances", type=int, nargs=2, default=[0, 2], metavar=("MIN", "MAX"),
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--loss", default="hard_negative", choices=list(jaxconv.LOSSES))
+    parser.add_argument("--loss", default="hard_negative", choices=list(typing.get_args(jaxconv.lab.Loss)))
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--out", help="output directory (default runs/multi_pattern-<timestamp>)")
     args = parser.parse_args(argv)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TypeError, ValueError) as err:
         parser.error(str(err))
     try:
-        out = _report.prepare_out(args.out or _report.default_out("multi_pattern"))
+        out = evidence.prepare_out(args.out or evidence.default_out("multi_pattern"))
     except ValueError as err:
         parser.error(str(err))
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_confusion(os.path.join(out, "multi_confusion.png"),
                    {t: np.asarray(m["confusion"]) for t, m in evaluated.items()}, names)  # fmt: skip
     results["wall_s"] = time.perf_counter() - start
-    _report.write_json(os.path.join(out, "results.json"), results)
+    evidence.write_json(os.path.join(out, "results.json"), results)
 
     print(f"{k} patterns {names}, amplitude {args.amplitude}, {args.image_size}x{args.image_size} images; "
           f"trained {args.steps} steps in {train_s:.1f} s")  # fmt: skip

@@ -2,6 +2,7 @@
 training through ``fit`` (with checkpoints, resume and devices), and the confusion matrix."""
 
 import sys
+import typing
 
 import chex
 import jax
@@ -79,7 +80,7 @@ def test_binary_targets_are_every_exact_occurrence_of_each_unpadded_pattern(near
     padded_hits = 0
     for n in range(6):
         for k, name in enumerate(("hedge", "vedge")):
-            pattern = np.asarray(jaxconv.PATTERNS[name])
+            pattern = np.asarray(jaxconv.lab.PATTERNS[name])
             expected = _exact_occurrences(images[n], pattern, task.output_shape)
             np.testing.assert_array_equal(targets[n, :, :, k], expected)
             padded_hits += _exact_occurrences(images[n], task.templates[k], task.output_shape).sum()
@@ -104,7 +105,7 @@ def test_near_misses_of_each_pattern_flip_one_of_its_own_pixels_and_leave_the_pa
 def test_loss_is_the_mean_of_per_pattern_detection_losses_under_jit():
     z = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
     t = (jax.random.uniform(jax.random.key(1), (2, 5, 5, 3)) < 0.1).astype(jnp.float32)
-    for loss in jaxconv.LOSSES:
+    for loss in typing.get_args(jaxconv.lab.Loss):
         expected = np.mean([jaxconv.detection_loss(z[..., k], t[..., k], loss=loss) for k in range(3)])
         got = jax.jit(lambda a, b, loss=loss: jaxconv.detection_loss(a, b, loss=loss, per_pattern=True))(z, t)
         np.testing.assert_allclose(got, expected, rtol=1e-6)
@@ -188,11 +189,12 @@ def test_errors():
 def test_fixed_data_trains_full_batch():
     config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed", image_shape=8), loss="mse", learning_rate=0.01)
     batch = config.task.sample(jax.random.key(0), 3)
-    state, losses = jaxconv.train_steps(config, jaxconv.init_state(config), 2, data=(batch.images, batch.targets))
-    by_hand = jaxconv.lab._train.batch_loss(jaxconv.init_state(config).params, config, batch.images, batch.targets)
+    start = jaxconv.lab.init_state(config)
+    state, losses = jaxconv.lab.train_steps(config, start, 2, data=(batch.images, batch.targets))
+    by_hand = jaxconv.lab._train.batch_loss(start.params, config.step, batch.images, batch.targets)
     np.testing.assert_allclose(losses[0], by_hand, rtol=1e-6)
     with pytest.raises(ValueError, match="`data`"):
-        jaxconv.train_steps(config, state, 1, data=(batch.images, batch.targets[:, :-1]))
+        jaxconv.lab.train_steps(config, state, 1, data=(batch.images, batch.targets[:, :-1]))
 
 
 # --- A K = 3 run through fit: checkpoints, resume, devices (in a child with 4 CPU devices) ---------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,8 @@ PATTERNS: Mapping[str, Pattern] = {
 }
 """Named binary patterns (rows of 0/1); ``"seed"`` is ``[[1,1,0],[1,0,0]]``."""
 
-BACKGROUNDS = ("binary", "gaussian")
+Background = Literal["binary", "gaussian"]
+BACKGROUNDS: tuple[str, ...] = get_args(Background)
 
 
 class Sample(NamedTuple):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast, get_args
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +19,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxconv._checks import check_choice, check_int, check_number, fail
+from jaxconv._checks import Allowed, check_choice, check_number, fail
 from jaxconv.lab._data import PlantedPatternTask, TaskValues, plant_near_misses
 from jaxconv.lab._detector import (
     LOSSES,
+    Loss,
     Params,
     check_kernel_shape,
     crop_targets,
@@ -32,7 +33,8 @@ from jaxconv.lab._detector import (
 )
 from jaxconv.lab._streams import NEAR_MISS_SUBSTREAM, stream
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
+Optimizer = Literal["adam", "adamw", "sgd", "momentum", "rmsprop"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 
 Batch = tuple[jax.Array, jax.Array]
 
@@ -49,7 +51,7 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
       ValueError: an unknown ``name`` or a ``learning_rate`` that is not ``> 0``.
     """
     check_choice("make_optimizer", "optimizer", name, OPTIMIZERS)
-    check_number("make_optimizer", "learning_rate", learning_rate, allowed="a finite number > 0", ok=lambda v: v > 0)
+    check_number("make_optimizer", "learning_rate", learning_rate, allowed="a number > 0", ok=lambda v: v > 0)
     if name == "momentum":
         return optax.sgd(learning_rate, momentum=0.9)
     return getattr(optax, name)(learning_rate)
@@ -67,16 +69,47 @@ def nonfinite_steps(state: TrainState) -> tuple[int, int]:
     Examples:
       >>> import jaxconv
       >>> from jaxconv.lab._train import nonfinite_steps
-      >>> nonfinite_steps(jaxconv.init_state(jaxconv.TrainConfig()))
+      >>> nonfinite_steps(jaxconv.lab.init_state(jaxconv.TrainConfig()))
       (0, 0)
     """
     opt_state = state.opt_state
     return int(opt_state.notfinite_count), int(opt_state.total_notfinite)
 
 
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _nonnegative(v: float) -> bool:
+    return v >= 0
+
+
+def _knob(default: Any, help: str, allowed: Allowed | None = None, *, run: bool = False, **cli: Any) -> Any:
+    """A :class:`TrainConfig` field: its default, what it may be, its help line (``--help``), and for the CLI
+    anything beyond the rule (``flag``: a flag name other than ``--field-name``; ``cli``: a parser kind)."""
+    return dataclasses.field(default=default, metadata={"help": help, "allowed": allowed, "run": run, **cli})
+
+
+class StepConfig(NamedTuple):
+    """:attr:`TrainConfig.step`: the hashable static part of a training step (see :class:`TrainConfig`)."""
+
+    task: PlantedPatternTask
+    kernel_shape: tuple[int, int]
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    loss: str
+    l1: float
+    l2: float
+    near_misses: int
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides what one training step computes; hashable and JSON round-trippable.
+    """Every knob of a training run, in one place: :func:`jaxconv.fit` takes it (or keyword overrides of it),
+    ``jaxconv train`` has one flag per field with the same default, help and allowed values (``--help`` lists
+    them), checkpoints store it. Hashable and JSON round-trippable. What a compiled step depends on is
+    :attr:`step`; the rest (seed, run length, evaluation, checkpoints) is read outside the compiled step.
 
     Args:
       task: the :class:`PlantedPatternTask` to learn.
@@ -95,6 +128,15 @@ class TrainConfig:
       near_misses: on a binary background, copies of the pattern with one pixel flipped pasted into every
         training image (see :func:`jaxconv.lab._data.plant_near_misses`), ``>= 0``: the negatives that decide the
         threshold, which random images almost never hold. Ignored on a gaussian background.
+      steps: ``"auto"`` (train until a validation draw is separated, see :func:`jaxconv.fit`) or the total
+        optimizer steps, ``>= 1`` (a resumed run continues up to this count).
+      steps_per_dispatch: steps per jitted call, ``>= 1`` (does not change the result).
+      eval_images: held-out images :func:`jaxconv.fit` scores at the end, ``>= 0`` (0: none).
+      eval_seed: picks the held-out images, ``>= 0``.
+      checkpoint_every: with a checkpoint folder, write one every this many steps, ``>= 0`` (0: only at the end).
+      keep: how many checkpoints to keep, ``>= 1``.
+      max_nonfinite: stop after this many steps in a row with a non-finite loss or gradient (each is skipped and
+        counted), ``>= 1``.
 
     Raises:
       ValueError: a value that is not allowed (the message names the argument).
@@ -107,41 +149,81 @@ class TrainConfig:
       ((2, 3), 'adam', 'hard_negative')
       >>> jaxconv.TrainConfig.from_dict(config.to_dict()) == config
       True
+      >>> jaxconv.TrainConfig(batch_size=0)
+      Traceback (most recent call last):
+      ...
+      ValueError: TrainConfig: `batch_size` must be an int >= 1; got 0
     """
 
-    task: PlantedPatternTask = dataclasses.field(default_factory=PlantedPatternTask)
-    batch_size: int = 32
-    learning_rate: float = 0.1
-    optimizer: str = "adam"
-    kernel_shape: Any = None
-    seed: int = 0
-    loss: str | None = None
-    l1: float = 0.0
-    l2: float = 0.0
-    near_misses: int = NEAR_MISSES
+    task: PlantedPatternTask = dataclasses.field(default_factory=PlantedPatternTask, metadata={"help": "the task"})
+    batch_size: int = _knob(32, "images per step", Allowed("int", low=1))
+    learning_rate: float = _knob(
+        0.1, "the optimizer's step size", Allowed("number", describe="a number > 0", ok=_positive)
+    )
+    optimizer: Optimizer = _knob("adam", "the optax optimizer", Allowed("choice", choices=OPTIMIZERS))
+    kernel_shape: Any = _knob(
+        None,
+        "the learned kernel's (KH, KW), at least the pattern's; None: the pattern's",
+        cli="size",
+        flag="--kernel-size",
+    )
+    seed: int = _knob(0, "seeds the initial kernel and every training batch", Allowed("int", low=0))
+    loss: Loss | None = _knob(
+        None,
+        "imbalance handling; None: hard_negative on binary, balanced on gaussian",
+        Allowed("choice", choices=LOSSES),
+    )
+    l1: float = _knob(
+        0.0, "weight of an L1 penalty on the kernel", Allowed("number", describe="a number >= 0", ok=_nonnegative)
+    )
+    l2: float = _knob(
+        0.0, "weight of an L2 penalty on the kernel", Allowed("number", describe="a number >= 0", ok=_nonnegative)
+    )
+    near_misses: int = _knob(
+        NEAR_MISSES,
+        "binary background: copies of the pattern with one pixel flipped pasted into each training image",
+        Allowed("int", low=0),
+    )
+    steps: int | str = _knob(
+        "auto",
+        "auto: until a validation draw (not the held-out images) is separated, the bias "
+        "then calibrated to the middle of its gap, at most 3000; or N steps",
+        Allowed("int_or_auto", low=1),
+        run=True,
+    )
+    steps_per_dispatch: int = _knob(
+        100, "steps per jitted call; does not change the result", Allowed("int", low=1), run=True
+    )
+    eval_images: int = _knob(1000, "held-out images scored at the end", Allowed("int", low=0), run=True)
+    eval_seed: int = _knob(0, "picks the held-out images", Allowed("int", low=0), run=True)
+    checkpoint_every: int = _knob(
+        0, "write a checkpoint every N steps (0: only at the end)", Allowed("int", low=0), run=True
+    )
+    keep: int = _knob(3, "checkpoints kept", Allowed("int", low=1), run=True)
+    max_nonfinite: int = _knob(
+        20, "stop after this many steps in a row with a non-finite loss or gradient", Allowed("int", low=1), run=True
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, PlantedPatternTask):
-            raise TypeError(f"`task` must be a PlantedPatternTask; got {type(self.task).__name__}")
+            raise fail("TrainConfig", "task", "a PlantedPatternTask", type(self.task).__name__, TypeError)
+        for field in dataclasses.fields(self):
+            allowed = field.metadata.get("allowed")
+            value = getattr(self, field.name)
+            if allowed is not None and not (value is None and field.default is None):
+                object.__setattr__(self, field.name, allowed.check("TrainConfig", field.name, value))
         pattern_shape = self.task.pattern_shape
         kernel_shape = pattern_shape if self.kernel_shape is None else self.kernel_shape
-        object.__setattr__(self, "kernel_shape", check_kernel_shape(kernel_shape, pattern_shape))
-        object.__setattr__(self, "batch_size", check_int("TrainConfig", "batch_size", self.batch_size, low=1))
-        object.__setattr__(self, "seed", check_int("TrainConfig", "seed", self.seed, low=0))
-        object.__setattr__(self, "near_misses", check_int("TrainConfig", "near_misses", self.near_misses, low=0))
-        check_choice("TrainConfig", "optimizer", self.optimizer, OPTIMIZERS)
-        rate = check_number(
-            "TrainConfig", "learning_rate", self.learning_rate, allowed="a finite number > 0", ok=lambda v: v > 0
-        )
-        object.__setattr__(self, "learning_rate", rate)
+        object.__setattr__(self, "kernel_shape", check_kernel_shape(kernel_shape, pattern_shape, "TrainConfig"))
         if self.loss is None:
             object.__setattr__(self, "loss", DEFAULT_LOSS[self.task.background])
-        check_choice("TrainConfig", "loss", self.loss, LOSSES)
-        for name in ("l1", "l2"):
-            value = check_number(
-                "TrainConfig", name, getattr(self, name), allowed="a finite number >= 0", ok=lambda v: v >= 0
-            )
-            object.__setattr__(self, name, value)
+
+    @property
+    def step(self) -> StepConfig:
+        """What a compiled training step depends on — the static argument of the jitted step: the task's
+        :meth:`~PlantedPatternTask.skeleton` (its numbers are traced) and the step's knobs, not the seed or the
+        run's length, so runs that differ only in those share one compile."""
+        return StepConfig(self.task.skeleton(), *(getattr(self, name) for name in StepConfig._fields[1:]))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` turns it back into an equal config."""
@@ -150,14 +232,23 @@ class TrainConfig:
         out["kernel_shape"] = list(self.kernel_shape)
         return out
 
+    def trajectory(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the knobs that cannot change the trained params (run length, evaluation,
+        checkpointing): what a checkpoint must match to be resumed."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_KNOBS}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """The inverse of :meth:`to_dict` (a dict from before ``l1``, ``l2`` or ``near_misses`` existed gets them
-        as 0, as those runs trained)."""
+        as 0, as those runs trained; one without the run's knobs gets their defaults)."""
         data = {"l1": 0.0, "l2": 0.0, "near_misses": 0, **data}
         data["task"] = PlantedPatternTask(**data["task"])
         data["kernel_shape"] = tuple(data["kernel_shape"])
         return cls(**data)
+
+
+RUN_KNOBS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("run"))
+"""The fields of :class:`TrainConfig` that cannot change the trained params."""
 
 
 class TrainState(NamedTuple):
@@ -190,18 +281,18 @@ def init_state(config: TrainConfig) -> TrainState:
 
     Examples:
       >>> import jaxconv
-      >>> state = jaxconv.init_state(jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed")))
+      >>> state = jaxconv.lab.init_state(jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed")))
       >>> state.params["kernel"].shape, int(state.step)
       ((2, 3, 1, 1), 0)
     """
     if not isinstance(config, TrainConfig):
-        raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}")
+        raise fail("init_state", "config", "a TrainConfig", type(config).__name__, TypeError)
     params = init_params(stream(config.seed, "init"), config.kernel_shape, config.task.num_patterns)
     opt_state = _guarded(make_optimizer(config.optimizer, config.learning_rate)).init(params)
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32), stream(config.seed, "train"))
 
 
-def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: jax.Array) -> jax.Array:
+def batch_loss(params: Params, config: StepConfig, images: jax.Array, targets: jax.Array) -> jax.Array:
     """The training loss of ``params`` on one batch ``(images [B,H,W,1], targets [B,Ho,Wo] or [B,Ho,Wo,K])``,
     penalties included; for K > 1 patterns, the mean of the K patterns' losses (``detection_loss(...,
     per_pattern=True)``)."""
@@ -216,9 +307,7 @@ def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: 
     return loss
 
 
-def training_batch(
-    config: TrainConfig, key: jax.Array, values: TaskValues | None = None
-) -> tuple[jax.Array, jax.Array]:
+def training_batch(config: StepConfig, key: jax.Array, values: TaskValues | None = None) -> tuple[jax.Array, jax.Array]:
     """One training batch ``(images [B, H, W, 1], targets [B, Ho, Wo] or [B, Ho, Wo, K])``: the task's images drawn
     from ``key``, with ``config.near_misses`` near misses of each pattern pasted into each on a binary background.
 
@@ -236,7 +325,7 @@ def training_batch(
 
 
 def _one_step(
-    config: TrainConfig, mesh: Mesh | None, values: TaskValues, data: Batch | None, state: TrainState, _: Any
+    config: StepConfig, mesh: Mesh | None, values: TaskValues, data: Batch | None, state: TrainState, _: Any
 ) -> tuple[TrainState, jax.Array]:
     optimizer = _guarded(make_optimizer(config.optimizer, config.learning_rate))
     if data is None:
@@ -258,7 +347,7 @@ def _one_step(
 
 @functools.partial(jax.jit, static_argnames=("config", "num_steps", "mesh"))
 def _train_steps(
-    config: TrainConfig, state: TrainState, num_steps: int, mesh: Mesh | None, values: TaskValues, data: Batch | None
+    config: StepConfig, state: TrainState, num_steps: int, mesh: Mesh | None, values: TaskValues, data: Batch | None
 ) -> tuple[TrainState, jax.Array]:
     out = jax.lax.scan(functools.partial(_one_step, config, mesh, values, data), state, None, length=num_steps)
     if mesh is not None:  # every process can read the (replicated) state and losses
@@ -301,7 +390,7 @@ def replicate(state: TrainState, mesh: Mesh) -> TrainState:
       >>> import jaxconv
       >>> from jaxconv.lab._train import replicate
       >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ("batch",))
-      >>> state = replicate(jaxconv.init_state(jaxconv.TrainConfig()), mesh)
+      >>> state = replicate(jaxconv.lab.init_state(jaxconv.TrainConfig()), mesh)
       >>> state.params["kernel"].sharding.spec == jax.sharding.PartitionSpec(), state.key.dtype
       (True, key<fry>)
     """
@@ -356,25 +445,22 @@ def train_steps(
       >>> import jaxconv
       >>> from jaxconv.lab._train import replicate
       >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed", image_shape=8), batch_size=2)
-      >>> state, losses = jaxconv.train_steps(config, jaxconv.init_state(config), 3)
+      >>> state, losses = jaxconv.lab.train_steps(config, jaxconv.lab.init_state(config), 3)
       >>> int(state.step), losses.shape
       (3, (3,))
       >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ("batch",))
-      >>> sharded, _ = jaxconv.train_steps(config, replicate(jaxconv.init_state(config), mesh), 3, mesh=mesh)
+      >>> sharded, _ = jaxconv.lab.train_steps(config, replicate(jaxconv.lab.init_state(config), mesh), 3, mesh=mesh)
       >>> float(abs(sharded.params["kernel"] - state.params["kernel"]).max()) < 1e-5
       True
     """
     if not isinstance(config, TrainConfig):
-        raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}")
-    num_steps = check_int("train_steps", "num_steps", num_steps, low=1)
+        raise fail("train_steps", "config", "a TrainConfig", type(config).__name__, TypeError)
+    num_steps = Allowed("int", low=1).check("train_steps", "num_steps", num_steps)
     if data is not None:
         data = _check_data(config, data)
     if mesh is not None:
         mesh = check_mesh(mesh, config.batch_size if data is None else data[0].shape[0])
-    # The seed only matters through `state` (initial kernel, data key), and the task's numbers are traced: runs
-    # that differ in seed, pattern contents or density share a compile.
-    static = dataclasses.replace(config, seed=0, task=config.task.skeleton())
-    return _train_steps(static, state, num_steps, mesh, config.task.values(), data)
+    return _train_steps(config.step, state, num_steps, mesh, config.task.values(), data)
 
 
 def _check_data(config: TrainConfig, data: Any) -> Batch:
@@ -397,6 +483,8 @@ def _check_data(config: TrainConfig, data: Any) -> Batch:
 __all__ = [
     "OPTIMIZERS",
     "TrainConfig",
+    "StepConfig",
+    "RUN_KNOBS",
     "TrainState",
     "make_optimizer",
     "init_state",
