@@ -1,13 +1,14 @@
 """K kernels for K patterns at once: one conv with K outputs, per-pattern F1 and a confusion matrix.
 
-    python experiments/multi_pattern.py                      # hedge, vedge, cross, ring in noise: ~30 s
-    python experiments/multi_pattern.py --channels 2 --patterns seed diagonal tee --out runs/multi
+    python experiments/multi_pattern.py
+    python experiments/multi_pattern.py --patterns seed diagonal tee --out runs/multi
 
-A ``jaxconv.lab._multi.MultiPatternTask`` plants 0-2 copies of each of K patterns (padded to a common 3x3) in
-white Gaussian noise (optionally C channels: pattern k lives in channel k % C). ``multi_fit`` trains one
-``[PH, PW, C, K]`` kernel — one ``conv2d`` with K outputs — from random weights, with the detection loss per
-output channel. Each kernel's negatives include the other patterns, so it has to learn to tell them apart.
-The reference is each pattern's own matched filter, side by side: optimal against noise, blind to the others.
+``jaxconv.PlantedPatternTask(patterns=...)`` plants 0-2 copies of each of K patterns (sharing a common 3x3
+window) in white Gaussian noise. ``jaxconv.fit`` trains one ``[PH, PW, 1, K]`` kernel — one ``conv2d`` with K
+outputs — from random weights, with the detection loss per output channel (hard-negative mining by default, as
+this experiment has always used). Each kernel's negatives include the other patterns, so it has to learn to
+tell them apart. The reference is each pattern's own matched filter (``jaxconv.matched_filter``), side by side:
+optimal against noise, blind to the others.
 The confusion matrix: row k = kernel k, column j = the share of pattern j's copies on which it fires (logit > 0
 at the copy's top-left corner), last column = the share of pattern-free positions where it fires.
 
@@ -20,34 +21,32 @@ import argparse
 import os
 import sys
 import time
+import typing
 from typing import Any
 
-import jax
 import numpy as np
 
 import jaxconv
 from jaxconv import evidence
-from jaxconv.lab._multi import MultiPatternTask, multi_evaluate, multi_fit, multi_matched_filter
 
 
-def plot_kernels(path: str, task: MultiPatternTask, learned: Any, mf: Any, names: list[str]) -> None:
-    k, c = task.num_patterns, task.channels
-    fig = evidence.figure(2.2 * k, 2.1 * (1 + 2 * c) - 0.4 * c)
-    axes = np.atleast_2d(fig.subplots(1 + 2 * c, k))
+def plot_kernels(path: str, task: jaxconv.PlantedPatternTask, learned: Any, mf: Any, names: list[str]) -> None:
+    k = task.num_patterns
+    fig = evidence.figure(2.2 * k, 6.3)
+    axes = np.atleast_2d(fig.subplots(3, k))
     for j in range(k):
         ax = axes[0, j]
-        ax.imshow(np.asarray(task.patterns[j]), cmap="gray_r", vmin=0, vmax=1)
-        ax.set_title(f"pattern {j}: {names[j]}\n(channel {j % c})", fontsize=9)
+        ax.imshow(task.templates[j], cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(f"pattern {j}: {names[j]}", fontsize=9)
         for row, (label, kernel) in enumerate((("learned", learned), ("matched filter", mf))):
-            for ch in range(c):
-                ax = axes[1 + row * c + ch, j]
-                w = np.asarray(kernel)[:, :, ch, j]
-                limit = float(np.abs(np.asarray(kernel)[..., j]).max()) or 1.0
-                ax.imshow(w, cmap="RdBu_r", vmin=-limit, vmax=limit)
-                for (a, b), v in np.ndenumerate(w):
-                    ax.text(b, a, f"{v:.1f}", ha="center", va="center", fontsize=7,
-                            color="white" if abs(v) > 0.6 * limit else "black")  # fmt: skip
-                ax.set_title(f"{label} kernel {j}" + (f", ch {ch}" if c > 1 else ""), fontsize=8)
+            ax = axes[1 + row, j]
+            w = np.asarray(kernel)[:, :, 0, j]
+            limit = float(np.abs(w).max()) or 1.0
+            ax.imshow(w, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            for (a, b), v in np.ndenumerate(w):
+                color = "white" if abs(v) > 0.6 * limit else "black"
+                ax.text(b, a, f"{v:.1f}", ha="center", va="center", fontsize=7, color=color)
+            ax.set_title(f"{label} kernel {j}", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -75,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patterns", nargs="+", default=["hedge", "vedge", "cross", "ring"],
                         choices=list(jaxconv.lab.PATTERNS))  # fmt: skip
-    parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--amplitude", type=float, default=4.0)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--instances", type=int, nargs=2, default=[0, 2], metavar=("MIN", "MAX"),
@@ -84,12 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--loss", default="hard_negative", choices=list(typing.get_args(jaxconv.lab.Loss)))
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--out", help="output directory (default runs/multi_pattern-<timestamp>)")
     args = parser.parse_args(argv)
     try:
-        task = MultiPatternTask(tuple(args.patterns), image_shape=args.image_size, instances=tuple(args.instances),
-                                channels=args.channels, amplitude=args.amplitude)  # fmt: skip
+        task = jaxconv.PlantedPatternTask(
+            patterns=tuple(args.patterns),
+            image_shape=args.image_size,
+            instances=tuple(args.instances),
+            background="gaussian",
+            amplitude=args.amplitude,
+        )
     except (TypeError, ValueError) as err:
         parser.error(str(err))
     try:
@@ -98,15 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
 
     start = time.perf_counter()
-    fitted = multi_fit(task, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                       seed=args.seed)  # fmt: skip
-    jax.block_until_ready(fitted.params)
-    train_s = time.perf_counter() - start
-    mf = multi_matched_filter(task)
-    evaluated = {
-        "learned": multi_evaluate(fitted.params, task, num_images=args.eval_images),
-        "matched filters": multi_evaluate(mf, task, num_images=args.eval_images),
-    }
+    fitted = jaxconv.fit(
+        task,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        loss=args.loss,
+        eval_images=args.eval_images,
+    )
+    train_s = fitted.timing["wall_s"]
+    mf = jaxconv.matched_filter(task)
+    evaluated = {"learned": fitted.metrics, "matched filters": jaxconv.evaluate(mf, task, num_images=args.eval_images)}
     names = list(args.patterns)
     k = task.num_patterns
     specialised = {
@@ -123,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         "learned": {
             "kernel": np.asarray(fitted.params["kernel"]).tolist(),
             "bias": np.asarray(fitted.params["bias"]).tolist(),
-            "loss_first_last": [float(fitted.losses[0]), float(fitted.losses[-1])],
-        },  # fmt: skip
+            "loss_first_last": [fitted.history[0]["loss"], fitted.history[-1]["loss"]],
+        },
         "evaluation": evaluated,
         "specialised": specialised,
         "train_s": train_s,
@@ -135,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_s"] = time.perf_counter() - start
     evidence.write_json(os.path.join(out, "results.json"), results)
 
-    print(f"{k} patterns {names}, {args.channels} channel(s), amplitude {args.amplitude}, "
-          f"{args.image_size}x{args.image_size} images; trained {args.steps} steps in {train_s:.1f} s")  # fmt: skip
+    print(f"{k} patterns {names}, amplitude {args.amplitude}, {args.image_size}x{args.image_size} images; "
+          f"trained {args.steps} steps in {train_s:.1f} s")  # fmt: skip
     print(f"{'pattern':>10} | {'F1 learned':>10} {'AP learned':>10} | {'F1 MF':>7} {'AP MF':>7}")
     for j, name in enumerate(names):
         a, b = evaluated["learned"], evaluated["matched filters"]

@@ -69,7 +69,7 @@ def test_kernel_size(tmp_path):
 
 
 def test_multi_pattern(tmp_path):
-    assert run_experiment("multi_pattern.py", "--patterns", "hedge", "vedge", "--channels", "2", "--steps", "60",
+    assert run_experiment("multi_pattern.py", "--patterns", "hedge", "vedge", "--steps", "60",
                           "--batch-size", "8", "--image-size", "12", "--instances", "1", "1", "--eval-images", "20",
                           "--out", str(tmp_path)) == 0  # fmt: skip
     results = json.loads((tmp_path / "results.json").read_text())

@@ -29,11 +29,12 @@ def test_losses_match_numpy_under_jit():
     balanced = 0.5 * ((t * on).sum() / npos + ((1 - t) * off).sum() / (1 - t).sum())
     hardest = np.sort(((1 - t) * off).ravel())[::-1][: int(3 * npos)]
     hard = 0.5 * ((t * on).sum() / npos + hardest.sum() / (3 * npos))
-    for name, expected in [("bce", bce), ("balanced", balanced), ("hard_negative", hard)]:
+    mse = np.mean((z - t) ** 2)
+    for name, expected in [("bce", bce), ("balanced", balanced), ("hard_negative", hard), ("mse", mse)]:
         got = jax.jit(detection_loss, static_argnames="loss")(z, t, loss=name)
         np.testing.assert_allclose(float(got), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="`loss`"):
-        detection_loss(z, t, loss="mse")
+        detection_loss(z, t, loss="hinge")
     with pytest.raises(ValueError, match="`targets`"):
         detection_loss(z, t[0])
 
@@ -151,15 +152,16 @@ def test_penalties_add_to_the_loss_and_round_trip():
 
 
 def test_training_validation_and_held_out_streams_are_separate_and_held_out_decides_nothing():
-    from jaxconv.lab._fit import VALIDATION_IMAGES, VALIDATION_STREAM
-    from jaxconv.lab._metrics import EVAL_STREAM, held_out_key
-    from jaxconv.lab._train import TRAIN_STREAM, training_batch
+    from jaxconv.lab._fit import VALIDATION_IMAGES
+    from jaxconv.lab._metrics import held_out_key
+    from jaxconv.lab._streams import STREAMS, stream
+    from jaxconv.lab._train import training_batch
 
-    assert len({TRAIN_STREAM, VALIDATION_STREAM, EVAL_STREAM}) == 3
+    assert len({STREAMS["train"], STREAMS["validation"], STREAMS["held_out"]}) == 3
     config = TrainConfig(SMALL, batch_size=4, seed=0)
     state = init_state(config)
     train_images = [np.asarray(training_batch(config, jax.random.fold_in(state.key, s))[0]) for s in range(3)]
-    validation_key = jax.random.fold_in(jax.random.key(0), VALIDATION_STREAM)
+    validation_key = stream(0, "validation")
     validation = dataclasses.replace(config, batch_size=VALIDATION_IMAGES)
     validation_images = np.asarray(training_batch(validation, validation_key)[0])
     held_out_images = np.asarray(SMALL.sample(held_out_key(0, 0), 4).images)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv._checks import fail
+from jaxconv._checks import check_number, fail
 
 Pattern = tuple[tuple[float, ...], ...]
 
@@ -44,10 +44,11 @@ class Sample(NamedTuple):
 
     Attributes:
       images: ``[B, H, W, 1]`` float32.
-      targets: ``[B, Ho, Wo]`` float32, ``Ho = H - PH + 1``, ``Wo = W - PW + 1``: 1 where a pattern's
-        top-left corner is (binary: every exact occurrence, planted or accidental; gaussian: the planted ones).
-      positions: ``[B, max_instances, 2]`` int32, the planted top-left corners ``(row, col)``; unused slots
-        are ``-1``.
+      targets: ``[B, Ho, Wo]`` float32 for one pattern, ``[B, Ho, Wo, K]`` for K > 1 (``Ho = H - PH + 1``,
+        ``Wo = W - PW + 1``, ``PH x PW`` the common window): 1 where a copy of the pattern (``k``) has its
+        top-left corner (binary: every exact occurrence, planted or accidental; gaussian: the planted ones).
+      positions: ``[B, K * max_instances, 2]`` int32, the planted top-left corners ``(row, col)``, slot ``s``
+        holding a copy of pattern ``s // max_instances``; unused slots are ``-1``.
     """
 
     images: jax.Array
@@ -60,7 +61,8 @@ class TaskValues(NamedTuple):
     in them share one compile; see :meth:`PlantedPatternTask.skeleton`).
 
     Attributes:
-      pattern: ``[PH, PW]`` float32.
+      pattern: ``[PH, PW]`` float32 for one pattern; ``[K, PH, PW]`` (:attr:`PlantedPatternTask.templates`)
+        for K > 1.
       density: ``[]`` float32.
       noise_std: ``[]`` float32.
       amplitude: ``[]`` float32.
@@ -76,20 +78,33 @@ def _fail(argument: str, allowed: str, given: Any, error: type[Exception] = Valu
     return fail("PlantedPatternTask", argument, allowed, given, error)
 
 
-def _as_pattern(pattern: Any) -> Pattern:
+def _as_pattern(pattern: Any, argument: str = "pattern") -> Pattern:
     if isinstance(pattern, str):
         if pattern not in PATTERNS:
-            raise _fail("pattern", f"a 2-D array or one of the names {tuple(PATTERNS)}", pattern)
+            raise _fail(argument, f"a 2-D array or one of the names {tuple(PATTERNS)}", pattern)
         pattern = PATTERNS[pattern]
     try:
         array = np.asarray(pattern, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise _fail("pattern", "a 2-D array of numbers or a name from PATTERNS", pattern, TypeError) from err
+        raise _fail(argument, "a 2-D array of numbers or a name from PATTERNS", pattern, TypeError) from err
     if array.ndim != 2 or array.size == 0:
-        raise _fail("pattern", "a non-empty 2-D array", f"shape {array.shape}")
+        raise _fail(argument, "a non-empty 2-D array", f"shape {array.shape}")
     if not np.all(np.isfinite(array)):
-        raise _fail("pattern", "finite", array.tolist())
+        raise _fail(argument, "finite", array.tolist())
     return tuple(tuple(float(v) for v in row) for row in array)
+
+
+def _as_patterns(pattern: Any, patterns: Any) -> tuple[Pattern, ...]:
+    """The task's patterns from its two fields, exactly one of which may be given (neither: ``"seed"``)."""
+    if pattern is not None and patterns is not None:
+        raise _fail("patterns", "None when `pattern` is given (give exactly one of them)", patterns)
+    if patterns is None:
+        return (_as_pattern("seed" if pattern is None else pattern),)
+    if isinstance(patterns, (str, np.ndarray)) or not isinstance(patterns, (tuple, list)):
+        raise _fail("patterns", "a tuple of K >= 1 patterns (names or 2-D arrays)", patterns, TypeError)
+    if not patterns:
+        raise _fail("patterns", "a tuple of K >= 1 patterns (names or 2-D arrays)", patterns)
+    return tuple(_as_pattern(p, "patterns") for p in patterns)
 
 
 def _as_pair(name: str, value: Any, low: int) -> tuple[int, int]:
@@ -107,34 +122,52 @@ def _as_pair(name: str, value: Any, low: int) -> tuple[int, int]:
 
 
 def _as_float(name: str, value: Any, allowed: str, ok: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise _fail(name, allowed, value, TypeError)
-    if not (np.isfinite(value) and ok(float(value))):
-        raise _fail(name, allowed, value)
-    return float(value)
+    return check_number("PlantedPatternTask", name, value, allowed=allowed, ok=ok)
+
+
+def _check_shape(argument: str, pattern: Pattern, background: str) -> None:
+    if background == "binary" and not all(v in (0.0, 1.0) for row in pattern for v in row):
+        raise _fail(argument, "made of 0s and 1s on a binary background", pattern)
+    constant = all(v == pattern[0][0] for row in pattern for v in row)
+    if constant and not (background == "binary" and pattern[0][0] == 1.0):
+        raise _fail(
+            argument,
+            "non-constant, or all 1s on a binary background (any other constant pattern has no shape to detect)",
+            [list(row) for row in pattern],
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class PlantedPatternTask:
-    """Images with ``instances`` non-overlapping copies of ``pattern`` planted at uniformly random places.
+    """Images with ``instances`` non-overlapping copies of each of K >= 1 patterns planted at random places.
+
+    Give ``pattern`` (one pattern, K = 1) or ``patterns`` (K of them), not both; with neither, the pattern is
+    ``"seed"``. The K patterns share one window, the *common* shape ``(PH, PW) = (max PH_k, max PW_k)``: a smaller
+    pattern sits at its top-left, and the rest of the window (its padding) is not part of it — a binary
+    background keeps its own pixels there, and an exact occurrence of the pattern is decided on the pattern's own
+    pixels only. Targets, logits and the kernel live on that common window (``Ho = H - PH + 1``), so an occurrence
+    of a smaller pattern whose window would cross the image's bottom or right edge is not a target.
 
     Args:
-      pattern: a 2-D array-like ``[PH, PW]`` or a name from :data:`PATTERNS`; stored as a tuple of
+      pattern: one pattern: a 2-D array-like ``[PH, PW]`` or a name from :data:`PATTERNS`; stored as a tuple of
         float rows. With a binary background its values must be 0 or 1, at least one of them 1 (all 1s is a
         solid block, which has a place to be found); otherwise it must be non-constant.
-      image_shape: ``(H, W)`` (or one int), at least the pattern's size.
-      instances: ``(min, max)`` planted copies per image (or one int), ``0 <= min <= max``; the count is
-        uniform in that range. ``max`` must fit without overlap wherever earlier copies landed:
-        ``(max - 1) * (2PH - 1) * (2PW - 1) < Ho * Wo``.
-      background: ``"binary"`` (each pixel is 1 with probability ``density``, the pattern pasted over it) or
-        ``"gaussian"`` (white noise of std ``noise_std`` with ``amplitude * pattern`` added at each copy).
+      image_shape: ``(H, W)`` (or one int), at least the (common) pattern shape.
+      instances: ``(min, max)`` planted copies *of each pattern* per image (or one int), ``0 <= min <= max``; the
+        count is uniform in that range, drawn per pattern. All ``K * max`` copies must fit without overlap wherever
+        the earlier ones landed: ``(K * max - 1) * (2PH - 1) * (2PW - 1) < Ho * Wo``.
+      background: ``"binary"`` (each pixel is 1 with probability ``density``, the pattern's pixels pasted over it)
+        or ``"gaussian"`` (white noise of std ``noise_std`` with ``amplitude * pattern`` added at each copy).
       density: binary background's probability of a 1, in ``[0, 1]``.
       noise_std: gaussian background's std, ``> 0``.
       amplitude: gaussian background's pattern amplitude, ``> 0``.
+      patterns: ``K >= 1`` patterns, each as ``pattern``, in a tuple (stored unpadded, each a tuple of float
+        rows; with K = 1 the task is stored as ``pattern=`` and equals the one made that way).
 
     Raises:
       ValueError: an invalid value (pattern bigger than the image, empty or constant pattern, more instances
-        than fit, a density outside ``[0, 1]``, a negative noise, a non-binary pattern on a binary background...).
+        than fit, a density outside ``[0, 1]``, a negative noise, a non-binary pattern on a binary background,
+        both ``pattern`` and ``patterns``...).
       TypeError: an argument of the wrong type.
 
     Examples:
@@ -152,51 +185,57 @@ class PlantedPatternTask:
       Traceback (most recent call last):
       ...
       ValueError: PlantedPatternTask: `image_shape` must be at least the pattern's shape (1, 2); got (1, 1)
+
+      Three patterns (a 2x3 one padded to the common 3x3 window): targets and positions get a pattern axis.
+
+      >>> task = jaxconv.PlantedPatternTask(patterns=("hedge", "vedge", "ring"), image_shape=16, instances=1)
+      >>> task.num_patterns, task.pattern_shape, task.output_shape
+      (3, (3, 3), (14, 14))
+      >>> images, targets, positions = task.sample(jax.random.key(0), 4)
+      >>> images.shape, targets.shape, positions.shape
+      ((4, 16, 16, 1), (4, 14, 14, 3), (4, 3, 2))
     """
 
-    pattern: Any = "seed"
+    pattern: Any = None
     image_shape: Any = (32, 32)
     instances: Any = (1, 3)
     background: str = "binary"
     density: float = 0.3
     noise_std: float = 1.0
     amplitude: float = 1.0
+    patterns: Any = None
 
     def __post_init__(self) -> None:
-        pattern = _as_pattern(self.pattern)
+        patterns = _as_patterns(self.pattern, self.patterns)
+        argument = "pattern" if len(patterns) == 1 else "patterns"
         image_shape = _as_pair("image_shape", self.image_shape, 1)
-        ph, pw = len(pattern), len(pattern[0])
+        ph, pw = max(len(p) for p in patterns), max(len(p[0]) for p in patterns)
         if image_shape[0] < ph or image_shape[1] < pw:
-            raise _fail("image_shape", f"at least the pattern's shape {(ph, pw)}", image_shape)
+            raise _fail("image_shape", f"at least the {argument[:7]}'s shape {(ph, pw)}", image_shape)
         instances = _as_pair("instances", self.instances, 0)
         if instances[0] > instances[1]:
             raise _fail("instances", "a pair (min, max) with min <= max", instances)
         ho, wo = image_shape[0] - ph + 1, image_shape[1] - pw + 1
-        blocked = (2 * ph - 1) * (2 * pw - 1)
-        if (instances[1] - 1) * blocked >= ho * wo:
-            fit = (ho * wo - 1) // blocked + 1
+        blocked, k = (2 * ph - 1) * (2 * pw - 1), len(patterns)
+        if (k * instances[1] - 1) * blocked >= ho * wo:
+            fit = ((ho * wo - 1) // blocked + 1) // k
             raise _fail(
                 "instances",
-                f"at most {fit} for a {ph}x{pw} pattern in a {image_shape[0]}x{image_shape[1]} image "
+                f"at most {fit} for {f'a {ph}x{pw} pattern' if k == 1 else f'{k} patterns in a {ph}x{pw} window'} "
+                f"in a {image_shape[0]}x{image_shape[1]} image "
                 "(so that every copy fits without overlap wherever the earlier ones landed)",
                 instances,
             )
         if not isinstance(self.background, str) or self.background not in BACKGROUNDS:
             raise _fail("background", f"one of {BACKGROUNDS}", self.background)
-        if self.background == "binary" and not all(v in (0.0, 1.0) for row in pattern for v in row):
-            raise _fail("pattern", "made of 0s and 1s on a binary background", pattern)
-        constant = all(v == pattern[0][0] for row in pattern for v in row)
-        if constant and not (self.background == "binary" and pattern[0][0] == 1.0):
-            raise _fail(
-                "pattern",
-                "non-constant, or all 1s on a binary background (any other constant pattern has no shape to detect)",
-                [list(row) for row in pattern],
-            )
+        for p in patterns:
+            _check_shape(argument, p, self.background)
         density = _as_float("density", self.density, "a number in [0, 1]", lambda v: 0 <= v <= 1)
         noise_std = _as_float("noise_std", self.noise_std, "a number > 0", lambda v: v > 0)
         amplitude = _as_float("amplitude", self.amplitude, "a number > 0", lambda v: v > 0)
         for name, value in [
-            ("pattern", pattern),
+            ("pattern", patterns[0] if k == 1 else None),
+            ("patterns", None if k == 1 else patterns),
             ("image_shape", image_shape),
             ("instances", instances),
             ("density", density),
@@ -206,19 +245,58 @@ class PlantedPatternTask:
             object.__setattr__(self, name, value)
 
     @property
+    def all_patterns(self) -> tuple[Pattern, ...]:
+        """The K patterns, unpadded (``(pattern,)`` for K = 1)."""
+        return (self.pattern,) if self.patterns is None else self.patterns
+
+    @property
+    def num_patterns(self) -> int:
+        """K, the number of patterns."""
+        return len(self.all_patterns)
+
+    @property
+    def pattern_shape(self) -> tuple[int, int]:
+        """``(PH, PW)``: the common window of the patterns (for K = 1, the pattern's shape)."""
+        return max(len(p) for p in self.all_patterns), max(len(p[0]) for p in self.all_patterns)
+
+    @property
     def pattern_array(self) -> np.ndarray:
-        """The pattern as a ``[PH, PW]`` float32 NumPy array."""
+        """The pattern as a ``[PH, PW]`` float32 NumPy array (K = 1; for any K see :attr:`templates`).
+
+        Raises:
+          ValueError: the task has K > 1 patterns.
+        """
+        if self.pattern is None:
+            raise ValueError(
+                f"PlantedPatternTask.pattern_array: the task has {self.num_patterns} patterns; use `templates`"
+            )
         return np.asarray(self.pattern, dtype=np.float32)
+
+    @property
+    def templates(self) -> np.ndarray:
+        """``[K, PH, PW]`` float32: each pattern padded with zeros at the bottom/right to the common window."""
+        out = np.zeros((self.num_patterns, *self.pattern_shape), np.float32)
+        for k, p in enumerate(self.all_patterns):
+            out[k, : len(p), : len(p[0])] = np.asarray(p, np.float32)
+        return out
+
+    @property
+    def masks(self) -> np.ndarray:
+        """``[K, PH, PW]`` bool: which pixels of the common window belong to each pattern (all, for K = 1)."""
+        out = np.zeros((self.num_patterns, *self.pattern_shape), bool)
+        for k, p in enumerate(self.all_patterns):
+            out[k, : len(p), : len(p[0])] = True
+        return out
 
     @property
     def output_shape(self) -> tuple[int, int]:
         """``(Ho, Wo)``: the VALID positions of a pattern-sized window, where targets live."""
-        ph, pw = self.pattern_array.shape
+        ph, pw = self.pattern_shape
         return self.image_shape[0] - ph + 1, self.image_shape[1] - pw + 1
 
     def skeleton(self) -> PlantedPatternTask:
-        """The task's static structure with placeholder numbers: equal for every task of the same pattern shape,
-        image shape, instances and background, whatever the pattern's contents, density, noise or amplitude.
+        """The task's static structure with placeholder numbers: equal for every task of the same pattern shapes,
+        image shape, instances and background, whatever the patterns' contents, density, noise or amplitude.
 
         A jitted function that takes ``(task.skeleton(), task.values())`` — the first static, the second traced —
         compiles once for all those tasks. ``skeleton().sample_with(key, B, values())`` equals ``sample(key, B)``.
@@ -230,15 +308,16 @@ class PlantedPatternTask:
           >>> a.skeleton() == b.skeleton(), a.skeleton().pattern
           (True, ((1.0, 0.0), (0.0, 0.0)))
         """
-        ph, pw = self.pattern_array.shape
-        placeholder = tuple(tuple(float(i == j == 0) for j in range(pw)) for i in range(ph))
-        return dataclasses.replace(self, pattern=placeholder, density=0.5, noise_std=1.0, amplitude=1.0)
+        placeholders = tuple(
+            tuple(tuple(float(i == j == 0) for j in range(len(p[0]))) for i in range(len(p))) for p in self.all_patterns
+        )
+        shapes = dict(pattern=placeholders[0]) if self.patterns is None else dict(patterns=placeholders)
+        return dataclasses.replace(self, **shapes, density=0.5, noise_std=1.0, amplitude=1.0)
 
     def values(self) -> TaskValues:
         """The numbers that :meth:`skeleton` leaves out, as NumPy float32 arrays (see :class:`TaskValues`)."""
-        return TaskValues(
-            self.pattern_array, np.float32(self.density), np.float32(self.noise_std), np.float32(self.amplitude)
-        )
+        pattern = self.pattern_array if self.patterns is None else self.templates
+        return TaskValues(pattern, np.float32(self.density), np.float32(self.noise_std), np.float32(self.amplitude))
 
     def sample_with(self, key: jax.Array, batch_size: int, values: TaskValues) -> Sample:
         """:meth:`sample` with the task's numbers taken from ``values`` (arrays, may be traced) instead of
@@ -255,8 +334,10 @@ class PlantedPatternTask:
         return jax.vmap(lambda k: self._sample_one(k, values))(jax.random.split(key, batch_size))
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict that ``PlantedPatternTask(**d)`` turns back into an equal task."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """A JSON-ready dict that ``PlantedPatternTask(**d)`` turns back into an equal task (``pattern`` for
+        K = 1, ``patterns`` for K > 1: the field left ``None`` is left out)."""
+        left_out = "patterns" if self.patterns is None else "pattern"
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != left_out}
 
     def sample(self, key: jax.Array, batch_size: int) -> Sample:
         """Draws ``batch_size`` images with their target maps; pure, jittable and vmappable.
@@ -266,7 +347,8 @@ class PlantedPatternTask:
           batch_size: ``B >= 1``, a Python int.
 
         Returns:
-          A :class:`Sample` ``(images [B,H,W,1], targets [B,Ho,Wo], positions [B,max_instances,2])``.
+          A :class:`Sample` ``(images [B,H,W,1], targets [B,Ho,Wo] (K = 1) or [B,Ho,Wo,K],
+          positions [B,K*max_instances,2])``.
 
         Raises:
           ValueError: ``batch_size`` is not a positive int.
@@ -291,36 +373,37 @@ class PlantedPatternTask:
         return _sample(self.skeleton(), key, int(batch_size), self.values())
 
     def _sample_one(self, key: jax.Array, values: TaskValues) -> Sample:
-        pattern = jnp.asarray(values.pattern, jnp.float32)
-        ph, pw = pattern.shape
+        k = self.num_patterns
+        (ph, pw), masks = self.pattern_shape, self.masks
+        patterns = jnp.asarray(values.pattern, jnp.float32).reshape(k, ph, pw)
         (h, w), (ho, wo) = self.image_shape, self.output_shape
         lo, hi = self.instances
-        # One draw of random bits for everything (one threefry call keeps the compile small): the count, the
+        # One draw of random bits for everything (one threefry call keeps the compile small): the counts, the
         # background, and per slot a random score per position: the best-scored free one is uniform among them.
+        # Slot s holds a copy of pattern s // hi.
         k_count, k_rest = jax.random.split(key)
-        count = jax.random.randint(k_count, (), lo, hi + 1)
+        counts = jax.random.randint(k_count, (k,), lo, hi + 1)
         if self.background == "binary":
-            noise = jax.random.uniform(k_rest, (h * w + hi * ho * wo,), jnp.float32)
+            noise = jax.random.uniform(k_rest, (h * w + k * hi * ho * wo,), jnp.float32)
             image = (noise[: h * w] < values.density).astype(jnp.float32).reshape(h, w)
         else:
-            noise = jax.random.normal(k_rest, (h * w + hi * ho * wo,), jnp.float32)
+            noise = jax.random.normal(k_rest, (h * w + k * hi * ho * wo,), jnp.float32)
             image = values.noise_std * noise[: h * w].reshape(h, w)
         # Any continuous noise ranks the free positions in a uniformly random order; argmax picks the first.
-        slot_noise = noise[h * w :].reshape(hi, ho * wo)
+        slot_noise = noise[h * w :].reshape(k * hi, ho * wo)
+        which = np.arange(k * hi) // max(hi, 1)
 
         rows, cols = jnp.arange(ho)[:, None], jnp.arange(wo)[None, :]
 
-        def place(
-            carry: tuple[jax.Array, jax.Array], slot: tuple[jax.Array, jax.Array]
-        ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        def place(carry: tuple[jax.Array, jax.Array], slot: tuple[Any, ...]) -> tuple[Any, jax.Array]:
             image, free = carry
-            index, scores = slot
-            active = index < count
+            index, scores, pattern, mask, kind = slot
+            active = index % max(hi, 1) < counts[kind]
             flat = jnp.argmax(jnp.where(free.reshape(-1), scores, -jnp.inf))
             i, j = flat // wo, flat % wo
             current = lax.dynamic_slice(image, (i, j), (ph, pw))
             if self.background == "binary":
-                pasted = pattern
+                pasted = jnp.where(mask, pattern, current)
             else:
                 pasted = current + values.amplitude * pattern
             image = lax.dynamic_update_slice(image, jnp.where(active, pasted, current), (i, j))
@@ -330,18 +413,20 @@ class PlantedPatternTask:
             return (image, free), position
 
         free = jnp.ones((ho, wo), bool)
-        (image, _), positions = lax.scan(place, (image, free), (jnp.arange(hi), slot_noise))
-        positions = positions.reshape(hi, 2)
+        slots = (jnp.arange(k * hi), slot_noise, patterns[which], jnp.asarray(masks[which]), jnp.asarray(which))
+        (image, _), positions = lax.scan(place, (image, free), slots)
+        positions = positions.reshape(k * hi, 2)
 
         if self.background == "binary":
-            targets = exact_matches(image, pattern)
+            targets = _exact_targets(image, patterns, masks)
         else:
             active = positions[:, 0] >= 0
-            targets = (
-                jnp.zeros((ho, wo), jnp.float32)
-                .at[jnp.where(active, positions[:, 0], ho), jnp.where(active, positions[:, 1], wo)]
-                .set(1.0, mode="drop")
-            )
+            at = (jnp.where(active, positions[:, 0], ho), jnp.where(active, positions[:, 1], wo))
+            if k == 1:
+                targets = jnp.zeros((ho, wo), jnp.float32).at[at].set(1.0, mode="drop")
+            else:
+                index = at + (jnp.asarray(which),)
+                targets = jnp.zeros((ho, wo, k), jnp.float32).at[index].set(1.0, mode="drop")
         return Sample(image[:, :, None], targets, positions)
 
 
@@ -350,22 +435,45 @@ def _sample(task: PlantedPatternTask, key: jax.Array, batch_size: int, values: T
     return task.sample_with(key, batch_size, values)
 
 
-def exact_matches(image: jax.Array, pattern: jax.Array) -> jax.Array:
-    """``[H - PH + 1, W - PW + 1]`` float32: 1 where the ``[H, W]`` image holds ``pattern [PH, PW]`` exactly."""
+def exact_matches(image: jax.Array, pattern: jax.Array, mask: np.ndarray | None = None) -> jax.Array:
+    """``[H - PH + 1, W - PW + 1]`` float32: 1 where the ``[H, W]`` image holds ``pattern [PH, PW]`` exactly.
+
+    With ``mask`` (``[PH, PW]`` bool, concrete), only the pixels where it is true must match (a smaller pattern
+    padded to a common window: the padding is not part of it).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxconv.lab._data import exact_matches
+      >>> image = jnp.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+      >>> exact_matches(image, jnp.array([[1.0, 1.0], [0.0, 0.0]])).tolist()
+      [[0.0, 0.0]]
+      >>> top_row = np.array([[True, True], [False, False]])
+      >>> exact_matches(image, jnp.array([[1.0, 1.0], [0.0, 0.0]]), mask=top_row).tolist()
+      [[1.0, 0.0]]
+    """
     ph, pw = pattern.shape
     ho, wo = image.shape[0] - ph + 1, image.shape[1] - pw + 1
     match = jnp.ones((ho, wo), bool)
     for a in range(ph):
         for b in range(pw):
-            match &= image[a : a + ho, b : b + wo] == pattern[a, b]
+            if mask is None or mask[a, b]:
+                match &= image[a : a + ho, b : b + wo] == pattern[a, b]
     return match.astype(jnp.float32)
+
+
+def _exact_targets(image: jax.Array, patterns: jax.Array, masks: np.ndarray) -> jax.Array:
+    """Every exact occurrence of each pattern ``[K, PH, PW]``: ``[Ho, Wo]`` for K = 1, else ``[Ho, Wo, K]``."""
+    if len(masks) == 1:
+        return exact_matches(image, patterns[0])
+    return jnp.stack([exact_matches(image, patterns[k], masks[k]) for k in range(len(masks))], axis=-1)
 
 
 def plant_near_misses(
     task: PlantedPatternTask, key: jax.Array, batch: Sample, count: int, values: TaskValues
 ) -> Sample:
-    """Pastes ``count`` near misses — copies of the pattern with one random pixel flipped — into every image of a
-    binary-background batch, clear of the planted copies where there is room, and recomputes the targets.
+    """Pastes ``count`` near misses of each pattern — copies of it with one random pixel (of its own) flipped —
+    into every image of a binary-background batch, clear of the planted copies where there is room, and
+    recomputes the targets.
 
     Near misses are the negatives that decide a binary detector's threshold, and random images almost never
     hold them. They are also enough: a linear detector of the pattern's size that fires on the pattern and on
@@ -376,13 +484,14 @@ def plant_near_misses(
       task: a binary-background :class:`PlantedPatternTask` (static; usually a :meth:`~PlantedPatternTask.skeleton`).
       key: a PRNG key.
       batch: a :class:`Sample` of ``task``.
-      count: near misses per image, a Python int ``>= 0``, each at a random place clear of the planted copies
-        (in a small image with no such place: anywhere, possibly over a planted copy, which the targets then
-        no longer hold).
+      count: near misses of each pattern per image, a Python int ``>= 0``, each at a random place clear of the
+        planted copies (in a small image with no such place: anywhere, possibly over a planted copy, which the
+        targets then no longer hold).
       values: the task's :class:`TaskValues`.
 
     Returns:
-      The :class:`Sample` with the near misses pasted in, its ``targets`` recomputed (every exact occurrence);
+      The :class:`Sample` with the near misses pasted in, its ``targets`` recomputed (every exact occurrence of
+      each pattern);
       ``positions`` (the planted copies) unchanged.
 
     Examples:
@@ -397,10 +506,16 @@ def plant_near_misses(
     """
     if task.background != "binary":
         raise ValueError(f"plant_near_misses: `task` must have a binary background; got {task.background!r}")
-    pattern = jnp.asarray(values.pattern, jnp.float32)
-    ph, pw = pattern.shape
+    k = task.num_patterns
+    (ph, pw), masks = task.pattern_shape, task.masks
+    patterns = jnp.asarray(values.pattern, jnp.float32).reshape(k, ph, pw)
     ho, wo = task.output_shape
     rows, cols = jnp.arange(ho)[:, None], jnp.arange(wo)[None, :]
+    # Near miss s is of pattern s // count; its flipped pixel is the n-th of that pattern's own pixels.
+    which = np.arange(k * count) // max(count, 1)
+    sizes = masks.reshape(k, -1).sum(-1)
+    rank = (np.cumsum(masks.reshape(k, -1), axis=-1) - 1).reshape(k, ph, pw)
+    maxval = int(sizes[0]) if k == 1 else jnp.asarray(sizes[which])
 
     def one(key: jax.Array, image: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
         image = image[:, :, 0]
@@ -408,18 +523,21 @@ def plant_near_misses(
         for i, j in positions:  # planted copies (slots of -1 are unused)
             free &= (i < 0) | (jnp.abs(rows - i) >= ph) | (jnp.abs(cols - j) >= pw)
         k_where, k_pixel = jax.random.split(key)
-        scores = jax.random.uniform(k_where, (count, ho * wo))
-        pixels = jax.random.randint(k_pixel, (count,), 0, ph * pw)
+        scores = jax.random.uniform(k_where, (k * count, ho * wo))
+        pixels = jax.random.randint(k_pixel, (k * count,), 0, maxval)
 
-        def paste(image: jax.Array, slot: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
-            score, pixel = slot
+        def paste(image: jax.Array, slot: tuple[jax.Array, ...]) -> tuple[jax.Array, None]:
+            score, pixel, pattern, mask, rank = slot
             flat = jnp.argmax(score + free.reshape(-1))  # a free place if there is one
             i, j = flat // wo, flat % wo
-            flipped = (jnp.arange(ph * pw) == pixel).reshape(ph, pw)
-            return lax.dynamic_update_slice(image, jnp.where(flipped, 1 - pattern, pattern), (i, j)), None
+            flipped = mask & (rank == pixel)
+            current = lax.dynamic_slice(image, (i, j), (ph, pw))
+            pasted = jnp.where(mask, jnp.where(flipped, 1 - pattern, pattern), current)
+            return lax.dynamic_update_slice(image, pasted, (i, j)), None
 
-        image, _ = lax.scan(paste, image, (scores, pixels))
-        return image[:, :, None], exact_matches(image, pattern)
+        slots = (scores, pixels, patterns[which], jnp.asarray(masks[which]), jnp.asarray(rank[which]))
+        image, _ = lax.scan(paste, image, slots)
+        return image[:, :, None], _exact_targets(image, patterns, masks)
 
     keys = jax.random.split(key, batch.images.shape[0])
     images, targets = jax.vmap(one)(keys, batch.images, batch.positions)

@@ -1,7 +1,8 @@
-"""The detector: one kernel and a bias, its logit map, and the loss that trains it.
+"""The detector: one kernel and a bias per pattern, its logit map, and the loss that trains it.
 
 Decision rule, everywhere in jaxconv: the logit map is ``conv2d(image, kernel) + bias`` (VALID, NHWC,
-kernel HWIO ``[KH, KW, 1, 1]``), and a detection at output ``(i, j)`` means logit ``> 0`` there.
+kernel HWIO ``[KH, KW, 1, K]``: one output channel per pattern), and a detection of pattern ``k`` at output
+``(i, j)`` means logit ``> 0`` there. For one pattern (K = 1) the channel axis is dropped: ``[B, Ho, Wo]``.
 """
 
 from __future__ import annotations
@@ -12,30 +13,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._checks import fail
+from jaxconv._checks import check_int, fail
 from jaxconv.conv._conv import conv2d
 
 Params = dict[str, jax.Array]
-"""``{"kernel": [KH, KW, 1, 1] (HWIO), "bias": [1]}``."""
+"""``{"kernel": [KH, KW, 1, K] (HWIO), "bias": [K]}``, K the number of patterns."""
 
-Loss = Literal["hard_negative", "balanced", "bce"]
+Loss = Literal["hard_negative", "balanced", "bce", "mse"]
 LOSSES: tuple[str, ...] = get_args(Loss)
 
 HARD_NEGATIVES_PER_POSITIVE = 3
 
 
-def init_params(key: jax.Array, kernel_shape: tuple[int, int]) -> Params:
-    """A random kernel (normal, std ``1 / sqrt(KH * KW)``) and a zero bias.
+def init_params(key: jax.Array, kernel_shape: tuple[int, int], num_patterns: int = 1) -> Params:
+    """A random kernel (normal, std ``1 / sqrt(KH * KW)``) and a zero bias, one of each per pattern.
 
     Args:
       key: a PRNG key.
       kernel_shape: ``(KH, KW)``.
+      num_patterns: ``K >= 1``, the output channels.
 
     Returns:
-      ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``, float32.
+      ``{"kernel": [KH, KW, 1, K], "bias": [K]}``, float32.
 
     Raises:
-      ValueError: ``kernel_shape`` is not a pair of ints ``>= 1``.
+      ValueError: ``kernel_shape`` is not a pair of ints ``>= 1``; ``num_patterns < 1``.
+      TypeError: ``num_patterns`` is not an int.
 
     Examples:
       >>> import jax
@@ -45,8 +48,9 @@ def init_params(key: jax.Array, kernel_shape: tuple[int, int]) -> Params:
       ((2, 3, 1, 1), [0.0])
     """
     kh, kw = check_kernel_shape(kernel_shape)
-    kernel = jax.random.normal(key, (kh, kw, 1, 1), jnp.float32) / np.sqrt(kh * kw)
-    return {"kernel": kernel, "bias": jnp.zeros((1,), jnp.float32)}
+    k = check_int("init_params", "num_patterns", num_patterns, low=1)
+    kernel = jax.random.normal(key, (kh, kw, 1, k), jnp.float32) / np.sqrt(kh * kw)
+    return {"kernel": kernel, "bias": jnp.zeros((k,), jnp.float32)}
 
 
 def check_kernel_shape(
@@ -74,11 +78,12 @@ def logit_map(params: Params, images: jax.typing.ArrayLike) -> jax.Array:
     """The detector's logits ``conv2d(images, kernel) + bias`` over VALID positions.
 
     Args:
-      params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
+      params: ``{"kernel": [KH, KW, 1, K], "bias": [K]}``.
       images: ``[B, H, W, 1]``.
 
     Returns:
-      ``[B, H - KH + 1, W - KW + 1]``; a detection is a logit ``> 0``.
+      ``[B, H - KH + 1, W - KW + 1]`` for K = 1, ``[B, H - KH + 1, W - KW + 1, K]`` for K > 1; a detection is a
+      logit ``> 0``.
 
     Raises:
       ValueError: shapes that ``conv2d`` rejects (the message names the argument).
@@ -90,10 +95,13 @@ def logit_map(params: Params, images: jax.typing.ArrayLike) -> jax.Array:
       >>> logit_map(params, jnp.array([[1.0, 0.0, 1.0]]).reshape(1, 1, 3, 1))
       Array([[[ 0.5, -1.5]]], dtype=float32)
     """
-    return conv2d(images, params["kernel"], params["bias"])[..., 0]
+    logits = conv2d(images, params["kernel"], params["bias"])
+    return logits[..., 0] if logits.shape[-1] == 1 else logits
 
 
-def crop_targets(targets: jax.Array, pattern_shape: tuple[int, int], kernel_shape: tuple[int, int]) -> jax.Array:
+def crop_targets(
+    targets: jax.Array, pattern_shape: tuple[int, int], kernel_shape: tuple[int, int], *, per_pattern: bool = False
+) -> jax.Array:
     """Targets ``[..., Ho, Wo]`` (pattern top-left corners) re-indexed to a possibly larger kernel's outputs.
 
     A ``KH x KW`` kernel's output ``(i, j)`` is responsible for the pattern whose top-left corner is at
@@ -104,9 +112,10 @@ def crop_targets(targets: jax.Array, pattern_shape: tuple[int, int], kernel_shap
       targets: ``[..., H - PH + 1, W - PW + 1]``.
       pattern_shape: ``(PH, PW)``.
       kernel_shape: ``(KH, KW)``, at least ``(PH, PW)``.
+      per_pattern: the targets are ``[..., Ho, Wo, K]`` (one map per pattern, K > 1), cropped alike.
 
     Returns:
-      ``[..., H - KH + 1, W - KW + 1]``.
+      ``[..., H - KH + 1, W - KW + 1]`` (``[..., H - KH + 1, W - KW + 1, K]`` with ``per_pattern``).
 
     Raises:
       ValueError: the kernel is smaller than the pattern.
@@ -122,12 +131,19 @@ def crop_targets(targets: jax.Array, pattern_shape: tuple[int, int], kernel_shap
     dh, dw = kh - pattern_shape[0], kw - pattern_shape[1]
     if dh == dw == 0:
         return targets
-    ho, wo = targets.shape[-2] - dh, targets.shape[-1] - dw
-    return targets[..., dh // 2 : dh // 2 + ho, dw // 2 : dw // 2 + wo]
+    last = 1 if per_pattern else 0
+    ho, wo = targets.shape[-2 - last] - dh, targets.shape[-1 - last] - dw
+    window = (slice(dh // 2, dh // 2 + ho), slice(dw // 2, dw // 2 + wo))
+    index = (Ellipsis,) + window + (slice(None),) * last
+    return targets[index]
 
 
 def detection_loss(
-    logits: jax.typing.ArrayLike, targets: jax.typing.ArrayLike, *, loss: str = "hard_negative"
+    logits: jax.typing.ArrayLike,
+    targets: jax.typing.ArrayLike,
+    *,
+    loss: str = "hard_negative",
+    per_pattern: bool = False,
 ) -> jax.Array:
     """Binary cross-entropy of a logit map against a 0/1 target map, with the class imbalance handled.
 
@@ -139,11 +155,19 @@ def detection_loss(
     (false alarms) until the kernel's scale has grown a lot. ``"hard_negative"`` (the default, SSD-style
     hard-negative mining) keeps the positives' mean but averages the negatives' loss over only the
     ``3 * P`` largest (``P`` positives in the batch, at least 1): the near misses, which decide the threshold.
+    ``"mse"`` is not a detection loss but least-squares regression of the logit map onto the 0/1 target map,
+    ``mean((z - t)^2)`` (its natural threshold is 0.5, not 0): the loss whose optimum has a closed form
+    (:func:`jaxconv.least_squares_kernel`).
+
+    With ``per_pattern``, the last axis indexes K patterns, and the loss is the mean over ``k`` of each
+    pattern's loss on ``logits[..., k]`` against ``targets[..., k]``: each pattern's negatives include the
+    other patterns' positions, so a kernel that fires on another pattern is penalised.
 
     Args:
-      logits: ``[...]``.
+      logits: ``[...]`` (``[..., K]`` with ``per_pattern``).
       targets: same shape, 0 or 1.
       loss: one of :data:`LOSSES`.
+      per_pattern: average the loss over the last axis' K patterns, each taken alone.
 
     Returns:
       A scalar.
@@ -158,6 +182,9 @@ def detection_loss(
       >>> t = jnp.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
       >>> [round(float(detection_loss(z, t, loss=name)), 4) for name in ("hard_negative", "balanced", "bce")]
       [0.3247, 0.2193, 0.2852]
+      >>> two = jnp.stack([z, -z], axis=-1), jnp.stack([t, 1 - t], axis=-1)
+      >>> bool(detection_loss(*two, per_pattern=True) == (detection_loss(z, t) + detection_loss(-z, 1 - t)) / 2)
+      True
     """
     if loss not in LOSSES:
         raise ValueError(f"`loss` must be one of {LOSSES}; got {loss!r}")
@@ -165,6 +192,16 @@ def detection_loss(
     targets = jnp.asarray(targets, logits.dtype)
     if logits.shape != targets.shape:
         raise ValueError(f"`targets` must have the logits' shape {logits.shape}; got {targets.shape}")
+    if per_pattern:
+        if logits.ndim < 1:
+            raise ValueError("`logits` must have a last axis of K patterns with `per_pattern`; got a scalar")
+        return jnp.mean(jax.vmap(lambda z, t: _one_loss(z, t, loss), in_axes=(-1, -1))(logits, targets))
+    return _one_loss(logits, targets, loss)
+
+
+def _one_loss(logits: jax.Array, targets: jax.Array, loss: str) -> jax.Array:
+    if loss == "mse":
+        return jnp.mean((logits - targets) ** 2)
     on, off = jax.nn.softplus(-logits), jax.nn.softplus(logits)
     if loss == "bce":
         return jnp.mean(targets * on + (1 - targets) * off)

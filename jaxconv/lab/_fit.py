@@ -20,6 +20,7 @@ from jaxconv.lab._data import PlantedPatternTask, TaskValues
 from jaxconv.lab._detector import Params, crop_targets, logit_map
 from jaxconv.lab._metrics import average_precision, evaluate
 from jaxconv.lab._preempt import Preempted, StopSignals, peer_errors, restore_shared
+from jaxconv.lab._streams import stream
 from jaxconv.lab._train import (
     StepConfig,
     TrainConfig,
@@ -32,9 +33,6 @@ from jaxconv.lab._train import (
     training_batch,
 )
 
-VALIDATION_STREAM = 3
-"""The validation draw of a run with seed ``s`` comes from ``fold_in(key(s), VALIDATION_STREAM)``: neither the
-training stream (``fold_in(key(s), 1)``) nor the held-out one (``fold_in(key(eval_seed), 2)``)."""
 VALIDATION_IMAGES = 256
 """Images in the validation draw (with near misses pasted in, as in training)."""
 CHECK_EVERY = 50
@@ -58,7 +56,7 @@ class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
     Attributes:
-      params: the learned ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
+      params: the learned ``{"kernel": [KH, KW, 1, K], "bias": [K]}`` (K: the task's patterns).
       history: one ``{"step": s, "loss": l}`` per step (``s`` counts from 1; ``l`` is ``None`` for a step
         skipped because its loss or gradient was not finite), including steps run before a resume.
       metrics: :func:`evaluate`'s dict on the held-out images (empty when ``eval_images == 0``).
@@ -104,7 +102,9 @@ def _validation_logits(
     params: Params, config: StepConfig, key: jax.Array, values: TaskValues
 ) -> tuple[jax.Array, jax.Array]:
     images, targets = training_batch(config, key, values)
-    return logit_map(params, images), crop_targets(targets, config.task.pattern_array.shape, config.kernel_shape)
+    per_pattern = config.task.num_patterns > 1
+    targets = crop_targets(targets, config.task.pattern_shape, config.kernel_shape, per_pattern=per_pattern)
+    return logit_map(params, images), targets
 
 
 def _best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -123,20 +123,24 @@ def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
     """Scores ``params`` on the run's validation draw and, where it separates it, calibrates the bias.
 
     The draw: :data:`VALIDATION_IMAGES` images of the task with ``config.near_misses`` near misses pasted into
-    each (binary backgrounds), from ``fold_in(key(config.seed), VALIDATION_STREAM)`` — a stream that neither
-    training nor the held-out evaluation uses. On a binary background, when every positive's logit exceeds
-    every negative's, ``bias_shift`` puts the threshold midway between the two (the widest margin this kernel
-    allows), which leaves no validation error. On a gaussian background, where nothing separates, it puts the
-    threshold where the validation F1 is largest. :func:`fit` applies it when training stops.
+    each (binary backgrounds), from ``stream(config.seed, "validation")`` — a stream that neither training nor
+    the held-out evaluation uses (see :mod:`jaxconv.lab._streams`). On a binary background, when every
+    positive's logit exceeds every negative's, ``bias_shift`` puts the threshold midway between the two (the
+    widest margin this kernel allows), which leaves no validation error. On a gaussian background, where
+    nothing separates, it puts the threshold where the validation F1 is largest. :func:`fit` applies it when
+    training stops. With K > 1 patterns, each kernel is checked (and calibrated) against its own pattern's
+    targets, the other patterns' positions among its negatives.
 
     Args:
-      params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
+      params: ``{"kernel": [KH, KW, 1, K], "bias": [K]}``.
       config: the run's :class:`TrainConfig`.
 
     Returns:
       ``{"errors": false alarms + misses at logit > 0 after the shift, "bias_shift", "min_positive",
       "max_negative", "average_precision"}`` (logits before calibration; ``None`` where there are none; the
-      average precision only on a gaussian background, where it decides when to stop).
+      average precision only on a gaussian background, where it decides when to stop). For K > 1: ``errors``
+      summed over the patterns, ``bias_shift``, ``min_positive`` and ``max_negative`` lists of K, and
+      ``average_precision`` the mean of the K patterns' (or ``None``).
 
     Examples:
       >>> import jaxconv
@@ -148,19 +152,33 @@ def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
       >>> check["average_precision"] is None
       True
     """
-    key = jax.random.fold_in(jax.random.key(config.seed), VALIDATION_STREAM)
+    key = stream(config.seed, "validation")
     static = config.step._replace(batch_size=VALIDATION_IMAGES)
     z, t = (np.asarray(a, np.float64) for a in _validation_logits(params, static, key, config.task.values()))
+    binary = config.task.background == "binary"
+    if config.task.num_patterns == 1:
+        return _check_one(z, t, binary)
+    checks = [_check_one(z[..., k], t[..., k], binary) for k in range(config.task.num_patterns)]
+    aps = [c["average_precision"] for c in checks]
+    return {
+        "errors": sum(c["errors"] for c in checks),
+        **{name: [c[name] for c in checks] for name in ("bias_shift", "min_positive", "max_negative")},
+        "average_precision": None if any(ap is None for ap in aps) else float(np.mean(aps)),
+    }
+
+
+def _check_one(z: np.ndarray, t: np.ndarray, binary: bool) -> dict[str, Any]:
+    """:func:`validation_check` of one kernel's logits ``z`` against its targets ``t`` (same shape)."""
     positive, negative = z[t > 0.5], z[t <= 0.5]
     low = float(positive.min()) if positive.size else None
     high = float(negative.max()) if negative.size else None
     shift = 0.0
-    if config.task.background == "binary" and low is not None and high is not None and low > high:
+    if binary and low is not None and high is not None and low > high:
         shift = -(low + high) / 2 if low + high else 0.0
-    elif config.task.background != "binary" and positive.size:
+    elif not binary and positive.size:
         shift = -_best_f1_threshold(z.reshape(-1), t.reshape(-1) > 0.5)
     errors = int(np.sum(positive + shift <= 0) + np.sum(negative + shift > 0))
-    ap = None if config.task.background == "binary" or not positive.size else average_precision(z, t)
+    ap = None if binary or not positive.size else average_precision(z, t)
     return {"errors": errors, "bias_shift": shift, "min_positive": low, "max_negative": high, "average_precision": ap}
 
 
@@ -342,8 +360,9 @@ def fit(
                 best = score if best is None else max(best, score)
                 plateau = stale >= PATIENCE and step_now >= GAUSSIAN_MIN_STEPS
                 finished = check["errors"] == 0 or (task.background != "binary" and plateau)
-                if check["bias_shift"] and (finished or step_now == steps):
-                    params_now = dict(state.params, bias=state.params["bias"] + np.float32(check["bias_shift"]))
+                shift = np.asarray(check["bias_shift"], np.float32)  # [] for one pattern, [K] for K
+                if shift.any() and (finished or step_now == steps):
+                    params_now = dict(state.params, bias=state.params["bias"] + shift)
                     state = state._replace(params=params_now)
                 validation = {**check, "checks": checks, "stopped_at": step_now}
             path = None
@@ -384,7 +403,6 @@ __all__ = [
     "batch_mesh",
     "fit",
     "validation_check",
-    "VALIDATION_STREAM",
     "VALIDATION_IMAGES",
     "CHECK_EVERY",
     "AUTO_MAX_STEPS",

@@ -1,8 +1,8 @@
 """Judging a detector: counts at logit > 0, average precision, kernel cosine, and the optimum to beat.
 
 :func:`evaluate` scores any ``{"kernel", "bias"}`` detector on held-out images: they come from PRNG stream
-:data:`EVAL_STREAM`, which training never draws from. :func:`matched_filter` is the optimal linear detector
-for a task, in the same format, so every learned detector can be shown beside it.
+``"held_out"`` (:mod:`jaxconv.lab._streams`), which training never draws from. :func:`matched_filter` is the
+optimal linear detector for a task, in the same format, so every learned detector can be shown beside it.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxconv._checks import check_int
 from jaxconv.lab._data import PlantedPatternTask, TaskValues
 from jaxconv.lab._detector import Params, check_kernel_shape, crop_targets, logit_map
-
-EVAL_STREAM = 2
-"""Held-out images for ``evaluate(..., seed=s)`` come from ``fold_in(key(s), EVAL_STREAM)``."""
+from jaxconv.lab._streams import stream
 
 _EVAL_CHUNK = 250
 
@@ -170,13 +169,18 @@ def matched_filter(task: PlantedPatternTask, kernel_shape: tuple[int, int] | Non
     ``-A^2 |p|^2 / (2 s^2) + log(pi / (1 - pi))`` (``pi``: the prior share of positive positions), so logit > 0
     is the MAP decision at each position taken alone.
 
+    With K > 1 patterns: each pattern's own matched filter, side by side (kernel ``k`` has zeros on pattern
+    ``k``'s padding, so on a binary background it fires on exactly the exact occurrences of pattern ``k``).
+    Each is optimal for its pattern against the background alone — not against the *other* patterns, which
+    it may fire on (a ring holds a hedge's ones).
+
     Args:
       task: the :class:`PlantedPatternTask`.
       kernel_shape: ``(KH, KW)`` to embed the template in (centred, zeros around), as a larger learned
-        kernel would be; default the pattern's shape.
+        kernel would be; default the (common) pattern shape.
 
     Returns:
-      ``{"kernel": [KH, KW, 1, 1], "bias": [1]}`` float32.
+      ``{"kernel": [KH, KW, 1, K], "bias": [K]}`` float32.
 
     Raises:
       TypeError: ``task`` is not a :class:`PlantedPatternTask`.
@@ -188,25 +192,30 @@ def matched_filter(task: PlantedPatternTask, kernel_shape: tuple[int, int] | Non
       >>> mf["kernel"][:, :, 0, 0], mf["bias"]
       (Array([[ 1.,  1., -1.],
              [ 1., -1., -1.]], dtype=float32), Array([-2.5], dtype=float32))
+      >>> mf = jaxconv.matched_filter(jaxconv.PlantedPatternTask(patterns=("vedge", "hedge")))
+      >>> mf["kernel"][:, :, 0, 1].tolist(), mf["bias"].tolist()
+      ([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0], [0.0, 0.0, 0.0]], [-2.5, -2.5])
     """
     if not isinstance(task, PlantedPatternTask):
         raise TypeError(f"`task` must be a PlantedPatternTask; got {type(task).__name__}")
-    p = task.pattern_array.astype(np.float64)
-    ph, pw = p.shape
+    ph, pw = task.pattern_shape
     kh, kw = check_kernel_shape((ph, pw) if kernel_shape is None else kernel_shape, (ph, pw))
-    if task.background == "binary":
-        template, bias = 2 * p - 1, 0.5 - p.sum()
-    else:
-        ho, wo = task.output_shape
-        prior = (sum(task.instances) / 2) / (ho * wo)
-        prior = min(max(prior, 1e-9), 1 - 1e-9)
-        var = task.noise_std**2
-        template = task.amplitude * p / var
-        bias = -(task.amplitude**2) * np.sum(p * p) / (2 * var) + math.log(prior / (1 - prior))
-    kernel = np.zeros((kh, kw), np.float64)
-    a, b = (kh - ph) // 2, (kw - pw) // 2
-    kernel[a : a + ph, b : b + pw] = template
-    return {"kernel": jnp.asarray(kernel[:, :, None, None], jnp.float32), "bias": jnp.asarray([bias], jnp.float32)}
+    kernel = np.zeros((kh, kw, 1, task.num_patterns), np.float64)
+    biases = []
+    for k, (p, mask) in enumerate(zip(task.templates.astype(np.float64), task.masks, strict=True)):
+        if task.background == "binary":
+            template, bias = np.where(mask, 2 * p - 1, 0.0), 0.5 - p.sum()
+        else:
+            ho, wo = task.output_shape
+            prior = (sum(task.instances) / 2) / (ho * wo)
+            prior = min(max(prior, 1e-9), 1 - 1e-9)
+            var = task.noise_std**2
+            template = task.amplitude * p / var
+            bias = -(task.amplitude**2) * np.sum(p * p) / (2 * var) + math.log(prior / (1 - prior))
+        a, b = (kh - ph) // 2, (kw - pw) // 2
+        kernel[a : a + ph, b : b + pw, 0, k] = template
+        biases.append(bias)
+    return {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(biases, jnp.float32)}
 
 
 def worst_case(params: Params, pattern: jax.typing.ArrayLike) -> dict[str, Any]:
@@ -239,7 +248,7 @@ def worst_case(params: Params, pattern: jax.typing.ArrayLike) -> dict[str, Any]:
       >>> worst_case(jaxconv.matched_filter(task, (3, 3)), task.pattern_array)["perfect"]
       True
     """
-    params = _check_params(params)
+    params = _check_params(params, 1)
     w = np.asarray(params["kernel"], np.float64)[:, :, 0, 0]
     b = float(params["bias"][0])
     p = np.asarray(pattern, np.float64)
@@ -268,13 +277,13 @@ def _skeleton_scores(
 ) -> tuple[jax.Array, ...]:
     batch = task.sample_with(key, num_images, values)
     kh, kw = params["kernel"].shape[:2]
-    targets = crop_targets(batch.targets, task.pattern_array.shape, (kh, kw))
+    targets = crop_targets(batch.targets, task.pattern_shape, (kh, kw), per_pattern=task.num_patterns > 1)
     return batch.images, logit_map(params, batch.images), targets
 
 
 def held_out_key(seed: int, chunk: int) -> jax.Array:
     """The key of held-out chunk ``chunk`` (of ``250`` images) for ``evaluate(..., seed=seed)``."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EVAL_STREAM), chunk)
+    return jax.random.fold_in(stream(seed, "held_out"), chunk)
 
 
 def held_out_scores(
@@ -284,22 +293,25 @@ def held_out_scores(
     scores chunks ``0, 1, ...`` of 250 images each), with their logits.
 
     Returns:
-      ``(images [N, H, W, 1], logits [N, Ho', Wo'], targets [N, Ho', Wo'])`` as NumPy arrays, targets
-      re-indexed to the kernel's outputs.
+      ``(images [N, H, W, 1], logits [N, Ho', Wo'], targets [N, Ho', Wo'])`` as NumPy arrays (with a last axis
+      of K for K > 1 patterns), targets re-indexed to the kernel's outputs.
     """
     if not 1 <= num_images <= _EVAL_CHUNK:
         raise ValueError(f"`num_images` must be in [1, {_EVAL_CHUNK}]; got {num_images!r}")
-    images, logits, targets = _scores(_check_params(params), task, held_out_key(seed, chunk), _EVAL_CHUNK)
+    params = _check_params(params, task.num_patterns)
+    images, logits, targets = _scores(params, task, held_out_key(seed, chunk), _EVAL_CHUNK)
     return tuple(np.asarray(x[:num_images]) for x in (images, logits, targets))  # type: ignore[return-value]
 
 
-def _check_params(params: Any) -> Params:
+def _check_params(params: Any, k: int) -> Params:
+    """``params`` as float32 arrays, checked to hold one kernel and bias for each of ``k`` patterns."""
     if not isinstance(params, dict) or set(params) != {"kernel", "bias"}:
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise TypeError(f"`params` must be a dict with keys 'kernel' and 'bias'; got {got}")
     kernel, bias = jnp.asarray(params["kernel"], jnp.float32), jnp.asarray(params["bias"], jnp.float32)
-    if kernel.ndim != 4 or kernel.shape[2:] != (1, 1) or bias.shape != (1,):
-        raise ValueError(f"`params` must hold kernel [KH, KW, 1, 1] and bias [1]; got {kernel.shape} and {bias.shape}")
+    if kernel.ndim != 4 or kernel.shape[2:] != (1, k) or bias.shape != (k,):
+        want = "[KH, KW, 1, 1] and bias [1]" if k == 1 else f"[KH, KW, 1, {k}] and bias [{k}] (one per pattern)"
+        raise ValueError(f"`params` must hold kernel {want}; got {kernel.shape} and {bias.shape}")
     return {"kernel": kernel, "bias": bias}
 
 
@@ -307,18 +319,24 @@ def evaluate(params: Params, task: PlantedPatternTask, *, num_images: int = 1000
     """Scores a detector on ``num_images`` held-out images of ``task``.
 
     Counts are taken at the decision rule (logit > 0) over every VALID output position; an empty
-    denominator counts as 1.0 (nothing to get wrong), except F1 = ``2TP / (2TP + FP + FN)``.
+    denominator counts as 1.0 (nothing to get wrong), except F1 = ``2TP / (2TP + FP + FN)``. With K > 1
+    patterns, kernel ``k`` is scored against pattern ``k``'s targets (the other patterns' copies are among its
+    negatives), and a confusion matrix says which kernel fires on which pattern.
 
     Args:
-      params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``, ``KH x KW`` at least the pattern's shape.
+      params: ``{"kernel": [KH, KW, 1, K], "bias": [K]}``, ``KH x KW`` at least the (common) pattern shape.
       task: the :class:`PlantedPatternTask`.
       num_images: ``>= 1`` held-out images (drawn in chunks of 250: the first images do not depend on
-        ``num_images``).
+        ``num_images``; the same images for every K).
       seed: picks the held-out set; images come from a stream training never uses.
 
     Returns:
       A dict: ``precision``, ``recall``, ``f1``, ``average_precision`` (over all positions, threshold-free),
-      ``kernel_cosine``, and the counts ``tp``, ``fp``, ``fn``, ``positions``, ``num_images``.
+      ``kernel_cosine``, and the counts ``tp``, ``fp``, ``fn``, ``positions``, ``num_images``. For K > 1 each
+      of the first eight is a list over the K kernels (``kernel_cosine`` against the padded pattern), and
+      ``confusion`` ``[K, K + 1]`` is added: row ``k``, column ``j < K`` is the share of pattern ``j``'s target
+      positions at which kernel ``k`` fires (``nan`` if pattern ``j`` has none), column ``K`` the share of
+      positions holding no pattern at which it fires.
 
     Raises:
       TypeError: ``params`` or ``task`` of the wrong type.
@@ -330,22 +348,41 @@ def evaluate(params: Params, task: PlantedPatternTask, *, num_images: int = 1000
       >>> m = jaxconv.evaluate(jaxconv.matched_filter(task), task, num_images=20)
       >>> m["f1"], m["average_precision"], m["kernel_cosine"]
       (1.0, 1.0, 1.0)
+      >>> task = jaxconv.PlantedPatternTask(patterns=("hedge", "ring"), image_shape=12, instances=1)
+      >>> m = jaxconv.evaluate(jaxconv.matched_filter(task), task, num_images=20)
+      >>> m["f1"], [[round(v, 2) for v in row] for row in m["confusion"]]
+      ([1.0, 1.0], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     """
     if not isinstance(task, PlantedPatternTask):
         raise TypeError(f"`task` must be a PlantedPatternTask; got {type(task).__name__}")
-    params = _check_params(params)
-    check_kernel_shape(params["kernel"].shape[:2], task.pattern_array.shape)
-    if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 1:
-        raise ValueError(f"`num_images` must be an int >= 1; got {num_images!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"`seed` must be an int >= 0; got {seed!r}")
+    k = task.num_patterns
+    params = _check_params(params, k)
+    check_kernel_shape(params["kernel"].shape[:2], task.pattern_shape)
+    num_images = check_int("evaluate", "num_images", num_images, low=1)
+    seed = check_int("evaluate", "seed", seed, low=0)
     scores, labels = [], []
-    for chunk in range(-(-int(num_images) // _EVAL_CHUNK)):
-        _, chunk_scores, chunk_labels = _scores(params, task, held_out_key(int(seed), chunk), _EVAL_CHUNK)
+    for chunk in range(-(-num_images // _EVAL_CHUNK)):
+        _, chunk_scores, chunk_labels = _scores(params, task, held_out_key(seed, chunk), _EVAL_CHUNK)
         keep = min(_EVAL_CHUNK, num_images - chunk * _EVAL_CHUNK)
         scores.append(np.asarray(chunk_scores[:keep]))
         labels.append(np.asarray(chunk_labels[:keep]))
     z, t = np.concatenate(scores), np.concatenate(labels)
+    if k == 1:
+        return {**_detection(z, t, params["kernel"], task.pattern_array), "num_images": num_images}
+    each = [_detection(z[..., i], t[..., i], params["kernel"][..., i : i + 1], task.templates[i]) for i in range(k)]
+    out: dict[str, Any] = {name: [e[name] for e in each] for name in each[0]}
+    fired, truth = z > 0, t > 0.5
+    confusion = np.full((k, k + 1), math.nan)
+    for i in range(k):
+        for j in range(k):
+            if truth[..., j].any():
+                confusion[i, j] = fired[..., i][truth[..., j]].mean()
+        confusion[i, k] = fired[..., i][~truth.any(-1)].mean()
+    return {**out, "positions": int(t[..., 0].size), "confusion": confusion.tolist(), "num_images": num_images}
+
+
+def _detection(z: np.ndarray, t: np.ndarray, kernel: jax.Array, pattern: np.ndarray) -> dict[str, Any]:
+    """One kernel's counts at logit > 0, precision, recall, F1, AP and kernel cosine (logits ``z``, targets ``t``)."""
     detected, positive = z > 0, t > 0.5
     tp = int(np.sum(detected & positive))
     fp = int(np.sum(detected & ~positive))
@@ -355,17 +392,15 @@ def evaluate(params: Params, task: PlantedPatternTask, *, num_images: int = 1000
         "recall": tp / (tp + fn) if tp + fn else 1.0,
         "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
         "average_precision": average_precision(z, t),
-        "kernel_cosine": kernel_cosine(params["kernel"], task.pattern_array),
+        "kernel_cosine": kernel_cosine(kernel, pattern),
         "tp": tp,
         "fp": fp,
         "fn": fn,
         "positions": int(t.size),
-        "num_images": int(num_images),
     }
 
 
 __all__ = [
-    "EVAL_STREAM",
     "average_precision",
     "kernel_cosine",
     "kernel_placement",

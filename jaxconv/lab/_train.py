@@ -31,14 +31,13 @@ from jaxconv.lab._detector import (
     init_params,
     logit_map,
 )
+from jaxconv.lab._streams import NEAR_MISS_SUBSTREAM, stream
 
 Optimizer = Literal["adam", "adamw", "sgd", "momentum", "rmsprop"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 
-INIT_STREAM = 0
-"""``fold_in(key(seed), INIT_STREAM)`` draws the initial kernel."""
-TRAIN_STREAM = 1
-"""``fold_in(fold_in(key(seed), TRAIN_STREAM), step)`` draws step ``step``'s batch."""
+Batch = tuple[jax.Array, jax.Array]
+
 NEAR_MISSES = 2
 DEFAULT_LOSS = {"binary": "hard_negative", "gaussian": "balanced"}
 """The loss ``TrainConfig(loss=None)`` picks for each background."""
@@ -213,7 +212,7 @@ class TrainConfig:
             value = getattr(self, field.name)
             if allowed is not None and not (value is None and field.default is None):
                 object.__setattr__(self, field.name, allowed.check("TrainConfig", field.name, value))
-        pattern_shape = self.task.pattern_array.shape
+        pattern_shape = self.task.pattern_shape
         kernel_shape = pattern_shape if self.kernel_shape is None else self.kernel_shape
         object.__setattr__(self, "kernel_shape", check_kernel_shape(kernel_shape, pattern_shape, "TrainConfig"))
         if self.loss is None:
@@ -256,7 +255,7 @@ class TrainState(NamedTuple):
     """Everything that changes during training.
 
     Attributes:
-      params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
+      params: ``{"kernel": [KH, KW, 1, K], "bias": [K]}`` (K: the task's patterns).
       opt_state: the optimizer's state, wrapped by ``optax.apply_if_finite`` (it counts skipped steps).
       step: ``[]`` int32, steps taken so far.
       key: the data-stream key; step ``s`` uses ``fold_in(key, s)``.
@@ -288,16 +287,19 @@ def init_state(config: TrainConfig) -> TrainState:
     """
     if not isinstance(config, TrainConfig):
         raise fail("init_state", "config", "a TrainConfig", type(config).__name__, TypeError)
-    base = jax.random.key(config.seed)
-    params = init_params(jax.random.fold_in(base, INIT_STREAM), config.kernel_shape)
+    params = init_params(stream(config.seed, "init"), config.kernel_shape, config.task.num_patterns)
     opt_state = _guarded(make_optimizer(config.optimizer, config.learning_rate)).init(params)
-    return TrainState(params, opt_state, jnp.zeros((), jnp.int32), jax.random.fold_in(base, TRAIN_STREAM))
+    return TrainState(params, opt_state, jnp.zeros((), jnp.int32), stream(config.seed, "train"))
 
 
 def batch_loss(params: Params, config: StepConfig, images: jax.Array, targets: jax.Array) -> jax.Array:
-    """The training loss of ``params`` on one batch ``(images [B,H,W,1], targets [B,Ho,Wo])``, penalties included."""
-    targets = crop_targets(targets, config.task.pattern_array.shape, config.kernel_shape)
-    loss = detection_loss(logit_map(params, images), targets, loss=cast(str, config.loss))  # resolved on construction
+    """The training loss of ``params`` on one batch ``(images [B,H,W,1], targets [B,Ho,Wo] or [B,Ho,Wo,K])``,
+    penalties included; for K > 1 patterns, the mean of the K patterns' losses (``detection_loss(...,
+    per_pattern=True)``)."""
+    per_pattern = config.task.num_patterns > 1
+    targets = crop_targets(targets, config.task.pattern_shape, config.kernel_shape, per_pattern=per_pattern)
+    logits = logit_map(params, images)
+    loss = detection_loss(logits, targets, loss=cast(str, config.loss), per_pattern=per_pattern)  # loss: resolved
     if config.l1:
         loss = loss + config.l1 * jnp.sum(jnp.abs(params["kernel"]))
     if config.l2:
@@ -306,8 +308,8 @@ def batch_loss(params: Params, config: StepConfig, images: jax.Array, targets: j
 
 
 def training_batch(config: StepConfig, key: jax.Array, values: TaskValues | None = None) -> tuple[jax.Array, jax.Array]:
-    """One training batch ``(images [B, H, W, 1], targets [B, Ho, Wo])``: the task's images drawn from ``key``, with
-    ``config.near_misses`` near misses pasted into each on a binary background.
+    """One training batch ``(images [B, H, W, 1], targets [B, Ho, Wo] or [B, Ho, Wo, K])``: the task's images drawn
+    from ``key``, with ``config.near_misses`` near misses of each pattern pasted into each on a binary background.
 
     Args:
       config: the :class:`TrainConfig` (its task may be a skeleton when ``values`` are given).
@@ -318,15 +320,18 @@ def training_batch(config: StepConfig, key: jax.Array, values: TaskValues | None
     values = task.values() if values is None else values
     batch = task.sample_with(key, config.batch_size, values)
     if config.near_misses and task.background == "binary":
-        batch = plant_near_misses(task, jax.random.fold_in(key, 1), batch, config.near_misses, values)
+        batch = plant_near_misses(task, jax.random.fold_in(key, NEAR_MISS_SUBSTREAM), batch, config.near_misses, values)
     return batch.images, batch.targets
 
 
 def _one_step(
-    config: StepConfig, mesh: Mesh | None, values: TaskValues, state: TrainState, _: Any
+    config: StepConfig, mesh: Mesh | None, values: TaskValues, data: Batch | None, state: TrainState, _: Any
 ) -> tuple[TrainState, jax.Array]:
     optimizer = _guarded(make_optimizer(config.optimizer, config.learning_rate))
-    images, targets = training_batch(config, jax.random.fold_in(state.key, state.step), values)
+    if data is None:
+        images, targets = training_batch(config, jax.random.fold_in(state.key, state.step), values)
+    else:
+        images, targets = data
     if mesh is not None:
         # Data parallel: each device holds (and, threefry being partitionable, samples) B / D images; the
         # params are replicated, so XLA all-reduces the batch-mean gradient.
@@ -342,9 +347,9 @@ def _one_step(
 
 @functools.partial(jax.jit, static_argnames=("config", "num_steps", "mesh"))
 def _train_steps(
-    config: StepConfig, state: TrainState, num_steps: int, mesh: Mesh | None, values: TaskValues
+    config: StepConfig, state: TrainState, num_steps: int, mesh: Mesh | None, values: TaskValues, data: Batch | None
 ) -> tuple[TrainState, jax.Array]:
-    out = jax.lax.scan(functools.partial(_one_step, config, mesh, values), state, None, length=num_steps)
+    out = jax.lax.scan(functools.partial(_one_step, config, mesh, values, data), state, None, length=num_steps)
     if mesh is not None:  # every process can read the (replicated) state and losses
         out = jax.lax.with_sharding_constraint(out, NamedSharding(mesh, PartitionSpec()))
     return out
@@ -400,7 +405,12 @@ def replicate(state: TrainState, mesh: Mesh) -> TrainState:
 
 
 def train_steps(
-    config: TrainConfig, state: TrainState, num_steps: int, *, mesh: Mesh | None = None
+    config: TrainConfig,
+    state: TrainState,
+    num_steps: int,
+    *,
+    mesh: Mesh | None = None,
+    data: tuple[jax.typing.ArrayLike, jax.typing.ArrayLike] | None = None,
 ) -> tuple[TrainState, jax.Array]:
     """Advances ``state`` by ``num_steps`` optimizer steps in one jitted dispatch (a ``lax.scan``).
 
@@ -419,6 +429,9 @@ def train_steps(
       num_steps: ``>= 1`` (static).
       mesh: ``None`` (one device, as before) or a 1-D :class:`jax.sharding.Mesh` whose size ``D`` divides
         ``config.batch_size`` (static).
+      data: ``None`` (every step samples its batch from the task) or a fixed batch ``(images [N, H, W, 1],
+        targets [N, Ho, Wo] or [N, Ho, Wo, K])`` that every step trains on: full-batch gradient descent on a
+        fixed training set (``N`` need not be ``config.batch_size``; with a ``mesh``, ``D`` must divide it).
 
     Returns:
       ``(new_state, losses [num_steps])``.
@@ -443,9 +456,28 @@ def train_steps(
     if not isinstance(config, TrainConfig):
         raise fail("train_steps", "config", "a TrainConfig", type(config).__name__, TypeError)
     num_steps = Allowed("int", low=1).check("train_steps", "num_steps", num_steps)
+    if data is not None:
+        data = _check_data(config, data)
     if mesh is not None:
-        mesh = check_mesh(mesh, config.batch_size)
-    return _train_steps(config.step, state, num_steps, mesh, config.task.values())
+        mesh = check_mesh(mesh, config.batch_size if data is None else data[0].shape[0])
+    return _train_steps(config.step, state, num_steps, mesh, config.task.values(), data)
+
+
+def _check_data(config: TrainConfig, data: Any) -> Batch:
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise fail("train_steps", "data", "None or a pair (images, targets)", type(data).__name__, TypeError)
+    images, targets = jnp.asarray(data[0], jnp.float32), jnp.asarray(data[1], jnp.float32)
+    (h, w), (ho, wo), k = config.task.image_shape, config.task.output_shape, config.task.num_patterns
+    n = images.shape[0] if images.ndim else 0
+    want = ((n, h, w, 1), (n, ho, wo) if k == 1 else (n, ho, wo, k))
+    if n < 1 or (images.shape, targets.shape) != want:
+        raise fail(
+            "train_steps",
+            "data",
+            f"(images {want[0]}, targets {want[1]}) with N >= 1",
+            f"shapes {images.shape} and {targets.shape}",
+        )
+    return images, targets
 
 
 __all__ = [
