@@ -39,14 +39,7 @@ VALIDATION_IMAGES = 256
 CHECK_EVERY = 50
 """With ``steps="auto"``, the validation draw is scored every this many steps."""
 AUTO_MAX_STEPS = 3000
-"""With ``steps="auto"``, the cap on the number of steps."""
-PATIENCE = 4
-"""With ``steps="auto"`` on a gaussian background: stop after this many checks in a row that did not raise the
-validation draw's average precision by more than :data:`AP_TOLERANCE` over its best."""
-AP_TOLERANCE = 1e-3
-GAUSSIAN_MIN_STEPS = 1000
-"""With ``steps="auto"`` on a gaussian background: train at least this many steps (at a low SNR the validation
-AP is small and noisy, and an early plateau is not the end)."""
+"""With ``steps="auto"`` on a binary background, the cap on the number of steps."""
 
 
 class NonFiniteError(RuntimeError):
@@ -210,6 +203,7 @@ def fit(
     l1: float = 0.0,
     l2: float = 0.0,
     near_misses: int = NEAR_MISSES,
+    decay_steps: int | None = None,
     steps_per_dispatch: int = 100,
     eval_images: int = 1000,
     eval_seed: int = 0,
@@ -228,12 +222,12 @@ def fit(
     result is the same for every ``steps_per_dispatch`` — and for a run resumed from a checkpoint, however
     often it was interrupted.
 
-    With ``steps="auto"`` (the default) the run is checked every :data:`CHECK_EVERY` steps on a validation
-    draw (:func:`validation_check`) and stops as soon as the kernel separates it (the bias then calibrated to
-    the middle of the gap); on a gaussian background, where nothing separates, after :data:`PATIENCE` checks
-    without a better validation average precision (but not before :data:`GAUSSIAN_MIN_STEPS`); and at
-    :data:`AUTO_MAX_STEPS` at the latest. The held-out images that
-    ``metrics`` reports play no part in it.
+    With ``steps="auto"`` (the default), on a binary background, the run is checked every :data:`CHECK_EVERY`
+    steps on a validation draw (:func:`validation_check`) and stops as soon as the kernel separates it (the bias
+    then calibrated to the middle of the gap), at :data:`AUTO_MAX_STEPS` at the latest. On a gaussian
+    background, where nothing separates, it trains to the end of the learning-rate decay (``decay_steps``;
+    :data:`AUTO_MAX_STEPS` without one) and then moves the bias to where the validation draw's F1 is largest.
+    The held-out images that ``metrics`` reports play no part in it.
 
     Args:
       task: the :class:`PlantedPatternTask` (default: the seed pattern on 32x32 binary images).
@@ -249,6 +243,9 @@ def fit(
       l1: weight of an L1 penalty on the kernel (``l1 * sum |kernel|``), ``>= 0``.
       l2: weight of an L2 penalty on the kernel (``l2 * sum kernel^2``), ``>= 0``.
       near_misses: near misses pasted into each training image (binary backgrounds; see :class:`TrainConfig`).
+      decay_steps: ``None`` (the background's default: constant on binary, a cosine decay to 0 over
+        ``DEFAULT_DECAY_STEPS["gaussian"]`` steps on gaussian), 0 (constant) or the steps of a cosine decay of
+        the learning rate to 0 (see :class:`TrainConfig`).
       steps_per_dispatch: steps per jitted call, ``>= 1`` (does not change the result).
       eval_images: held-out images to score at the end (0: skip).
       eval_seed: picks the held-out images.
@@ -304,11 +301,15 @@ def fit(
         l1=l1,
         l2=l2,
         near_misses=near_misses,
+        decay_steps=decay_steps,
     )
     auto = isinstance(steps, str) and steps == "auto"
     if not auto and (isinstance(steps, (str, bool)) or not isinstance(steps, (int, np.integer)) or steps < 1):
         raise ValueError(f"`steps` must be 'auto' or an int >= 1; got {steps!r}")
-    steps = AUTO_MAX_STEPS if auto else int(steps)
+    separable = task.background == "binary"
+    if auto:  # binary: checked every CHECK_EVERY steps; gaussian: once, at the end of the decay
+        steps = config.decay_steps if config.decay_steps and not separable else AUTO_MAX_STEPS
+    steps = int(steps)
     per_dispatch = _check_int("steps_per_dispatch", steps_per_dispatch, 1)
     eval_images = _check_int("eval_images", eval_images, 0)
     checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 0)
@@ -339,14 +340,14 @@ def fit(
     # process agrees on, with a checkpoint written there.
     stop = StopSignals() if checkpoint_dir is not None else None
     validation: dict[str, Any] | None = None
-    best, stale, checks, finished = None, 0, 0, False
+    checks, finished = 0, False
     with stop or contextlib.nullcontext():
         while int(state.step) < steps and not finished:
             done = int(state.step)
             n = min(per_dispatch, steps - done)
             if checkpoint_every:
                 n = min(n, checkpoint_every - done % checkpoint_every)
-            if auto:
+            if auto and separable:
                 n = min(n, CHECK_EVERY - done % CHECK_EVERY)
             with peer_errors():
                 state, dispatch_losses = train_steps(config, state, n, mesh=mesh)
@@ -366,15 +367,10 @@ def fit(
                     f"or gradient ({total} skipped in all){where}"
                 )
             step_now = int(state.step)
-            if auto and (step_now % CHECK_EVERY == 0 or step_now == steps):
+            if auto and ((separable and step_now % CHECK_EVERY == 0) or step_now == steps):
                 check = validation_check(state.params, config)
                 checks += 1
-                # Binary: separable, so train until the draw is. Gaussian: until its AP stops improving.
-                score = -check["errors"] if check["average_precision"] is None else check["average_precision"]
-                stale = 0 if best is None or score > best + AP_TOLERANCE else stale + 1
-                best = score if best is None else max(best, score)
-                plateau = stale >= PATIENCE and step_now >= GAUSSIAN_MIN_STEPS
-                finished = check["errors"] == 0 or (task.background != "binary" and plateau)
+                finished = check["errors"] == 0 or not separable  # binary: train until the draw is separated
                 if check["bias_shift"] and (finished or step_now == steps):
                     params_now = dict(state.params, bias=state.params["bias"] + np.float32(check["bias_shift"]))
                     state = state._replace(params=params_now)
@@ -421,7 +417,4 @@ __all__ = [
     "VALIDATION_IMAGES",
     "CHECK_EVERY",
     "AUTO_MAX_STEPS",
-    "PATIENCE",
-    "AP_TOLERANCE",
-    "GAUSSIAN_MIN_STEPS",
 ]

@@ -29,23 +29,44 @@ INIT_STREAM = 0
 TRAIN_STREAM = 1
 """``fold_in(fold_in(key(seed), TRAIN_STREAM), step)`` draws step ``step``'s batch."""
 NEAR_MISSES = 2
+"""Default near misses pasted into each training image (binary backgrounds)."""
 DEFAULT_LOSS = {"binary": "hard_negative", "gaussian": "balanced"}
 """The loss ``TrainConfig(loss=None)`` picks for each background."""
-"""Default near misses pasted into each training image (binary backgrounds)."""
+DEFAULT_DECAY_STEPS = {"binary": 0, "gaussian": 1000}
+"""The learning-rate decay ``TrainConfig(decay_steps=None)`` picks for each background: none on a binary one
+(separable: training stops at the first separating kernel), a cosine decay to 0 over this many steps on a gaussian
+one (not separable: at a constant rate the kernel keeps wandering around the optimum with the batch noise)."""
 
 
-def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+def make_optimizer(name: str, learning_rate: float, decay_steps: int = 0) -> optax.GradientTransformation:
     """The optax optimizer called ``name`` (one of :data:`OPTIMIZERS`) at ``learning_rate``.
 
+    With ``decay_steps > 0`` the rate follows a cosine from ``learning_rate`` at step 0 down to 0 at step
+    ``decay_steps`` (``lr * (1 + cos(pi * s / decay_steps)) / 2``) and stays 0 after it; with 0 it is constant.
+
     Raises:
-      ValueError: an unknown ``name`` or a ``learning_rate`` that is not ``> 0``.
+      ValueError: an unknown ``name``, a ``learning_rate`` that is not ``> 0`` or a negative ``decay_steps``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxconv._train import make_optimizer
+      >>> opt = make_optimizer("sgd", 0.5, decay_steps=2)
+      >>> state, params = opt.init(jnp.zeros(1)), jnp.zeros(1)
+      >>> steps = []
+      >>> for _ in range(3):
+      ...     updates, state = opt.update(jnp.ones(1), state, params)
+      ...     steps.append(round(float(updates[0]), 4))
+      >>> steps
+      [-0.5, -0.25, -0.0]
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}; got {name!r}")
     _check_number("learning_rate", learning_rate, "a finite number > 0", lambda v: v > 0)
+    decay_steps = _check_int("decay_steps", decay_steps, 0)
+    rate = optax.cosine_decay_schedule(learning_rate, decay_steps) if decay_steps else learning_rate
     if name == "momentum":
-        return optax.sgd(learning_rate, momentum=0.9)
-    return getattr(optax, name)(learning_rate)
+        return optax.sgd(rate, momentum=0.9)
+    return getattr(optax, name)(rate)
 
 
 def _guarded(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -103,6 +124,9 @@ class TrainConfig:
       near_misses: on a binary background, copies of the pattern with one pixel flipped pasted into every
         training image (see :func:`jaxconv._data.plant_near_misses`), ``>= 0``: the negatives that decide the
         threshold, which random images almost never hold. Ignored on a gaussian background.
+      decay_steps: ``None`` for the background's default (:data:`DEFAULT_DECAY_STEPS`), 0 for a constant
+        learning rate, or ``N >= 1``: a cosine decay of the rate to 0 over the first ``N`` steps (see
+        :func:`make_optimizer`); ``fit(steps="auto")`` then trains ``N`` steps on a gaussian background.
 
     Raises:
       ValueError: a value that is not allowed (the message names the argument).
@@ -111,8 +135,8 @@ class TrainConfig:
     Examples:
       >>> import jaxconv
       >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed"))
-      >>> config.kernel_shape, config.optimizer, config.loss
-      ((2, 3), 'adam', 'hard_negative')
+      >>> config.kernel_shape, config.optimizer, config.loss, config.decay_steps
+      ((2, 3), 'adam', 'hard_negative', 0)
       >>> jaxconv.TrainConfig.from_dict(config.to_dict()) == config
       True
     """
@@ -127,6 +151,7 @@ class TrainConfig:
     l1: float = 0.0
     l2: float = 0.0
     near_misses: int = NEAR_MISSES
+    decay_steps: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, PlantedPatternTask):
@@ -137,7 +162,10 @@ class TrainConfig:
         object.__setattr__(self, "batch_size", _check_int("batch_size", self.batch_size, 1))
         object.__setattr__(self, "seed", _check_int("seed", self.seed, 0))
         object.__setattr__(self, "near_misses", _check_int("near_misses", self.near_misses, 0))
-        make_optimizer(self.optimizer, self.learning_rate)
+        if self.decay_steps is None:
+            object.__setattr__(self, "decay_steps", DEFAULT_DECAY_STEPS[self.task.background])
+        object.__setattr__(self, "decay_steps", _check_int("decay_steps", self.decay_steps, 0))
+        make_optimizer(self.optimizer, self.learning_rate, self.decay_steps)
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
         if self.loss is None:
             object.__setattr__(self, "loss", DEFAULT_LOSS[self.task.background])
@@ -157,9 +185,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The inverse of :meth:`to_dict` (a dict from before ``l1``, ``l2`` or ``near_misses`` existed gets them
-        as 0, as those runs trained)."""
-        data = {"l1": 0.0, "l2": 0.0, "near_misses": 0, **data}
+        """The inverse of :meth:`to_dict` (a dict from before ``l1``, ``l2``, ``near_misses`` or ``decay_steps``
+        existed gets them as 0, as those runs trained)."""
+        data = {"l1": 0.0, "l2": 0.0, "near_misses": 0, "decay_steps": 0, **data}
         data["task"] = PlantedPatternTask(**data["task"])
         data["kernel_shape"] = tuple(data["kernel_shape"])
         return cls(**data)
@@ -203,7 +231,7 @@ def init_state(config: TrainConfig) -> TrainState:
         raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}")
     base = jax.random.key(config.seed)
     params = init_params(jax.random.fold_in(base, INIT_STREAM), config.kernel_shape)
-    opt_state = _guarded(make_optimizer(config.optimizer, config.learning_rate)).init(params)
+    opt_state = _guarded(make_optimizer(config.optimizer, config.learning_rate, config.decay_steps)).init(params)
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32), jax.random.fold_in(base, TRAIN_STREAM))
 
 
@@ -240,7 +268,7 @@ def training_batch(
 def _one_step(
     config: TrainConfig, mesh: Mesh | None, values: TaskValues, state: TrainState, _: Any
 ) -> tuple[TrainState, jax.Array]:
-    optimizer = _guarded(make_optimizer(config.optimizer, config.learning_rate))
+    optimizer = _guarded(make_optimizer(config.optimizer, config.learning_rate, config.decay_steps))
     images, targets = training_batch(config, jax.random.fold_in(state.key, state.step), values)
     if mesh is not None:
         # Data parallel: each device holds (and, threefry being partitionable, samples) B / D images; the
@@ -377,6 +405,7 @@ __all__ = [
     "training_batch",
     "NEAR_MISSES",
     "DEFAULT_LOSS",
+    "DEFAULT_DECAY_STEPS",
     "nonfinite_steps",
     "check_mesh",
     "replicate",
