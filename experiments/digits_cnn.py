@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 import jaxconv
-from jaxconv import _report
+from jaxconv.evidence import _report
 
 
 def load_digits(seed: int, test_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxconv
-from jaxconv import _report
+from jaxconv.evidence import _report
 
 
 def shift_errors(kernel: jax.Array, images: jax.Array, shifts: np.ndarray) -> dict:

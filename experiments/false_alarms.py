@@ -12,7 +12,7 @@ Trains a detector on the usual task (planted copies), then runs it and the match
    "false alarms" = detections that are not exact occurrences (expected 0), "misses" = occurrences not detected.
 2. Gaussian background: white noise, so every detection is a false alarm. A linear detector's score on white noise is
    exactly ``N(b, s^2 |k|^2)`` per window, so its false-alarm rate at logit > 0 is ``Q(-b / (s |k|))``; for the
-   matched filter that is ``Q(t*)`` with ``t* = d'/2 + log((1 - pi)/pi) / d'`` (see :mod:`jaxconv._theory`). The
+   matched filter that is ``Q(t*)`` with ``t* = d'/2 + log((1 - pi)/pi) / d'`` (see :mod:`jaxconv.lab._theory`). The
    measured rate is compared with that prediction for both detectors.
 
 Writes ``results.json`` and ``false_alarms.png`` under ``--out``.
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxconv
-from jaxconv import _report
+from jaxconv.evidence import _report
 
 
 def _q(x: float) -> float:

@@ -6,7 +6,7 @@
 The hard set: the named "checker" (3x3) and the random 7x7 pattern of `gaussian_snr.py` (same --pattern-seed),
 on 32x32 white-noise images at 10 dB, where the old default fell short (the matched filter's AP near 0.5: a small
 error in the kernel's direction costs the most AP). For every run: the AP
-on the validation draw (`jaxconv._fit.validation_check`, the stream that picks the default) minus the matched
+on the validation draw (`jaxconv.lab._fit.validation_check`, the stream that picks the default) minus the matched
 filter's on the same draw, and on 1000 held-out images the AP gap and the kernel cosine to the pattern.
 
 The measurement of the cause (row "constant_1000", the old default's 1000 steps at the constant rate 0.1): the
@@ -40,9 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxconv
-from jaxconv import _report, _theory
-from jaxconv._fit import validation_check
-from jaxconv._metrics import kernel_cosine
+from jaxconv.evidence import _report
+from jaxconv.lab import _theory
+from jaxconv.lab._fit import validation_check
+from jaxconv.lab._metrics import kernel_cosine
 
 # The patterns of gaussian_snr.py, drawn by its own function (a script beside this one, not a package module).
 patterns = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "gaussian_snr.py"))["patterns"]

@@ -29,8 +29,9 @@ import jax
 import numpy as np
 
 import jaxconv
-from jaxconv import _report, _theory
-from jaxconv._fit import validation_check
+from jaxconv.evidence import _report
+from jaxconv.lab import _theory
+from jaxconv.lab._fit import validation_check
 
 AP_SLACK = 0.005
 COSINE_FLOOR = 0.95

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxconv
-from jaxconv import _report
+from jaxconv.evidence import _report
 
 
 def sources_for(loss_name: str, image: jax.Array, target: jax.Array, params: dict) -> tuple[jax.Array, dict]:

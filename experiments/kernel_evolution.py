@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 import jaxconv
-from jaxconv import _report
+from jaxconv.evidence import _report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 import jaxconv
-from jaxconv import _report
-from jaxconv._metrics import kernel_placement
 from jaxconv.cli import TRAIN_DEFAULTS, parse_steps
+from jaxconv.evidence import _report
+from jaxconv.lab._metrics import kernel_placement
 
 
 def show(ax: Any, kernel: np.ndarray, title: str) -> None:

@@ -7,7 +7,7 @@ When one side's padding exceeds the kernel's reach ``(K - 1) * d`` and the other
 convolution w.r.t. its input into one with negative low padding, which XLA:CPU computes wrongly
 (openxla/xla#48713: it reads outside the input buffer; #48715: under jit the algebraic simplifier also folds
 cropping pads into a convolution's window). jaxconv hands XLA only padding within the reach
-(``jaxconv._strategies.xla_padding``).
+(``jaxconv.conv._strategies.xla_padding``).
 
 For issue 10's two reproducers, a seeded random sweep of such paddings and a few controls within the reach, the
 input and kernel gradients of ``sum(conv * ct)`` in float32 from ``lax.conv_general_dilated`` and from
@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 
 import jaxconv
-from jaxconv import _bench, _report
+from jaxconv.evidence import _bench, _report
 
 # Relative error (max |error| / max |reference|) above which a float32 gradient counts as wrong: float32 rounding
 # of these small sums stays below 1e-5; the bug's errors are 0.3 to 1e19.
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "(openxla/xla#48713, #48715): keep jaxconv's workaround"
         if lax_wrong
         else "lax.conv_general_dilated's gradients were right on every case here: the installed XLA looks fixed, "
-        "and jaxconv's workaround (jaxconv._strategies.xla_padding) could be dropped"
+        "and jaxconv's workaround (jaxconv.conv._strategies.xla_padding) could be dropped"
     )
     results = {
         "config": {**vars(args), "out": out, "wrong_threshold": WRONG, "dtype": "float32"},

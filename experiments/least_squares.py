@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 import jaxconv
-from jaxconv import _report
+from jaxconv.evidence import _report
 
 
 def mse(params: dict, images: jax.Array, targets: jax.Array) -> jax.Array:

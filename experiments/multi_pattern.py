@@ -3,7 +3,7 @@
     python experiments/multi_pattern.py                      # hedge, vedge, cross, ring in noise: ~30 s
     python experiments/multi_pattern.py --channels 2 --patterns seed diagonal tee --out runs/multi
 
-A ``jaxconv._multi.MultiPatternTask`` plants 0-2 copies of each of K patterns (padded to a common 3x3) in
+A ``jaxconv.lab._multi.MultiPatternTask`` plants 0-2 copies of each of K patterns (padded to a common 3x3) in
 white Gaussian noise (optionally C channels: pattern k lives in channel k % C). ``multi_fit`` trains one
 ``[PH, PW, C, K]`` kernel — one ``conv2d`` with K outputs — from random weights, with the detection loss per
 output channel. Each kernel's negatives include the other patterns, so it has to learn to tell them apart.
@@ -26,8 +26,8 @@ import jax
 import numpy as np
 
 import jaxconv
-from jaxconv import _report
-from jaxconv._multi import MultiPatternTask, multi_evaluate, multi_fit, multi_matched_filter
+from jaxconv.evidence import _report
+from jaxconv.lab._multi import MultiPatternTask, multi_evaluate, multi_fit, multi_matched_filter
 
 
 def plot_kernels(path: str, task: MultiPatternTask, learned: Any, mf: Any, names: list[str]) -> None:

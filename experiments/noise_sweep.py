@@ -7,7 +7,7 @@ Gaussian backgrounds (noise std 1, the pattern planted at amplitude A). SNR (dB)
 ``10 log10(A^2 |p|^2 / s^2) = 20 log10(d')``: the pattern's energy over the per-pixel noise variance, which
 is the matched filter's output SNR; ``d' = A |p| / s``. At each SNR: ``fit`` on the train defaults for each
 seed, the matched filter (``jaxconv.matched_filter``) on the same held-out images, and the theory
-(``jaxconv._theory``): scores ``N(d', 1)`` at a planted position and ``N(0, 1)`` elsewhere — which ignores the
+(``jaxconv.lab._theory``): scores ``N(d', 1)`` at a planted position and ``N(0, 1)`` elsewhere — which ignores the
 windows that partly overlap a planted copy, so it is an optimistic bound — with AP from that ROC at the task's
 positive prevalence and F1 at the MAP threshold (the matched filter's logit > 0).
 
@@ -24,8 +24,9 @@ import time
 import numpy as np
 
 import jaxconv
-from jaxconv import _report, _theory
 from jaxconv.cli import TRAIN_DEFAULTS, parse_steps
+from jaxconv.evidence import _report
+from jaxconv.lab import _theory
 
 
 def plot(path: str, rows: list[dict], curve: dict, pattern: str) -> None:

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 import jaxconv
-from jaxconv import _report
+from jaxconv.evidence import _report
 
 SHAPES = [(h, w) for h in range(1, 8) for w in range(1, 8) if h * w > 1]
 

@@ -9,7 +9,7 @@ setting in which `fit(task, seed=5)` on the old defaults left false alarms. For 
 held-out counts (1000 images) and, to tell a wrong threshold from a wrong kernel, the held-out margin: the
 smallest logit of a true occurrence minus the largest logit elsewhere (> 0: some bias would make no error),
 the Hamming distance to the pattern of every false alarm's window, and the certificate of
-`jaxconv._metrics.worst_case`: whether the detector is right on every possible binary window (not a sample).
+`jaxconv.lab._metrics.worst_case`: whether the detector is right on every possible binary window (not a sample).
 
 Remedies (rows of the comparison):
   before            400 steps, no near misses, no validation (the old defaults)
@@ -30,8 +30,8 @@ import time
 import numpy as np
 
 import jaxconv
-from jaxconv import _report
-from jaxconv._metrics import _scores, held_out_key, worst_case
+from jaxconv.evidence import _report
+from jaxconv.lab._metrics import _scores, held_out_key, worst_case
 
 REMEDIES = {
     "before": {"steps": 400, "near_misses": 0},

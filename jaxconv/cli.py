@@ -1,7 +1,7 @@
 """The ``jaxconv`` command line.
 
 ``jaxconv train`` learns a kernel that detects a planted pattern and writes a run directory; ``jaxconv bench``
-times the convolution (:mod:`jaxconv._bench`). Every flag is
+times the convolution (:mod:`jaxconv.evidence._bench`). Every flag is
 checked by its argparse ``type=`` function or right after parsing, so bad input ends with exit status 2 and
 one line naming the flag — never a traceback.
 """
@@ -130,7 +130,7 @@ def parse_instances(text: str) -> tuple[int, int]:
 
 def parse_pattern(text: str) -> Any:
     """``--pattern``: a name from ``PATTERNS`` or rows of 0/1 digits separated by commas (``110,100``)."""
-    from jaxconv._data import PATTERNS
+    from jaxconv.lab._data import PATTERNS
 
     if text in PATTERNS:
         return text
@@ -153,10 +153,10 @@ def parse_address(text: str) -> str:
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from jaxconv._data import BACKGROUNDS
-    from jaxconv._detector import LOSSES
-    from jaxconv._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED
-    from jaxconv._train import OPTIMIZERS
+    from jaxconv.lab._data import BACKGROUNDS
+    from jaxconv.lab._detector import LOSSES
+    from jaxconv.lab._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED
+    from jaxconv.lab._train import OPTIMIZERS
 
     d = TRAIN_DEFAULTS
     task = parser.add_argument_group("task")
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _strategies(text: str) -> tuple[str, ...]:
-    from jaxconv._bench import JAXCONV_STRATEGIES
+    from jaxconv.evidence._bench import JAXCONV_STRATEGIES
 
     names = tuple(dict.fromkeys(text.split(",")))
     if not set(names) <= set(JAXCONV_STRATEGIES) or "auto" not in names:
@@ -261,7 +261,7 @@ def _strategies(text: str) -> tuple[str, ...]:
 
 
 def _add_bench(commands: argparse._SubParsersAction) -> None:
-    from jaxconv._bench import GRIDS, JAXCONV_STRATEGIES
+    from jaxconv.evidence._bench import GRIDS, JAXCONV_STRATEGIES
 
     bench = commands.add_parser(
         "bench",
@@ -293,7 +293,7 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Runs ``jaxconv bench`` with parsed ``args`` (``--only`` checked against the grid); returns the exit status."""
-    from jaxconv import _bench
+    from jaxconv.evidence import _bench
 
     fail = (getattr(args, "parser", None) or build_parser()).error
     size = len(_bench.grid_for(args.grid, args.quick))
@@ -336,10 +336,10 @@ def run_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     import jax
 
-    from jaxconv import _report
-    from jaxconv._data import PlantedPatternTask
-    from jaxconv._preempt import distributed_options
-    from jaxconv._train import TrainConfig
+    from jaxconv.evidence import _report
+    from jaxconv.lab._data import PlantedPatternTask
+    from jaxconv.lab._preempt import distributed_options
+    from jaxconv.lab._train import TrainConfig
 
     fail = getattr(args, "parser", None) or build_parser()
     fail = fail.error
@@ -381,7 +381,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError("argument --resume: needs --out DIR, the run directory to continue")
         devices = _train_devices(args.devices, args.coordinator is not None)
         if devices is not None:
-            from jaxconv._fit import batch_mesh
+            from jaxconv.lab._fit import batch_mesh
 
             batch_mesh(devices, config.batch_size)
         writer = args.coordinator is None or jax.process_index() == 0
@@ -391,7 +391,7 @@ def run_train(args: argparse.Namespace) -> int:
     checkpoint_dir = os.path.join(out, "checkpoints")
     import numpy as np
 
-    from jaxconv._checkpoint import list_checkpoints
+    from jaxconv.lab._checkpoint import list_checkpoints
 
     taken = writer and not args.resume and bool(list_checkpoints(checkpoint_dir))
     if jax.process_count() > 1:  # only process 0 sees OUT: the others learn its verdict rather than wait for it
@@ -404,9 +404,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from jaxconv._checkpoint import versions
-    from jaxconv._fit import fit
-    from jaxconv._metrics import evaluate, matched_filter
+    from jaxconv.lab._checkpoint import versions
+    from jaxconv.lab._fit import fit
+    from jaxconv.lab._metrics import evaluate, matched_filter
 
     run_config = {
         "train": config.to_dict(),
@@ -441,9 +441,9 @@ def run_train(args: argparse.Namespace) -> int:
         bar.clear()
         print(f"jaxconv train: warning: {message}", file=sys.stderr)
 
-    from jaxconv._checkpoint import CheckpointError
-    from jaxconv._fit import NonFiniteError
-    from jaxconv._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED, PeerLostError, Preempted
+    from jaxconv.lab._checkpoint import CheckpointError
+    from jaxconv.lab._fit import NonFiniteError
+    from jaxconv.lab._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED, PeerLostError, Preempted
 
     try:
         with bar, warnings.catch_warnings(), contextlib.ExitStack() as stack:

@@ -8,7 +8,7 @@ import pytest
 from reference import enable_x64, numpy_conv2d
 
 import jaxconv
-from jaxconv._conv import _conv_nhwc
+from jaxconv.conv._conv import _conv_nhwc
 
 STRATEGIES = ("window", "shift", "direct", "xla")
 

@@ -10,8 +10,9 @@ import random
 import numpy as np
 import pytest
 
-from jaxconv import _bench, cli
-from jaxconv._bench import Point
+from jaxconv import cli
+from jaxconv.evidence import _bench
+from jaxconv.evidence._bench import Point
 
 
 def _noise(rng, n, scale=1.0, spread=0.05):

@@ -15,15 +15,15 @@ import pytest
 
 import jaxconv
 from jaxconv import PlantedPatternTask, TrainConfig, _train, init_state, train_steps
-from jaxconv._checkpoint import (
+from jaxconv.cli import main
+from jaxconv.lab._checkpoint import (
     CheckpointError,
     CheckpointWarning,
     list_checkpoints,
     restore_latest,
     save_checkpoint,
 )
-from jaxconv._fit import NonFiniteError
-from jaxconv.cli import main
+from jaxconv.lab._fit import NonFiniteError
 
 TASK = PlantedPatternTask("seed", image_shape=(10, 10))
 FIT = {"steps": 60, "batch_size": 4, "steps_per_dispatch": 10, "eval_images": 0}

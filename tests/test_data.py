@@ -123,7 +123,7 @@ def test_gaussian_allows_real_patterns_and_bad_batch_size_raises():
 
 
 def test_near_misses_are_one_pixel_flips_and_targets_stay_exact():
-    from jaxconv._data import plant_near_misses
+    from jaxconv.lab._data import plant_near_misses
 
     pattern = np.array([[1, 0, 1], [0, 1, 1]], np.float32)
     task = PlantedPatternTask(pattern, image_shape=(20, 20), instances=1, density=0.25)

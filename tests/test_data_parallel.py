@@ -26,9 +26,9 @@ def _child() -> int:
     import numpy as np
 
     import jaxconv
-    from jaxconv import _train
-    from jaxconv._fit import batch_mesh
     from jaxconv.cli import main
+    from jaxconv.lab import _train
+    from jaxconv.lab._fit import batch_mesh
 
     jax.config.update("jax_numpy_rank_promotion", "raise")  # as tests/conftest.py does in the parent
     assert jax.device_count() == 8, jax.devices()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from jaxconv._train import DEFAULT_DECAY_STEPS
+from jaxconv.lab._train import DEFAULT_DECAY_STEPS
 
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 

@@ -97,7 +97,7 @@ def test_bad_arguments(call, error, words):
 
 
 def test_kernel_placement_finds_the_window_and_the_energy_outside():
-    from jaxconv._metrics import kernel_placement
+    from jaxconv.lab._metrics import kernel_placement
 
     task = jaxconv.PlantedPatternTask("seed")
     mf = jaxconv.matched_filter(task, kernel_shape=(5, 5))["kernel"]
@@ -114,7 +114,7 @@ def test_kernel_placement_finds_the_window_and_the_energy_outside():
 def test_worst_case_matches_a_brute_force_over_every_binary_window():
     import itertools
 
-    from jaxconv._metrics import worst_case
+    from jaxconv.lab._metrics import worst_case
 
     rng = np.random.default_rng(8)
     for trial in range(30):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxconv
-from jaxconv._multi import (
+from jaxconv.lab._multi import (
     MultiPatternTask,
     multi_detection_loss,
     multi_evaluate,

@@ -18,8 +18,8 @@ from jax import lax
 from reference import enable_x64, numpy_conv2d, numpy_conv2d_vjp, torch_conv2d_vjp
 
 import jaxconv
-from jaxconv._spec import make_spec
-from jaxconv._strategies import lax_conv, xla_padding
+from jaxconv.conv._spec import make_spec
+from jaxconv.conv._strategies import lax_conv, xla_padding
 
 STRATEGIES = ("window", "shift", "direct", "xla", "auto")
 SWEEP_SEEDS = range(6)

@@ -21,9 +21,9 @@ import pytest
 from test_multihost import _free_port, _gloo_available
 
 import jaxconv
-from jaxconv._checkpoint import list_checkpoints, restore_latest
-from jaxconv._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED, Preempted
 from jaxconv.cli import main
+from jaxconv.lab._checkpoint import list_checkpoints, restore_latest
+from jaxconv.lab._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED, Preempted
 
 TASK = jaxconv.PlantedPatternTask("seed", image_shape=(10, 10))
 FIT = {"steps": 60, "batch_size": 4, "steps_per_dispatch": 10, "eval_images": 0}

@@ -157,9 +157,9 @@ def _child() -> int:
     def no_retrace():
         x, kernel, _, _ = _inputs(rng, {})
         spatial_conv2d(x, kernel, mesh=mesh8, padding="SAME")
-        before = jaxconv._spatial._sharded_nhwc_jit._cache_size()
+        before = jaxconv.conv._spatial._sharded_nhwc_jit._cache_size()
         spatial_conv2d(x + 1, kernel, mesh=mesh8, padding="SAME")
-        assert jaxconv._spatial._sharded_nhwc_jit._cache_size() == before
+        assert jaxconv.conv._spatial._sharded_nhwc_jit._cache_size() == before
 
     check("no retrace on a second call", no_retrace)
 

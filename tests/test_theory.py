@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxconv
-from jaxconv import _theory
+from jaxconv.lab import _theory
 
 
 @pytest.mark.parametrize("d, prevalence", [(2.0, 0.05), (3.0, 0.01)])

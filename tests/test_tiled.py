@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxconv
-import jaxconv._tiled
+import jaxconv.lab._tiled
 
 RTOL = ATOL = 1e-5  # float32, a 3x4 kernel: at most 12 products per output
 
@@ -35,14 +35,14 @@ def test_npy_on_disk_in_uneven_tiles_equals_whole_image(tmp_path, rng, monkeypat
     np.save(tmp_path / "image.npy", image)
     params = _params(rng)
     seen = []
-    conv = jaxconv._tiled.conv2d
+    conv = jaxconv.lab._tiled.conv2d
 
     def recording_conv2d(x, *args, **kwargs):
         if not isinstance(x, jax.core.Tracer):  # the shape check traces conv2d once, on no data
             seen.append(x.shape)
         return conv(x, *args, **kwargs)
 
-    monkeypatch.setattr(jaxconv._tiled, "conv2d", recording_conv2d)
+    monkeypatch.setattr(jaxconv.lab._tiled, "conv2d", recording_conv2d)
     result = jaxconv.tiled_response(tmp_path / "image.npy", params, tile=(8, 10), progress=False)
     np.testing.assert_allclose(result.logits, _reference(image, params), rtol=RTOL, atol=ATOL)
     assert result.logits.shape == (35, 26)
@@ -73,7 +73,7 @@ def test_failure_midway_leaves_no_half_written_file(tmp_path, rng, monkeypatch):
             raise RuntimeError("device lost")
         return jaxconv.conv2d(*args, **kwargs)
 
-    monkeypatch.setattr(jaxconv._tiled, "conv2d", failing_conv2d)
+    monkeypatch.setattr(jaxconv.lab._tiled, "conv2d", failing_conv2d)
     with pytest.raises(RuntimeError, match="device lost"):
         jaxconv.tiled_response(image, _params(rng), tile=(5, 5), out=out, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["logits.npy"]

@@ -10,7 +10,7 @@ import pytest
 
 import jaxconv
 from jaxconv import PlantedPatternTask, TrainConfig, detection_loss, init_state, train_steps
-from jaxconv._train import _train_steps, batch_loss
+from jaxconv.lab._train import _train_steps, batch_loss
 
 SMALL = PlantedPatternTask("seed", image_shape=(12, 12))
 
@@ -39,7 +39,7 @@ def test_losses_match_numpy_under_jit():
 
 
 def test_sum_of_largest_matches_a_sort_with_ties_and_its_gradient_is_shared_among_ties():
-    from jaxconv._detector import sum_of_largest
+    from jaxconv.lab._detector import sum_of_largest
 
     rng = np.random.default_rng(11)
     for n in (1, 7, 500):
@@ -151,9 +151,9 @@ def test_penalties_add_to_the_loss_and_round_trip():
 
 
 def test_training_validation_and_held_out_streams_are_separate_and_held_out_decides_nothing():
-    from jaxconv._fit import VALIDATION_IMAGES, VALIDATION_STREAM
-    from jaxconv._metrics import EVAL_STREAM, held_out_key
-    from jaxconv._train import TRAIN_STREAM, training_batch
+    from jaxconv.lab._fit import VALIDATION_IMAGES, VALIDATION_STREAM
+    from jaxconv.lab._metrics import EVAL_STREAM, held_out_key
+    from jaxconv.lab._train import TRAIN_STREAM, training_batch
 
     assert len({TRAIN_STREAM, VALIDATION_STREAM, EVAL_STREAM}) == 3
     config = TrainConfig(SMALL, batch_size=4, seed=0)
@@ -175,7 +175,7 @@ def test_training_validation_and_held_out_streams_are_separate_and_held_out_deci
 
 
 def test_auto_steps_stop_on_a_separated_validation_draw_with_the_bias_mid_gap():
-    from jaxconv._fit import AUTO_MAX_STEPS, CHECK_EVERY, validation_check
+    from jaxconv.lab._fit import AUTO_MAX_STEPS, CHECK_EVERY, validation_check
 
     result = jaxconv.fit(SMALL, batch_size=8, eval_images=100, steps_per_dispatch=30)
     steps = len(result.history)
@@ -199,7 +199,7 @@ def test_the_issues_4x4_checkerboard_is_learned_perfectly_on_the_defaults():
 
 
 def test_gaussian_calibration_picks_the_threshold_of_the_largest_f1():
-    from jaxconv._fit import _best_f1_threshold
+    from jaxconv.lab._fit import _best_f1_threshold
 
     rng = np.random.default_rng(4)
     for _ in range(20):
@@ -217,7 +217,7 @@ def test_gaussian_calibration_picks_the_threshold_of_the_largest_f1():
 
 
 def test_cosine_decay_matches_its_closed_form():
-    from jaxconv._train import make_optimizer
+    from jaxconv.lab._train import make_optimizer
 
     lr, n = 0.3, 7
     opt = make_optimizer("sgd", lr, decay_steps=n)
@@ -233,7 +233,7 @@ def test_cosine_decay_matches_its_closed_form():
 
 
 def test_decay_steps_defaults_by_background_and_rejects_bad_values():
-    from jaxconv._train import DEFAULT_DECAY_STEPS
+    from jaxconv.lab._train import DEFAULT_DECAY_STEPS
 
     gaussian = PlantedPatternTask("seed", image_shape=12, background="gaussian")
     assert TrainConfig(SMALL).decay_steps == 0

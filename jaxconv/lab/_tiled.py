@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxconv._conv import conv2d
+from jaxconv.conv._conv import conv2d
 
 
 class TiledResponse(NamedTuple):

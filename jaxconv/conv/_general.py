@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv._conv import _conv_nhwc
-from jaxconv._spec import SPATIAL_LETTERS, make_spec
-from jaxconv._strategies import pad_or_crop, xla_padding
+from jaxconv.conv._conv import _conv_nhwc
+from jaxconv.conv._spec import SPATIAL_LETTERS, make_spec
+from jaxconv.conv._strategies import pad_or_crop, xla_padding
 
 _WHO = "conv_general_dilated"
 

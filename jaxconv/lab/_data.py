@@ -385,7 +385,7 @@ def plant_near_misses(
     Examples:
       >>> import jax
       >>> import jaxconv
-      >>> from jaxconv._data import plant_near_misses
+      >>> from jaxconv.lab._data import plant_near_misses
       >>> task = jaxconv.PlantedPatternTask([[1, 1], [1, 0]], image_shape=(9, 9), instances=1, density=0.0)
       >>> batch = task.sample(jax.random.key(0), 2)
       >>> more = plant_near_misses(task, jax.random.key(1), batch, 3, task.values())

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._conv import conv2d
-from jaxconv._spec import make_spec
+from jaxconv.conv._conv import conv2d
+from jaxconv.conv._spec import make_spec
 
 
 def _plain_spec(image_shape: tuple[int, ...], kernel_shape: tuple[int, ...], options: dict[str, Any], who: str):

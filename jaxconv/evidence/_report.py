@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from jaxconv._data import PlantedPatternTask
-from jaxconv._detector import Params
-from jaxconv._metrics import held_out_scores
+from jaxconv.lab._data import PlantedPatternTask
+from jaxconv.lab._detector import Params
+from jaxconv.lab._metrics import held_out_scores
 
 TABLE_COLUMNS = (("precision", "precision"), ("recall", "recall"), ("F1", "f1"), ("AP", "average_precision"))
 
@@ -31,7 +31,7 @@ def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
       The table, one line per detector under a header line.
 
     Examples:
-      >>> from jaxconv._report import format_table
+      >>> from jaxconv.evidence._report import format_table
       >>> metrics = {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "average_precision": 0.75, "kernel_cosine": 0.9}
       >>> print(format_table({"learned": metrics}))
       detector      precision   recall       F1       AP  kernel cos

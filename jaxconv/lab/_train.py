@@ -19,8 +19,16 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxconv._data import PlantedPatternTask, TaskValues, plant_near_misses
-from jaxconv._detector import LOSSES, Params, check_kernel_shape, crop_targets, detection_loss, init_params, logit_map
+from jaxconv.lab._data import PlantedPatternTask, TaskValues, plant_near_misses
+from jaxconv.lab._detector import (
+    LOSSES,
+    Params,
+    check_kernel_shape,
+    crop_targets,
+    detection_loss,
+    init_params,
+    logit_map,
+)
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
 
@@ -49,7 +57,7 @@ def make_optimizer(name: str, learning_rate: float, decay_steps: int = 0) -> opt
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from jaxconv._train import make_optimizer
+      >>> from jaxconv.lab._train import make_optimizer
       >>> opt = make_optimizer("sgd", 0.5, decay_steps=2)
       >>> state, params = opt.init(jnp.zeros(1)), jnp.zeros(1)
       >>> steps = []
@@ -80,7 +88,7 @@ def nonfinite_steps(state: TrainState) -> tuple[int, int]:
 
     Examples:
       >>> import jaxconv
-      >>> from jaxconv._train import nonfinite_steps
+      >>> from jaxconv.lab._train import nonfinite_steps
       >>> nonfinite_steps(jaxconv.init_state(jaxconv.TrainConfig()))
       (0, 0)
     """
@@ -122,7 +130,7 @@ class TrainConfig:
       l1: weight of an L1 penalty ``l1 * sum |kernel|`` added to the loss (not on the bias), ``>= 0``.
       l2: weight of an L2 penalty ``l2 * sum kernel^2`` added to the loss (not on the bias), ``>= 0``.
       near_misses: on a binary background, copies of the pattern with one pixel flipped pasted into every
-        training image (see :func:`jaxconv._data.plant_near_misses`), ``>= 0``: the negatives that decide the
+        training image (see :func:`jaxconv.lab._data.plant_near_misses`), ``>= 0``: the negatives that decide the
         threshold, which random images almost never hold. Ignored on a gaussian background.
       decay_steps: ``None`` for the background's default (:data:`DEFAULT_DECAY_STEPS`), 0 for a constant
         learning rate, or ``N >= 1``: a cosine decay of the rate to 0 over the first ``N`` steps (see
@@ -255,7 +263,7 @@ def training_batch(
     Args:
       config: the :class:`TrainConfig` (its task may be a skeleton when ``values`` are given).
       key: a PRNG key.
-      values: the task's :class:`~jaxconv._data.TaskValues` (default: ``config.task.values()``).
+      values: the task's :class:`~jaxconv.lab._data.TaskValues` (default: ``config.task.values()``).
     """
     task = config.task
     values = task.values() if values is None else values
@@ -326,7 +334,7 @@ def replicate(state: TrainState, mesh: Mesh) -> TrainState:
     Examples:
       >>> import jax
       >>> import jaxconv
-      >>> from jaxconv._train import replicate
+      >>> from jaxconv.lab._train import replicate
       >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ("batch",))
       >>> state = replicate(jaxconv.init_state(jaxconv.TrainConfig()), mesh)
       >>> state.params["kernel"].sharding.spec == jax.sharding.PartitionSpec(), state.key.dtype
@@ -373,7 +381,7 @@ def train_steps(
     Examples:
       >>> import jax
       >>> import jaxconv
-      >>> from jaxconv._train import replicate
+      >>> from jaxconv.lab._train import replicate
       >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed", image_shape=8), batch_size=2)
       >>> state, losses = jaxconv.train_steps(config, jaxconv.init_state(config), 3)
       >>> int(state.step), losses.shape

@@ -22,7 +22,7 @@ from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxconv._conv import canonicalize, conv2d
+from jaxconv.conv._conv import canonicalize, conv2d
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr, ndtri
 
-from jaxconv._data import PlantedPatternTask
+from jaxconv.lab._data import PlantedPatternTask
 
 
 def _check_number(name: str, value: Any, allowed: str, ok: Any) -> float:
@@ -51,7 +51,7 @@ def d_prime(task: PlantedPatternTask) -> float:
 
     Examples:
       >>> import jaxconv
-      >>> from jaxconv._theory import d_prime
+      >>> from jaxconv.lab._theory import d_prime
       >>> d_prime(jaxconv.PlantedPatternTask([[1, 1], [1, 0]], background="gaussian", amplitude=2.0))
       3.4641016151377544
     """
@@ -66,7 +66,7 @@ def snr_db(task: PlantedPatternTask) -> float:
 
     Examples:
       >>> import jaxconv
-      >>> from jaxconv._theory import snr_db
+      >>> from jaxconv.lab._theory import snr_db
       >>> round(snr_db(jaxconv.PlantedPatternTask([[1, 0]], background="gaussian", amplitude=10.0)), 6)
       20.0
     """
@@ -78,7 +78,7 @@ def amplitude_for_snr_db(task: PlantedPatternTask, snr: float) -> float:
 
     Examples:
       >>> import jaxconv
-      >>> from jaxconv._theory import amplitude_for_snr_db
+      >>> from jaxconv.lab._theory import amplitude_for_snr_db
       >>> amplitude_for_snr_db(jaxconv.PlantedPatternTask([[1, 0]], background="gaussian"), 20.0)
       10.0
     """
@@ -93,7 +93,7 @@ def positive_prevalence(task: PlantedPatternTask) -> float:
 
     Examples:
       >>> import jaxconv
-      >>> from jaxconv._theory import positive_prevalence
+      >>> from jaxconv.lab._theory import positive_prevalence
       >>> positive_prevalence(jaxconv.PlantedPatternTask([[1, 0]], image_shape=(4, 5), instances=(1, 3)))
       0.125
     """
@@ -117,7 +117,7 @@ def theoretical_roc(d: float, fpr: jax.typing.ArrayLike) -> jax.Array:
       ValueError: ``d`` negative or not finite, or an ``fpr`` outside ``[0, 1]``.
 
     Examples:
-      >>> from jaxconv._theory import theoretical_roc
+      >>> from jaxconv.lab._theory import theoretical_roc
       >>> [round(v, 4) for v in theoretical_roc(0.0, [0.1, 0.5]).tolist()]
       [0.1, 0.5]
       >>> [round(v, 4) for v in theoretical_roc(2.0, [0.0227501, 0.5]).tolist()]
@@ -158,7 +158,7 @@ def theoretical_detection(d: float, prevalence: float, *, grid: int = 4001) -> d
       TypeError: an argument of the wrong type.
 
     Examples:
-      >>> from jaxconv._theory import theoretical_detection
+      >>> from jaxconv.lab._theory import theoretical_detection
       >>> r = theoretical_detection(0.0, 0.25)
       >>> round(r["average_precision"], 3), r["f1"]
       (0.25, 0.0)

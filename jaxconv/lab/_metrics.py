@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._data import PlantedPatternTask, TaskValues
-from jaxconv._detector import Params, check_kernel_shape, crop_targets, logit_map
+from jaxconv.lab._data import PlantedPatternTask, TaskValues
+from jaxconv.lab._detector import Params, check_kernel_shape, crop_targets, logit_map
 
 EVAL_STREAM = 2
 """Held-out images for ``evaluate(..., seed=s)`` come from ``fold_in(key(s), EVAL_STREAM)``."""
@@ -139,7 +139,7 @@ def kernel_placement(kernel: jax.typing.ArrayLike, pattern: jax.typing.ArrayLike
       ValueError: bad shapes or a constant pattern.
 
     Examples:
-      >>> from jaxconv._metrics import kernel_placement
+      >>> from jaxconv.lab._metrics import kernel_placement
       >>> kernel = [[0, 0, 0, 0], [0, 2, -2, 0.5], [0, -2, 2, 0]]
       >>> p = kernel_placement(kernel, [[1, 0], [0, 1]])
       >>> p["offset"], round(p["cosine"], 3), round(p["outside_energy"], 4), p["outside_max_ratio"]
@@ -212,7 +212,7 @@ def matched_filter(task: PlantedPatternTask, kernel_shape: tuple[int, int] | Non
 def worst_case(params: Params, pattern: jax.typing.ArrayLike) -> dict[str, Any]:
     """A binary-background detector's logits at its worst over **every** 0/1 window, in closed form.
 
-    With the pattern centred in the kernel (as :func:`~jaxconv._detector.crop_targets` places it), weights
+    With the pattern centred in the kernel (as :func:`~jaxconv.lab._detector.crop_targets` places it), weights
     ``w_in`` over the pattern and ``w_out`` around it: the smallest logit of a window that holds the pattern is
     ``w_in . p + sum(min(w_out, 0)) + b``; the largest of one that does not is
     ``max_{x != p} w_in . x + sum(max(w_out, 0)) + b``, where the best ``x`` sets the pixels of positive weight
@@ -232,7 +232,7 @@ def worst_case(params: Params, pattern: jax.typing.ArrayLike) -> dict[str, Any]:
 
     Examples:
       >>> import jaxconv
-      >>> from jaxconv._metrics import worst_case
+      >>> from jaxconv.lab._metrics import worst_case
       >>> task = jaxconv.PlantedPatternTask("seed")
       >>> worst_case(jaxconv.matched_filter(task), task.pattern_array)
       {'min_positive': 0.5, 'max_negative': -0.5, 'perfect': True}

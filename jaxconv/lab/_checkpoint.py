@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxconv._train import TrainConfig, TrainState, init_state
+from jaxconv.lab._train import TrainConfig, TrainState, init_state
 
 FORMAT = 1
 _NAME = re.compile(r"^ckpt-(\d{8,})\.npz$")
@@ -197,7 +197,7 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
       >>> import jaxconv
       >>> a = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed")).to_dict()
       >>> b = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed", density=0.2), learning_rate=0.2).to_dict()
-      >>> from jaxconv._checkpoint import config_differences
+      >>> from jaxconv.lab._checkpoint import config_differences
       >>> config_differences(a, b)
       ['learning_rate: 0.1 -> 0.2', 'task.density: 0.3 -> 0.2']
     """

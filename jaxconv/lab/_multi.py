@@ -20,11 +20,11 @@ import numpy as np
 import optax
 from jax import lax
 
-from jaxconv._conv import conv2d
-from jaxconv._data import PlantedPatternTask
-from jaxconv._detector import LOSSES, Params, detection_loss
-from jaxconv._metrics import EVAL_STREAM, average_precision
-from jaxconv._train import INIT_STREAM, TRAIN_STREAM, make_optimizer
+from jaxconv.conv._conv import conv2d
+from jaxconv.lab._data import PlantedPatternTask
+from jaxconv.lab._detector import LOSSES, Params, detection_loss
+from jaxconv.lab._metrics import EVAL_STREAM, average_precision
+from jaxconv.lab._train import INIT_STREAM, TRAIN_STREAM, make_optimizer
 
 
 def _fail(argument: str, allowed: str, given: Any, error: type[Exception] = ValueError) -> Exception:
@@ -52,7 +52,7 @@ class MultiPatternTask:
 
     Examples:
       >>> import jax
-      >>> from jaxconv._multi import MultiPatternTask
+      >>> from jaxconv.lab._multi import MultiPatternTask
       >>> task = MultiPatternTask(("hedge", "vedge"), image_shape=12, instances=1, channels=2)
       >>> task.pattern_shape, task.output_shape, task.num_patterns
       ((3, 3), (10, 10), 2)
@@ -220,7 +220,7 @@ def multi_init_params(key: jax.Array, task: MultiPatternTask) -> Params:
 
     Examples:
       >>> import jax
-      >>> from jaxconv._multi import MultiPatternTask, multi_init_params
+      >>> from jaxconv.lab._multi import MultiPatternTask, multi_init_params
       >>> params = multi_init_params(jax.random.key(0), MultiPatternTask(("hedge", "vedge"), channels=3))
       >>> params["kernel"].shape, params["bias"].shape
       ((3, 3, 3, 2), (2,))
@@ -236,7 +236,7 @@ def multi_logits(params: Params, images: jax.typing.ArrayLike) -> jax.Array:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from jaxconv._multi import multi_logits
+      >>> from jaxconv.lab._multi import multi_logits
       >>> params = {"kernel": jnp.array([1.0, -1.0]).reshape(1, 1, 1, 2), "bias": jnp.array([0.0, 0.5])}
       >>> multi_logits(params, jnp.full((1, 1, 2, 1), 2.0)).tolist()
       [[[[2.0, -1.5], [2.0, -1.5]]]]
@@ -266,7 +266,7 @@ def multi_detection_loss(
     Examples:
       >>> import jax.numpy as jnp
       >>> from jaxconv import detection_loss
-      >>> from jaxconv._multi import multi_detection_loss
+      >>> from jaxconv.lab._multi import multi_detection_loss
       >>> z = jnp.array([[3.0, -1.0], [-2.0, 2.0], [-3.0, -3.0]])
       >>> t = jnp.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
       >>> bool(multi_detection_loss(z, t) == (detection_loss(z[:, 0], t[:, 0]) + detection_loss(z[:, 1], t[:, 1])) / 2)
@@ -338,7 +338,7 @@ def multi_fit(
       ValueError: another argument outside what is allowed (the message names it).
 
     Examples:
-      >>> from jaxconv._multi import MultiPatternTask, multi_evaluate, multi_fit
+      >>> from jaxconv.lab._multi import MultiPatternTask, multi_evaluate, multi_fit
       >>> task = MultiPatternTask(("hedge", "vedge"), image_shape=12, instances=1, amplitude=4.0)
       >>> result = multi_fit(task, steps=150, batch_size=8)
       >>> result.params["kernel"].shape, result.losses.shape
@@ -374,7 +374,7 @@ def multi_matched_filter(task: MultiPatternTask) -> Params:
       ``{"kernel": [PH, PW, C, K], "bias": [K]}`` float32.
 
     Examples:
-      >>> from jaxconv._multi import MultiPatternTask, multi_matched_filter
+      >>> from jaxconv.lab._multi import MultiPatternTask, multi_matched_filter
       >>> mf = multi_matched_filter(MultiPatternTask(("hedge", "vedge"), amplitude=2.0))
       >>> mf["kernel"][:, :, 0, 0].tolist(), round(float(mf["bias"][0]), 3)
       ([[2.0, 2.0, 2.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], -12.801)
@@ -415,7 +415,7 @@ def multi_evaluate(params: Params, task: MultiPatternTask, *, num_images: int = 
       ValueError: ``params`` of the wrong shapes or a bad ``num_images``/``seed``.
 
     Examples:
-      >>> from jaxconv._multi import MultiPatternTask, multi_evaluate, multi_matched_filter
+      >>> from jaxconv.lab._multi import MultiPatternTask, multi_evaluate, multi_matched_filter
       >>> task = MultiPatternTask(("hedge", "vedge"), image_shape=12, instances=1, amplitude=6.0)
       >>> m = multi_evaluate(multi_matched_filter(task), task, num_images=50)
       >>> [round(v, 2) for v in m["recall"]], [round(v, 2) for v in m["confusion"][0][:2]]

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._conv import conv2d
+from jaxconv.conv._conv import conv2d
 
 Params = dict[str, jax.Array]
 """``{"kernel": [KH, KW, 1, 1] (HWIO), "bias": [1]}``."""
@@ -108,7 +108,7 @@ def crop_targets(targets: jax.Array, pattern_shape: tuple[int, int], kernel_shap
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from jaxconv._detector import crop_targets
+      >>> from jaxconv.lab._detector import crop_targets
       >>> crop_targets(jnp.eye(4), (1, 1), (3, 3))
       Array([[1., 0.],
              [0., 1.]], dtype=float32)
@@ -190,7 +190,7 @@ def sum_of_largest(values: jax.Array, k: jax.Array) -> jax.Array:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from jaxconv._detector import sum_of_largest
+      >>> from jaxconv.lab._detector import sum_of_largest
       >>> float(sum_of_largest(jnp.array([0.5, 3.0, 1.0, 3.0, 2.0]), jnp.array(3.0)))
       8.0
     """

@@ -14,12 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxconv._checkpoint import list_checkpoints, save_checkpoint
-from jaxconv._data import PlantedPatternTask, TaskValues
-from jaxconv._detector import Params, crop_targets, logit_map
-from jaxconv._metrics import average_precision, evaluate
-from jaxconv._preempt import Preempted, StopSignals, peer_errors, restore_shared
-from jaxconv._train import (
+from jaxconv.lab._checkpoint import list_checkpoints, save_checkpoint
+from jaxconv.lab._data import PlantedPatternTask, TaskValues
+from jaxconv.lab._detector import Params, crop_targets, logit_map
+from jaxconv.lab._metrics import average_precision, evaluate
+from jaxconv.lab._preempt import Preempted, StopSignals, peer_errors, restore_shared
+from jaxconv.lab._train import (
     NEAR_MISSES,
     TrainConfig,
     TrainState,
@@ -123,7 +123,7 @@ def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
 
     Examples:
       >>> import jaxconv
-      >>> from jaxconv._fit import validation_check
+      >>> from jaxconv.lab._fit import validation_check
       >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed", image_shape=12))
       >>> check = validation_check(jaxconv.matched_filter(config.task), config)
       >>> check["errors"], check["min_positive"], check["max_negative"], check["bias_shift"]
@@ -165,7 +165,7 @@ def batch_mesh(devices: int | Sequence[jax.Device], batch_size: int) -> Mesh:
 
     Examples:
       >>> import jax
-      >>> from jaxconv._fit import batch_mesh
+      >>> from jaxconv.lab._fit import batch_mesh
       >>> dict(batch_mesh(1, 8).shape)
       {'batch': 1}
       >>> batch_mesh(jax.devices()[:1], 8).devices.tolist() == jax.devices()[:1]

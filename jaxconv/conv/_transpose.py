@@ -2,7 +2,7 @@
 
 A transposed convolution maps the convolution's output space back to its input space with the *same* kernel:
 ``[N, *out, O]`` → ``[N, *in, C]``. It is computed as the convolution's input gradient is
-(:func:`jaxconv._primitive.transposed_correlate`): the input dilated by the stride, framed by
+(:func:`jaxconv.conv._primitive.transposed_correlate`): the input dilated by the stride, framed by
 ``(extent - 1 - low, extent - 1 - high + output_padding)`` per spatial dim (a negative frame crops, by a slice), and
 correlated with the flipped kernel by the chosen strategy — so it is differentiable through jaxconv's own rules.
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 import jax
 
-from jaxconv._conv import Canonical, canonical_bias, canonical_operands, resolve_strategy
-from jaxconv._primitive import transposed_correlate
-from jaxconv._spec import ConvSpec, explicit_pads, int_tuple, make_spec
+from jaxconv.conv._conv import Canonical, canonical_bias, canonical_operands, resolve_strategy
+from jaxconv.conv._primitive import transposed_correlate
+from jaxconv.conv._spec import ConvSpec, explicit_pads, int_tuple, make_spec
 
 Pads = tuple[tuple[int, int], ...]
 

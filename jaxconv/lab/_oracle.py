@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxconv._anatomy import patches
+from jaxconv.lab._anatomy import patches
 
 Params = dict[str, jax.Array]
 

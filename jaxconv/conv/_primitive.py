@@ -7,7 +7,7 @@ gathers and dots:
 - JVP: the primitive is bilinear, ``d(x ⋆ k) = dx ⋆ k + x ⋆ dk`` (so ``jvp``, ``jacfwd`` and ``hessian`` work,
   unlike with a ``custom_vjp``);
 - transpose w.r.t. the kernel: the correlation of the input's columns with the output gradient
-  (:func:`jaxconv._strategies.kernel_gradient`);
+  (:func:`jaxconv.conv._strategies.kernel_gradient`);
 - transpose w.r.t. the input: a transposed convolution — the output gradient dilated by the stride, padded to
   ``FULL``, correlated (same strategy, same dilation and groups) with the spatially flipped kernel whose
   per-group in/out channels are swapped, and cropped to the unpadded input. It is ``correlate_p`` again, so it has
@@ -36,15 +36,15 @@ from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from jaxconv._spec import ConvSpec, Pads
-from jaxconv._strategies import (
+from jaxconv.conv._spec import ConvSpec, Pads
+from jaxconv.conv._strategies import (
     DIRECT_MAX_UNROLLED,
     kernel_gradient,
     pad_or_crop,
     xla_input_gradient,
     xla_kernel_gradient,
 )
-from jaxconv._strategies import correlate as _correlate_impl
+from jaxconv.conv._strategies import correlate as _correlate_impl
 
 correlate_p = Primitive("jaxconv_correlate")
 
@@ -125,7 +125,7 @@ def transposed_correlate(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec
     """The transposed convolution of ``spec``'s correlation, framed by ``pads``: ``[N, *out, O]`` → ``[N, *X, C]``.
 
     The output gradient dilated by the stride and padded by ``pads`` (one ``(low, high)`` per spatial dim; a negative
-    one crops, by a slice, never handed to XLA as negative padding: :func:`jaxconv._strategies.pad_or_crop`), then
+    one crops, by a slice, never handed to XLA as negative padding: :func:`jaxconv.conv._strategies.pad_or_crop`), then
     correlated (same dilation and groups, stride 1; the strategy :func:`input_gradient_rule` says) with the spatially
     flipped kernel whose per-group in/out channels are swapped. It is ``correlate_p`` again, so it has derivatives of
     its own. ``pads = (extent - 1 - low, extent - 1 + rest - high)`` per dim, ``(low, high)`` the convolution's own

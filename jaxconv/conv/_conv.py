@@ -1,7 +1,7 @@
 """``conv1d``, ``conv2d``, ``conv3d``: one N-d convolution built from ``lax.dynamic_slice`` and ``vmap``.
 
 Each public function canonicalises its arguments (layout, rank, dtype), validates them at trace time
-(:mod:`jaxconv._spec`) and hands a hashable :class:`~jaxconv._spec.ConvSpec` to one jitted kernel that
+(:mod:`jaxconv.conv._spec`) and hands a hashable :class:`~jaxconv.conv._spec.ConvSpec` to one jitted kernel that
 runs the chosen strategy on a channels-last input (NWC, NHWC, NDHWC) and kernel (WIO, HWIO, DHWIO).
 """
 
@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxconv._primitive import correlate
-from jaxconv._spec import SPATIAL_LETTERS, ConvSpec, check_layout, make_spec
-from jaxconv._strategies import DIRECT_MAX_UNROLLED, lax_conv
+from jaxconv.conv._primitive import correlate
+from jaxconv.conv._spec import SPATIAL_LETTERS, ConvSpec, check_layout, make_spec
+from jaxconv.conv._strategies import DIRECT_MAX_UNROLLED, lax_conv
 
 # On GPU, "window" (one gather, one dot) beat cuDNN with few input channels up to about this many gathered values
 # and lost beyond it (BENCHMARKS.md, GPU section).
@@ -75,7 +75,7 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
       backend: ``"cpu"``, ``"gpu"``, ...; ``None`` for ``jax.default_backend()``.
 
     Examples:
-      >>> from jaxconv._spec import make_spec
+      >>> from jaxconv.conv._spec import make_spec
       >>> opts = dict(stride=1, padding="SAME", dilation=1, groups=1, padding_mode="zeros", precision=None)
       >>> few = make_spec((32, 64, 64, 1), (3, 3, 1, 1), strategy="auto", **opts)
       >>> resolve_strategy(few, "cpu"), resolve_strategy(few, "gpu")

@@ -32,8 +32,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxconv._checkpoint import CheckpointError, Restored, checkpoint_path, restore_latest
-from jaxconv._train import TrainConfig, TrainState, init_state
+from jaxconv.lab._checkpoint import CheckpointError, Restored, checkpoint_path, restore_latest
+from jaxconv.lab._train import TrainConfig, TrainState, init_state
 
 EXIT_PREEMPTED = 75
 """``jaxconv train``'s exit status after SIGTERM/SIGINT once the checkpoint is written (``EX_TEMPFAIL``: rerun
@@ -78,7 +78,7 @@ class StopSignals:
 
     Examples:
       >>> import os, signal
-      >>> from jaxconv._preempt import StopSignals
+      >>> from jaxconv.lab._preempt import StopSignals
       >>> with StopSignals() as stop:
       ...     before = stop.requested()
       ...     os.kill(os.getpid(), signal.SIGTERM)
@@ -185,7 +185,7 @@ def restore_shared(directory: str, config: TrainConfig) -> Restored | None:
     Examples:
       >>> import tempfile
       >>> import jaxconv
-      >>> from jaxconv._preempt import restore_shared
+      >>> from jaxconv.lab._preempt import restore_shared
       >>> print(restore_shared(tempfile.mkdtemp(), jaxconv.TrainConfig()))
       None
     """
@@ -227,7 +227,7 @@ def distributed_options(peer_timeout: int) -> dict[str, Any]:
     and the others stop. Older JAX versions have no such keyword: their default applies.
 
     Examples:
-      >>> from jaxconv._preempt import distributed_options
+      >>> from jaxconv.lab._preempt import distributed_options
       >>> distributed_options(10) in ({"heartbeat_timeout_seconds": 10}, {})
       True
     """

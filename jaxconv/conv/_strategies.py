@@ -15,7 +15,7 @@ In 1-D and 3-D the same with one index per spatial dim (the output positions fla
 ``"direct"`` is a static slice per tap multiplied and accumulated elementwise; ``"xla"`` is XLA's convolution.
 
 The same gathers serve the backward pass: the kernel gradient is the correlation of these very columns with the
-output gradient (one dot contracting over ``N, Ho, Wo``); see :mod:`jaxconv._primitive` for the input gradient.
+output gradient (one dot contracting over ``N, Ho, Wo``); see :mod:`jaxconv.conv._primitive` for the input gradient.
 Half-precision inputs accumulate in float32.
 """
 
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._spec import SPATIAL_LETTERS, ConvSpec, Pads
+from jaxconv.conv._spec import SPATIAL_LETTERS, ConvSpec, Pads
 
 # Axis letters of each strategy's gathered columns (p: output position, t: kernel tap, g/c: group/channel in group).
 _COLS = {"window": "nptgc", "shift": "tnpgc"}

@@ -50,8 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv._conv import conv2d, resolve_strategy
-from jaxconv._spec import Pads, make_spec
+from jaxconv.conv._conv import conv2d, resolve_strategy
+from jaxconv.conv._spec import Pads, make_spec
 
 JAXCONV_STRATEGIES = ("auto", "window", "shift", "direct", "xla")
 MODES = ("fwd", "fwd_bwd")
