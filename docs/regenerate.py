@@ -1,48 +1,88 @@
-"""Regenerates the guide's figures: runs the experiments on their defaults and copies their PNGs into docs/figures.
+"""Regenerates the evidence: runs every experiment on its defaults, keeps its results and the guide's figures.
 
-    python docs/regenerate.py            # a few minutes on a 2-core CPU
+    python docs/regenerate.py                      # every experiment, in order (the sweeps take longest)
+    python docs/regenerate.py --only equivariance noise_sweep
+    python docs/regenerate.py --list
 
-Each experiment writes into a temporary run directory; only the figures the guide shows are kept, so the
-committed PNGs always come from the scripts a reader can run themselves.
+Each experiment runs in a temporary folder; its JSON and PNG files are then copied into
+``experiments/results/<name>/`` (committed: every number in the README and the guide cites one of them) and the
+figures the guide shows into ``docs/figures/``. Nothing is copied from a run that fails, so a committed folder is
+always one complete run. Each ``results.json`` of this repository says which machine and versions made it.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES = os.path.join(ROOT, "docs", "figures")
+RESULTS = os.path.join(ROOT, "experiments", "results")
 
-# (script, extra arguments, {figure written by the script: name under docs/figures})
-RUNS = [
-    ("learn_pattern.py", ["--no-progress"], {"kernel.png": "learned_kernel.png", "detections.png": "detections.png",
-                                             "training.png": "training.png"}),
-    ("equivariance.py", [], {"shift_error.png": "shift_error.png", "planted_everywhere.png": "planted_everywhere.png"}),
-    ("gradient_sources.py", [], {"gradient_sources.png": "gradient_sources.png"}),
-    ("kernel_evolution.py", [], {"kernel_evolution.png": "kernel_evolution.png"}),
-    ("noise_sweep.py", [], {"noise_sweep.png": "noise_sweep.png"}),
-    ("kernel_size.py", [], {"kernel_size.png": "kernel_size.png"}),
-    ("multi_pattern.py", [], {"multi_confusion.png": "multi_confusion.png", "multi_kernels.png": "multi_kernels.png"}),
-]  # fmt: skip
+# name: (extra arguments, {figure the script writes: its name under docs/figures})
+EXPERIMENTS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "learn_pattern": (["--no-progress"], {"kernel.png": "learned_kernel.png", "detections.png": "detections.png",
+                                          "training.png": "training.png"}),
+    "equivariance": ([], {"shift_error.png": "shift_error.png", "planted_everywhere.png": "planted_everywhere.png"}),
+    "gradient_sources": ([], {"gradient_sources.png": "gradient_sources.png"}),
+    "kernel_evolution": ([], {"kernel_evolution.png": "kernel_evolution.png"}),
+    "kernel_size": ([], {"kernel_size.png": "kernel_size.png"}),
+    "least_squares": ([], {}),
+    "false_alarms": ([], {}),
+    "multi_pattern": ([], {"multi_confusion.png": "multi_confusion.png", "multi_kernels.png": "multi_kernels.png"}),
+    "noise_sweep": ([], {"noise_sweep.png": "noise_sweep.png"}),
+    "lax_padding_bug": ([], {}),
+    "scaling": ([], {}),
+    "digits_cnn": ([], {}),
+    "remedies": ([], {}),
+    "gaussian_snr": ([], {}),
+    "pattern_sweep": ([], {}),
+}  # fmt: skip
+"""Every script in ``experiments/`` but ``benchmark.py`` (``jaxconv bench``; BENCHMARKS.md says how to run it)."""
+
+OUT_IS_A_FILE = {"remedies": "results.json"}
+"""Experiments whose ``--out`` names their JSON file rather than a folder."""
 
 
-def main() -> int:
+def run(name: str) -> float:
+    """Runs ``experiments/<name>.py`` and copies its results; returns the seconds it took."""
+    extra, figures = EXPERIMENTS[name]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        out = os.path.join(scratch, "out")
+        os.makedirs(out)
+        target = os.path.join(out, OUT_IS_A_FILE[name]) if name in OUT_IS_A_FILE else out
+        script = os.path.join(ROOT, "experiments", f"{name}.py")
+        subprocess.run([sys.executable, script, *extra, "--out", target], check=True, cwd=ROOT)
+        kept = os.path.join(RESULTS, name)
+        os.makedirs(kept, exist_ok=True)
+        for file in sorted(os.listdir(out)):
+            if file.endswith((".json", ".png")):
+                shutil.copyfile(os.path.join(out, file), os.path.join(kept, file))
+                print(f"  experiments/results/{name}/{file}")
+        for source, figure in figures.items():
+            shutil.copyfile(os.path.join(out, source), os.path.join(FIGURES, figure))
+            print(f"  docs/figures/{figure}")
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=tuple(EXPERIMENTS), metavar="NAME", help="these experiments only")
+    parser.add_argument("--list", action="store_true", help="list the experiments and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(EXPERIMENTS))
+        return 0
     os.makedirs(FIGURES, exist_ok=True)
-    for script, extra, figures in RUNS:
-        if not os.path.exists(os.path.join(ROOT, "experiments", script)):
-            print(f"skipping {script}: not in experiments/")
-            continue
-        with tempfile.TemporaryDirectory() as out:
-            print(f"running {script} ...", flush=True)
-            subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *extra, "--out", out],
-                           check=True, cwd=ROOT)  # fmt: skip
-            for source, target in figures.items():
-                shutil.copyfile(os.path.join(out, source), os.path.join(FIGURES, target))
-                print(f"  docs/figures/{target}")
+    for name in args.only or EXPERIMENTS:
+        print(f"running experiments/{name}.py ...", flush=True)
+        print(f"  {run(name):.0f} s", flush=True)
     return 0
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 import jaxconv
-from jaxconv.evidence import _report
+from jaxconv import evidence
 
 
 def load_digits(seed: int, test_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"digits_cnn: needs the interop extra (pip install 'jaxconv[interop]'): {err}", file=sys.stderr)
         return 2
     try:
-        out = _report.prepare_out(args.out)
+        out = evidence.prepare_out(args.out)
     except ValueError as err:
         parser.error(str(err))
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "step_time_ratio_jaxconv_over_stock": step_ms["jaxconv"] / step_ms["stock"],
         "max_loss_difference": float(np.max(np.abs(np.subtract(ours["losses"], stock["losses"])))),
     }  # fmt: skip
-    _report.write_json(os.path.join(out, "results.json"), results)
+    evidence.write_json(os.path.join(out, "results.json"), results)
     plot_losses(os.path.join(out, "digits_loss.png"), stock["losses"], ours["losses"])
     plot_kernels(os.path.join(out, "digits_kernels.png"), ours["conv1_kernel"], ours["conv1_bias"], data[2][0])
 
@@ -168,20 +168,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def plot_losses(path: str, stock: list[float], ours: list[float]) -> None:
-    fig = _report.figure(6, 3.5)
+    fig = evidence.figure(6, 3.5)
     ax = fig.subplots()
     ax.plot(np.arange(1, len(stock) + 1), stock, label="stock Flax (lax.conv_general_dilated)", lw=2.5, alpha=0.6)
     ax.plot(np.arange(1, len(ours) + 1), ours, label="conv_general_dilated=jaxconv.conv_general_dilated", lw=1)
     ax.set(xlabel="step", ylabel="training loss (cross-entropy)", yscale="log", title="digits CNN, same seed")
     ax.legend()
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 def plot_kernels(path: str, kernel: np.ndarray, bias: np.ndarray, digit: np.ndarray) -> None:
     """Each learned first-layer 3x3 kernel above its response map (ReLU of conv + bias) on one test digit."""
     responses = np.asarray(jax.nn.relu(jaxconv.conv2d(digit, kernel, bias, padding="SAME")))  # [8, 8, 8]
     channels = kernel.shape[-1]
-    fig = _report.figure(1.3 * (channels + 1), 3.0)
+    fig = evidence.figure(1.3 * (channels + 1), 3.0)
     axes = fig.subplots(2, channels + 1)
     axes[0, 0].imshow(digit[..., 0], cmap="gray_r")
     axes[0, 0].set_title("test digit", fontsize=8)
@@ -195,7 +195,7 @@ def plot_kernels(path: str, kernel: np.ndarray, bias: np.ndarray, digit: np.ndar
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 if __name__ == "__main__":

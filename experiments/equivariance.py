@@ -18,23 +18,28 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxconv
-from jaxconv.evidence import _report
+from jaxconv import evidence
+
+PADDING_MODES = typing.get_args(jaxconv.conv.PaddingMode)
 
 
 def shift_errors(kernel: jax.Array, images: jax.Array, shifts: np.ndarray) -> dict:
     """Per padding mode: the largest error on the interior, and the boundary's largest and mean error."""
     results = {}
-    for mode in jaxconv.PADDING_MODES:
+    for mode in PADDING_MODES:
         interior_max, boundary_max, boundary_sum, boundary_count, interior_count = 0.0, 0.0, 0.0, 0, 0
         for image in images:
             for shift in shifts:
-                error, interior = jaxconv.shift_error(image, kernel, tuple(int(s) for s in shift), padding_mode=mode)
+                error, interior = jaxconv.lab.shift_error(
+                    image, kernel, tuple(int(s) for s in shift), padding_mode=mode
+                )
                 error = np.asarray(error)
                 interior_max = max(interior_max, float(error[interior].max(initial=0.0)))
                 boundary_max = max(boundary_max, float(error[~interior].max(initial=0.0)))
@@ -75,11 +80,11 @@ def planted_everywhere(task: jaxconv.PlantedPatternTask, detectors: dict, key: j
 
 
 def plot_shift_error(path: str, kernel: jax.Array, image: jax.Array, shift: tuple[int, int]) -> None:
-    fig = _report.figure(12, 3.4)
-    axes = fig.subplots(1, len(jaxconv.PADDING_MODES))
-    errors = [jaxconv.shift_error(image, kernel, shift, padding_mode=m) for m in jaxconv.PADDING_MODES]
+    fig = evidence.figure(12, 3.4)
+    axes = fig.subplots(1, len(PADDING_MODES))
+    errors = [jaxconv.lab.shift_error(image, kernel, shift, padding_mode=m) for m in PADDING_MODES]
     top = max(float(e.max()) for e, _ in errors) or 1.0
-    for ax, mode, (error, interior) in zip(axes, jaxconv.PADDING_MODES, errors, strict=True):
+    for ax, mode, (error, interior) in zip(axes, PADDING_MODES, errors, strict=True):
         shown = ax.imshow(np.asarray(error), cmap="magma", vmin=0, vmax=top)
         ax.contour(interior, levels=[0.5], colors="cyan", linewidths=1.0)
         ax.set_title(f"{mode}: max {float(error.max()):.2f}, interior {float(error[interior].max()):.2f}", fontsize=9)
@@ -87,14 +92,14 @@ def plot_shift_error(path: str, kernel: jax.Array, image: jax.Array, shift: tupl
         ax.set_yticks([])
     fig.colorbar(shown, ax=axes, shrink=0.8, label="|conv(roll x) - roll(conv x)|")
     fig.suptitle(f"shift {shift}: error per padding mode (cyan: the interior, where equivariance is exact)")
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 def plot_planted(path: str, maps: dict) -> None:
     from matplotlib.patches import Rectangle
 
     names = [n for n in maps if n not in ("image", "corner")]
-    fig = _report.figure(4 + 4 * len(names), 3.6)
+    fig = evidence.figure(4 + 4 * len(names), 3.6)
     axes = fig.subplots(1, 1 + len(names))
     axes[0].imshow(maps["image"], cmap="gray_r", interpolation="nearest")
     ph, pw = maps[names[0]].shape
@@ -109,12 +114,12 @@ def plot_planted(path: str, maps: dict) -> None:
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.PATTERNS))
+    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.lab.PATTERNS))
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=400, help="training steps for the learned detector")
     parser.add_argument("--images", type=int, default=8, help="random images for the shift-error measurement")
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output directory (default runs/equivariance-<timestamp>)")
     args = parser.parse_args(argv)
     try:
-        out = _report.prepare_out(args.out or _report.default_out("equivariance"))
+        out = evidence.prepare_out(args.out or evidence.default_out("equivariance"))
     except ValueError as err:
         parser.error(str(err))
 
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "shift_error": shift_results,
         "planted_everywhere": planted_results,
     }
-    _report.write_json(os.path.join(out, "results.json"), results)
+    evidence.write_json(os.path.join(out, "results.json"), results)
     plot_shift_error(os.path.join(out, "shift_error.png"), kernel, images[0], tuple(int(s) for s in shifts[0]))
     plot_planted(os.path.join(out, "planted_everywhere.png"), maps)
 

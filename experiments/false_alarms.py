@@ -8,7 +8,7 @@ Trains a detector on the usual task (planted copies), then runs it and the match
 
 1. Binary background: random 0/1 pixels contain the pattern by accident (about ``density^k (1-density)^(n-k)`` per
    window). Every detection should be such an exact occurrence: each detection's window is compared with the pattern
-   pixel by pixel (from :func:`jaxconv.patches`) and with the targets (which mark every exact occurrence), so
+   pixel by pixel (from :func:`jaxconv.lab.patches`) and with the targets (which mark every exact occurrence), so
    "false alarms" = detections that are not exact occurrences (expected 0), "misses" = occurrences not detected.
 2. Gaussian background: white noise, so every detection is a false alarm. A linear detector's score on white noise is
    exactly ``N(b, s^2 |k|^2)`` per window, so its false-alarm rate at logit > 0 is ``Q(-b / (s |k|))``; for the
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxconv
-from jaxconv.evidence import _report
+from jaxconv import evidence
 
 
 def _q(x: float) -> float:
@@ -56,8 +56,8 @@ def logits_of(params: dict, images: np.ndarray, chunk: int = 250) -> np.ndarray:
 
 
 def exact_matches(images: np.ndarray, pattern: np.ndarray) -> np.ndarray:
-    """``[N, Ho, Wo]``: the window at each position equals the pattern exactly (from :func:`jaxconv.patches`)."""
-    windows = jax.vmap(lambda im: jaxconv.patches(im, pattern.shape))(jnp.asarray(images[..., 0]))
+    """``[N, Ho, Wo]``: the window at each position equals the pattern exactly (from :func:`jaxconv.lab.patches`)."""
+    windows = jax.vmap(lambda im: jaxconv.lab.patches(im, pattern.shape))(jnp.asarray(images[..., 0]))
     return np.all(np.asarray(windows) == pattern, axis=(-2, -1))
 
 
@@ -105,9 +105,9 @@ def gaussian_audit(task: jaxconv.PlantedPatternTask, detectors: dict, key: jax.A
         "megapixels": megapixels,
         "windows": windows,
         "targets_all_zero": bool((targets == 0).all()),
-        "d_prime": jaxconv.d_prime(task),
-        "snr_db": jaxconv.snr_db(task),
-        "prevalence": jaxconv.positive_prevalence(task),
+        "d_prime": jaxconv.theory.d_prime(task),
+        "snr_db": jaxconv.theory.snr_db(task),
+        "prevalence": jaxconv.theory.positive_prevalence(task),
         "detectors": {},
     }
     d, prior = results["d_prime"], results["prevalence"]
@@ -138,7 +138,7 @@ def gaussian_audit(task: jaxconv.PlantedPatternTask, detectors: dict, key: jax.A
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.PATTERNS))
+    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.lab.PATTERNS))
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=400, help="training steps for each learned detector")
     parser.add_argument("--images", type=int, default=2000, help="pure-noise images per background")
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output directory (default runs/false_alarms-<timestamp>)")
     args = parser.parse_args(argv)
     try:
-        out = _report.prepare_out(args.out or _report.default_out("false_alarms"))
+        out = evidence.prepare_out(args.out or evidence.default_out("false_alarms"))
     except ValueError as err:
         parser.error(str(err))
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     binary = jaxconv.PlantedPatternTask(args.pattern, image_shape=shape)
     unit = jaxconv.PlantedPatternTask(args.pattern, image_shape=shape, background="gaussian")
     gaussian = jaxconv.PlantedPatternTask(args.pattern, image_shape=shape, background="gaussian",
-                                          amplitude=jaxconv.amplitude_for_snr_db(unit, args.snr_db))  # fmt: skip
+                                          amplitude=jaxconv.theory.amplitude_for_snr_db(unit, args.snr_db))  # fmt: skip
     shown = {}
     runs = {}
     for name, task, key in [("binary", binary, key_binary), ("gaussian", gaussian, key_gaussian)]:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         runs[name] = result
     results = {"config": {**vars(args), "out": out, "tasks": {"binary": binary.to_dict(),
                                                               "gaussian": gaussian.to_dict()}}, **runs}  # fmt: skip
-    _report.write_json(os.path.join(out, "results.json"), results)
+    evidence.write_json(os.path.join(out, "results.json"), results)
     plot(os.path.join(out, "false_alarms.png"), shown, runs)
 
     b = runs["binary"]
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def plot(path: str, shown: dict, runs: dict) -> None:
-    fig = _report.figure(12, 6.6)
+    fig = evidence.figure(12, 6.6)
     axes = fig.subplots(2, 3)
     for row, name in enumerate(("binary", "gaussian")):
         image, logits, exact = shown[name]
@@ -224,7 +224,7 @@ def plot(path: str, shown: dict, runs: dict) -> None:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle("detections on pure noise (first image; counts over all images)")
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,7 @@ import jax
 import numpy as np
 
 import jaxconv
-from jaxconv.evidence import _report
-from jaxconv.lab import _theory
+from jaxconv import evidence
 from jaxconv.lab._fit import validation_check
 
 AP_SLACK = 0.005
@@ -41,7 +40,7 @@ RANDOM_SIZES = (4, 5, 6, 7)
 
 def patterns(seed: int) -> dict[str, list[list[int]]]:
     rng = np.random.default_rng(seed)
-    out = {name: [[int(v) for v in row] for row in jaxconv.PATTERNS[name]] for name in ("seed", "checker")}
+    out = {name: [[int(v) for v in row] for row in jaxconv.lab.PATTERNS[name]] for name in ("seed", "checker")}
     for n in RANDOM_SIZES:
         p = (rng.random((n, n)) < 0.5).astype(int)
         p[0, 0], p[-1, -1] = 1, 0  # non-constant
@@ -65,7 +64,7 @@ def write(args: argparse.Namespace, chosen: dict, rows: list[dict], wall_s: floa
         "rows": rows,
         "wall_s": round(wall_s, 1),
     }
-    _report.write_json(os.path.join(args.out, "results.json"), results)
+    evidence.write_json(os.path.join(args.out, "results.json"), results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, pattern in chosen.items():
         base = jaxconv.PlantedPatternTask(pattern, image_shape=args.image_size, background="gaussian")
         for snr in args.snr_db:
-            amplitude = _theory.amplitude_for_snr_db(base, snr)
+            amplitude = jaxconv.theory.amplitude_for_snr_db(base, snr)
             task = jaxconv.PlantedPatternTask(pattern, image_shape=args.image_size, background="gaussian",
                                               amplitude=amplitude)  # fmt: skip
             mf_params = jaxconv.matched_filter(task)

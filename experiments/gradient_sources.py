@@ -4,7 +4,7 @@
     python experiments/gradient_sources.py --pattern cross --out runs/grad
 
 For one training image and a random starting kernel, the gradient of the detection loss with respect to the
-kernel is split into the contribution of every output position (``jaxconv.kernel_gradient_sources``). With
+kernel is split into the contribution of every output position (``jaxconv.lab.kernel_gradient_sources``). With
 the same weights at every position (a convolution) each weight sums contributions from all over the image.
 An untied layer — a locally connected layer (one kernel per position) or a dense layer from the image to the
 logit map — gives each of its weights the contribution of a single position: the gradient of the untied layer,
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxconv
-from jaxconv.evidence import _report
+from jaxconv import evidence
 
 
 def sources_for(loss_name: str, image: jax.Array, target: jax.Array, params: dict) -> tuple[jax.Array, dict]:
@@ -36,10 +36,10 @@ def sources_for(loss_name: str, image: jax.Array, target: jax.Array, params: dic
 
     logits = jaxconv.conv2d(image, kernel) + bias
     output_grad = jax.grad(loss_of_logits)(logits)
-    sources = jaxconv.kernel_gradient_sources(image, kernel, output_grad)
+    sources = jaxconv.lab.kernel_gradient_sources(image, kernel, output_grad)
 
     tied = jax.grad(lambda k: loss_of_logits(jaxconv.conv2d(image, k) + bias))(kernel)
-    windows = jaxconv.patches(image, kernel.shape)
+    windows = jaxconv.lab.patches(image, kernel.shape)
     untied_kernels = jnp.broadcast_to(kernel, windows.shape)  # a locally connected layer, at the tied kernel
     untied = jax.grad(lambda w: loss_of_logits(jnp.einsum("ijab,ijab->ij", windows, w) + bias))(untied_kernels)
 
@@ -59,7 +59,7 @@ def plot(path: str, image: np.ndarray, target: np.ndarray, sources: dict, kernel
     from matplotlib.colors import LogNorm, SymLogNorm
 
     names = list(sources)
-    fig = _report.figure(4.2 * (1 + 2 * len(names)), 4.0)
+    fig = evidence.figure(4.2 * (1 + 2 * len(names)), 4.0)
     axes = fig.subplots(1, 1 + 2 * len(names))
     axes[0].imshow(image, cmap="gray_r", interpolation="nearest")
     ys, xs = np.nonzero(target)
@@ -87,18 +87,18 @@ def plot(path: str, image: np.ndarray, target: np.ndarray, sources: dict, kernel
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"where the gradient of a shared {kernel_shape[0]}x{kernel_shape[1]} kernel comes from")
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.PATTERNS))
+    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.lab.PATTERNS))
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="output directory (default runs/gradient_sources-<timestamp>)")
     args = parser.parse_args(argv)
     try:
-        out = _report.prepare_out(args.out or _report.default_out("gradient_sources"))
+        out = evidence.prepare_out(args.out or evidence.default_out("gradient_sources"))
     except ValueError as err:
         parser.error(str(err))
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "losses": checks,
     }
-    _report.write_json(os.path.join(out, "results.json"), results)
+    evidence.write_json(os.path.join(out, "results.json"), results)
     plot(os.path.join(out, "gradient_sources.png"), np.asarray(image), np.asarray(target), sources, kernel_shape)
 
     print(f"one {h}x{w} image, {int(target.sum())} pattern positions, random {kernel_shape} kernel; "

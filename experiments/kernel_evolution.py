@@ -5,7 +5,7 @@
 
 Fits the default task (the seed pattern on binary images) with ``steps_per_dispatch = --every`` and a callback
 that records ``state.params`` after every dispatch. Reports the kernel's cosine to the pattern
-(:func:`jaxconv.kernel_cosine`, 1.0 = the matched filter up to scale and offset) after every dispatch, and at the
+(:func:`jaxconv.lab.kernel_cosine`, 1.0 = the matched filter up to scale and offset) after every dispatch, and at the
 chosen ``--snapshots`` steps also the detector's F1 on held-out images. ``steps_per_dispatch`` does not change the
 trajectory (step ``s`` always uses batch ``fold_in(key, s)``), so the snapshots are those of a plain ``fit``.
 
@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 
 import jaxconv
-from jaxconv.evidence import _report
+from jaxconv import evidence
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.PATTERNS))
+    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.lab.PATTERNS))
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--every", type=int, default=1, help="steps per dispatch: a cosine is recorded this often")
@@ -42,22 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"--snapshots must be multiples of --every ({args.every}) in [0, --steps]; got {bad}")
     try:
-        out = _report.prepare_out(args.out or _report.default_out("kernel_evolution"))
+        out = evidence.prepare_out(args.out or evidence.default_out("kernel_evolution"))
     except ValueError as err:
         parser.error(str(err))
 
     task = jaxconv.PlantedPatternTask(args.pattern, image_shape=(args.image_size, args.image_size))
     pattern = task.pattern_array
-    initial = jaxconv.init_state(jaxconv.TrainConfig(task, seed=args.seed)).params
+    initial = jaxconv.lab.init_state(jaxconv.TrainConfig(task, seed=args.seed)).params
     params_at: dict[int, Any] = {0: initial}
-    start = {"step": 0, "kernel_cosine": jaxconv.kernel_cosine(initial["kernel"], pattern), "mean_loss": None}
+    start = {"step": 0, "kernel_cosine": jaxconv.lab.kernel_cosine(initial["kernel"], pattern), "mean_loss": None}
     curve: list[dict[str, Any]] = [start]
 
-    def record(state: jaxconv.TrainState, losses: np.ndarray) -> None:
+    def record(state: jaxconv.lab.TrainState, losses: np.ndarray) -> None:
         step = int(state.step)
         if step in args.snapshots:
             params_at[step] = {k: np.asarray(v) for k, v in state.params.items()}
-        curve.append({"step": step, "kernel_cosine": jaxconv.kernel_cosine(state.params["kernel"], pattern),
+        curve.append({"step": step, "kernel_cosine": jaxconv.lab.kernel_cosine(state.params["kernel"], pattern),
                       "mean_loss": float(np.mean(losses))})  # fmt: skip
 
     result = jaxconv.fit(task, steps=args.steps, seed=args.seed, steps_per_dispatch=args.every, eval_images=0,
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "first_step_with_cosine_at_least": first_above,
         "final": {"kernel_cosine": curve[-1]["kernel_cosine"], "train_wall_s": result.timing["wall_s"]},
     }
-    _report.write_json(os.path.join(out, "results.json"), results)
+    evidence.write_json(os.path.join(out, "results.json"), results)
     plot_grid(os.path.join(out, "kernel_evolution.png"), snapshots, mf)
     plot_curve(os.path.join(out, "cosine_curve.png"), curve, snapshots)
 
@@ -102,21 +102,21 @@ def plot_grid(path: str, snapshots: list[dict], mf: dict) -> None:
     n = len(snapshots) + 1
     cols = min(n, 5)
     rows = -(-n // cols)
-    fig = _report.figure(2.9 * cols, 2.3 * rows)
+    fig = evidence.figure(2.9 * cols, 2.3 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax, s in zip(axes, snapshots, strict=False):
-        _report._show_kernel(ax, np.asarray(s["kernel"]), f"step {s['step']}: cos {s['kernel_cosine']:.3f}\n"
+        evidence.show_kernel(ax, np.asarray(s["kernel"]), f"step {s['step']}: cos {s['kernel_cosine']:.3f}\n"
                              f"F1 {s['f1']:.2f}, bias {s['bias']:.2f}")  # fmt: skip
     mf_kernel = np.asarray(mf["kernel"])[:, :, 0, 0]
-    _report._show_kernel(axes[len(snapshots)], mf_kernel, f"matched filter\nbias {float(mf['bias'][0]):.2f}")
+    evidence.show_kernel(axes[len(snapshots)], mf_kernel, f"matched filter\nbias {float(mf['bias'][0]):.2f}")
     for ax in axes[n:]:
         ax.set_axis_off()
     fig.suptitle("the kernel during training (each panel on its own colour scale; red +, blue -)")
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 def plot_curve(path: str, curve: list[dict], snapshots: list[dict]) -> None:
-    fig = _report.figure(6.5, 3.6)
+    fig = evidence.figure(6.5, 3.6)
     ax = fig.subplots()
     steps = [c["step"] for c in curve]
     ax.plot(steps, [c["kernel_cosine"] for c in curve], color="tab:blue", label="kernel cosine to the pattern")
@@ -128,7 +128,7 @@ def plot_curve(path: str, curve: list[dict], snapshots: list[dict]) -> None:
     ax.axhline(1.0, color="gray", linewidth=0.8, linestyle=":")
     ax.legend(loc="lower right")
     ax.set_title("from random to the matched filter")
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,13 @@ import argparse
 import os
 import sys
 import time
+import typing
 from typing import Any
 
 import numpy as np
 
 import jaxconv
-from jaxconv.cli import TRAIN_DEFAULTS, parse_steps
-from jaxconv.evidence import _report
-from jaxconv.lab._metrics import kernel_placement
+from jaxconv import evidence
 
 
 def show(ax: Any, kernel: np.ndarray, title: str) -> None:
@@ -48,7 +47,7 @@ def plot(path: str, results: dict, pattern: np.ndarray) -> None:
 
     backgrounds = list(results["runs"])
     penalties = list(results["runs"][backgrounds[0]])
-    fig = _report.figure(3.1 * (len(penalties) + 1), 3.0 * len(backgrounds))
+    fig = evidence.figure(3.1 * (len(penalties) + 1), 3.0 * len(backgrounds))
     axes = np.atleast_2d(fig.subplots(len(backgrounds), len(penalties) + 1))
     ph, pw = pattern.shape
     for row, background in enumerate(backgrounds):
@@ -66,19 +65,26 @@ def plot(path: str, results: dict, pattern: np.ndarray) -> None:
                                                linewidth=2))  # fmt: skip
     fig.suptitle(f"learned {mf.shape[0]}x{mf.shape[1]} kernels (seed 0) for a {ph}x{pw} pattern; "
                  "green: best placement", fontsize=11)  # fmt: skip
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
+
+
+def steps_flag(text: str) -> int | str:
+    """``--steps``: ``auto`` or a number of steps (checked by ``TrainConfig``)."""
+    return text if text == "auto" else int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.PATTERNS))
+    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.lab.PATTERNS))
     parser.add_argument("--kernel", type=int, nargs=2, default=[5, 5], metavar=("KH", "KW"))
-    parser.add_argument("--backgrounds", nargs="+", default=["binary", "gaussian"], choices=jaxconv.BACKGROUNDS)
+    parser.add_argument(
+        "--backgrounds", nargs="+", default=["binary", "gaussian"], choices=typing.get_args(jaxconv.lab.Background)
+    )
     parser.add_argument("--amplitude", type=float, default=2.45, help="gaussian background's amplitude (2.45)")
     parser.add_argument("--l1", type=float, nargs="*", default=[0.01, 0.05], help="L1 weights to try (0.01 0.05)")
     parser.add_argument("--l2", type=float, nargs="*", default=[0.05], help="L2 weights to try (0.05)")
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--steps", type=parse_steps, default=TRAIN_DEFAULTS["steps"], help="auto or N (auto)")
+    parser.add_argument("--steps", type=steps_flag, default=jaxconv.TrainConfig().steps, help="auto or N (auto)")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--out", help="output directory (default runs/kernel_size-<timestamp>)")
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1:
         parser.error(f"argument --seeds: must be >= 1; got {args.seeds}")
     try:
-        out = _report.prepare_out(args.out or _report.default_out("kernel_size"))
+        out = evidence.prepare_out(args.out or evidence.default_out("kernel_size"))
     except ValueError as err:
         parser.error(str(err))
 
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 fitted = jaxconv.fit(task, steps=args.steps, seed=seed, kernel_shape=kernel_shape,
                                      eval_images=args.eval_images, **penalty)  # fmt: skip
                 kernel = np.asarray(fitted.params["kernel"])[:, :, 0, 0]
-                placement = kernel_placement(kernel, task.pattern_array)
+                placement = jaxconv.lab.kernel_placement(kernel, task.pattern_array)
                 m = fitted.metrics
                 runs.append({"seed": seed, "metrics": m, "placement": placement, "kernel": kernel.tolist(),
                              "bias": float(fitted.params["bias"][0])})  # fmt: skip
@@ -130,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ph, pw = jaxconv.PlantedPatternTask(args.pattern).pattern_array.shape
     results["random_kernel_outside_energy"] = 1 - ph * pw / (kernel_shape[0] * kernel_shape[1])
     results["wall_s"] = time.perf_counter() - start
-    _report.write_json(os.path.join(out, "results.json"), results)
+    evidence.write_json(os.path.join(out, "results.json"), results)
     plot(os.path.join(out, "kernel_size.png"), results, jaxconv.PlantedPatternTask(args.pattern).pattern_array)
     print(f"(a random {kernel_shape[0]}x{kernel_shape[1]} kernel has ~{results['random_kernel_outside_energy']:.2f} "
           f"of its energy outside a {ph}x{pw} window); {results['wall_s']:.0f} s; wrote {out}")  # fmt: skip

@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 
 import jaxconv
-from jaxconv.evidence import _bench, _report
+from jaxconv import evidence
 
 # Relative error (max |error| / max |reference|) above which a float32 gradient counts as wrong: float32 rounding
 # of these small sums stays below 1e-5; the bug's errors are 0.3 to 1e19.
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) < 0:
             parser.error(f"--{flag} must be >= 0; got {getattr(args, flag)}")
     try:
-        out = _report.prepare_out(args.out or _report.default_out("lax_padding_bug"))
+        out = evidence.prepare_out(args.out or evidence.default_out("lax_padding_bug"))
     except ValueError as err:
         parser.error(str(err))
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = {
         "config": {**vars(args), "out": out, "wrong_threshold": WRONG, "dtype": "float32"},
-        "environment": _bench.environment(None, None),
+        "environment": evidence.environment(None, None),
         "xla_bug_present": lax_wrong,
         "jaxconv_correct": jaxconv_right,
         "verdict": verdict,
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases": rows,
         "timing": timing(args.repeats) if args.repeats else [],
     }
-    _report.write_json(os.path.join(out, "results.json"), results)
+    evidence.write_json(os.path.join(out, "results.json"), results)
 
     print(f"jax {jax.__version__}, {results['environment']['device']}, {results['environment']['cpu']}")
     print("relative error of the worst gradient (input or kernel) vs a NumPy float64 loop; eager / jit")

@@ -5,7 +5,7 @@
 
 A regression-style target: the 0/1 target map itself (1 where the pattern's top-left corner is). The response is
 linear in the kernel, so the kernel+bias with the least mean squared error on a training set has a closed form
-(:func:`jaxconv.least_squares_kernel`: the patch matrix ``[N * Ho * Wo, KH * KW]`` plus a ones column, then
+(:func:`jaxconv.lab.least_squares_kernel`: the patch matrix ``[N * Ho * Wo, KH * KW]`` plus a ones column, then
 ``lstsq``). A kernel trained from random weights by full-batch gradient descent (optax Adam) on the same images
 and the same MSE is compared with it along the way: its distance to the oracle, its training MSE, and at the end
 both kernels' MSE on held-out images (and the matched filter's cosine to each).
@@ -19,6 +19,7 @@ import argparse
 import os
 import sys
 import time
+import typing
 from typing import Any
 
 import jax
@@ -27,7 +28,7 @@ import numpy as np
 import optax
 
 import jaxconv
-from jaxconv.evidence import _report
+from jaxconv import evidence
 
 
 def mse(params: dict, images: jax.Array, targets: jax.Array) -> jax.Array:
@@ -54,8 +55,8 @@ def train(init: dict, images: jax.Array, targets: jax.Array, oracle: dict, steps
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.PATTERNS))
-    parser.add_argument("--background", default="binary", choices=list(jaxconv.BACKGROUNDS))
+    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.lab.PATTERNS))
+    parser.add_argument("--background", default="binary", choices=typing.get_args(jaxconv.lab.Background))
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--train-images", type=int, default=200)
     parser.add_argument("--test-images", type=int, default=500)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output directory (default runs/least_squares-<timestamp>)")
     args = parser.parse_args(argv)
     try:
-        out = _report.prepare_out(args.out or _report.default_out("least_squares"))
+        out = evidence.prepare_out(args.out or evidence.default_out("least_squares"))
     except ValueError as err:
         parser.error(str(err))
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     train_set, test_set = task.sample(key_train, args.train_images), task.sample(key_test, args.test_images)
 
     start = time.perf_counter()
-    oracle = jaxconv.least_squares_kernel(train_set.images, train_set.targets, kernel_shape)
+    oracle = jaxconv.lab.least_squares_kernel(train_set.images, train_set.targets, kernel_shape)
     oracle["kernel"].block_until_ready()
     solve_s = time.perf_counter() - start
     init = jaxconv.init_params(key_init, kernel_shape)
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             "bias": float(params["bias"][0]),
             "train_mse": float(mse(params, train_set.images, train_set.targets)),
             "test_mse": float(mse(params, test_set.images, test_set.targets)),
-            "kernel_cosine_to_pattern": jaxconv.kernel_cosine(params["kernel"], task.pattern_array),
+            "kernel_cosine_to_pattern": jaxconv.lab.kernel_cosine(params["kernel"], task.pattern_array),
         }
 
     results: dict[str, Any] = {
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in np.unique(np.geomspace(1, args.steps, 60).astype(int) - 1)
         ],  # fmt: skip
     }
-    _report.write_json(os.path.join(out, "results.json"), results)
+    evidence.write_json(os.path.join(out, "results.json"), results)
     plot_kernels(os.path.join(out, "least_squares_kernels.png"), task, oracle, trained, results)
     plot_convergence(os.path.join(out, "least_squares_convergence.png"), losses, distances, results)
 
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def plot_kernels(path: str, task: jaxconv.PlantedPatternTask, oracle: dict, trained: dict, results: dict) -> None:
-    fig = _report.figure(10, 3.0)
+    fig = evidence.figure(10, 3.0)
     axes = fig.subplots(1, 3)
     for ax, (name, params, key) in zip(axes, [("least squares (exact)", oracle, "least_squares"),
                                               ("gradient descent", trained, "gradient_descent"),
@@ -141,12 +142,12 @@ def plot_kernels(path: str, task: jaxconv.PlantedPatternTask, oracle: dict, trai
         title = f"{name}\nbias {float(params['bias'][0]):.3f}"
         if key:
             title += f", test MSE {results[key]['test_mse']:.5f}"
-        _report._show_kernel(ax, np.asarray(params["kernel"])[:, :, 0, 0], title)
-    _report.save_figure(fig, path)
+        evidence.show_kernel(ax, np.asarray(params["kernel"])[:, :, 0, 0], title)
+    evidence.save_figure(fig, path)
 
 
 def plot_convergence(path: str, losses: np.ndarray, distances: np.ndarray, results: dict) -> None:
-    fig = _report.figure(11, 3.6)
+    fig = evidence.figure(11, 3.6)
     left, right = fig.subplots(1, 2)
     steps = np.arange(1, len(losses) + 1)
     left.loglog(steps, losses - results["least_squares"]["train_mse"] + 1e-12, color="tab:blue")
@@ -157,7 +158,7 @@ def plot_convergence(path: str, losses: np.ndarray, distances: np.ndarray, resul
     right.set_xlabel("step")
     right.set_ylabel("|(kernel, bias) - oracle|")
     right.set_title("distance to the least-squares solution")
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,13 @@ import jax
 import numpy as np
 
 import jaxconv
-from jaxconv.evidence import _report
+from jaxconv import evidence
 from jaxconv.lab._multi import MultiPatternTask, multi_evaluate, multi_fit, multi_matched_filter
 
 
 def plot_kernels(path: str, task: MultiPatternTask, learned: Any, mf: Any, names: list[str]) -> None:
     k, c = task.num_patterns, task.channels
-    fig = _report.figure(2.2 * k, 2.1 * (1 + 2 * c) - 0.4 * c)
+    fig = evidence.figure(2.2 * k, 2.1 * (1 + 2 * c) - 0.4 * c)
     axes = np.atleast_2d(fig.subplots(1 + 2 * c, k))
     for j in range(k):
         ax = axes[0, j]
@@ -52,11 +52,11 @@ def plot_kernels(path: str, task: MultiPatternTask, learned: Any, mf: Any, names
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("K kernels from one conv with K outputs (red +, blue -)", fontsize=10)
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 def plot_confusion(path: str, confusions: dict[str, np.ndarray], names: list[str]) -> None:
-    fig = _report.figure(5.2 * len(confusions), 4.4)
+    fig = evidence.figure(5.2 * len(confusions), 4.4)
     axes = np.atleast_1d(fig.subplots(1, len(confusions)))
     for ax, (title, m) in zip(axes, confusions.items(), strict=True):
         shown = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
@@ -68,13 +68,13 @@ def plot_confusion(path: str, confusions: dict[str, np.ndarray], names: list[str
         ax.set_xlabel("planted pattern")
         ax.set_title(f"{title}: share of copies on which\neach kernel fires (logit > 0)", fontsize=9)
         fig.colorbar(shown, ax=ax, shrink=0.7)
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patterns", nargs="+", default=["hedge", "vedge", "cross", "ring"],
-                        choices=list(jaxconv.PATTERNS))  # fmt: skip
+                        choices=list(jaxconv.lab.PATTERNS))  # fmt: skip
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--amplitude", type=float, default=4.0)
     parser.add_argument("--image-size", type=int, default=32)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TypeError, ValueError) as err:
         parser.error(str(err))
     try:
-        out = _report.prepare_out(args.out or _report.default_out("multi_pattern"))
+        out = evidence.prepare_out(args.out or evidence.default_out("multi_pattern"))
     except ValueError as err:
         parser.error(str(err))
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_confusion(os.path.join(out, "multi_confusion.png"),
                    {t: np.asarray(m["confusion"]) for t, m in evaluated.items()}, names)  # fmt: skip
     results["wall_s"] = time.perf_counter() - start
-    _report.write_json(os.path.join(out, "results.json"), results)
+    evidence.write_json(os.path.join(out, "results.json"), results)
 
     print(f"{k} patterns {names}, {args.channels} channel(s), amplitude {args.amplitude}, "
           f"{args.image_size}x{args.image_size} images; trained {args.steps} steps in {train_s:.1f} s")  # fmt: skip

@@ -24,13 +24,11 @@ import time
 import numpy as np
 
 import jaxconv
-from jaxconv.cli import TRAIN_DEFAULTS, parse_steps
-from jaxconv.evidence import _report
-from jaxconv.lab import _theory
+from jaxconv import evidence
 
 
 def plot(path: str, rows: list[dict], curve: dict, pattern: str) -> None:
-    fig = _report.figure(11, 4.0)
+    fig = evidence.figure(11, 4.0)
     axes = fig.subplots(1, 2)
     snr = np.array([r["snr_db"] for r in rows])
     for ax, key, title in ((axes[0], "average_precision", "average precision"), (axes[1], "f1", "F1 at logit > 0")):
@@ -48,15 +46,20 @@ def plot(path: str, rows: list[dict], curve: dict, pattern: str) -> None:
         ax.grid(alpha=0.3)
         ax.set_title(f"{title} vs SNR ({pattern!r} pattern)", fontsize=10)
     axes[0].legend(fontsize=8, loc="upper left")
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
+
+
+def steps_flag(text: str) -> int | str:
+    """``--steps``: ``auto`` or a number of steps (checked by ``TrainConfig``)."""
+    return text if text == "auto" else int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.PATTERNS))
+    parser.add_argument("--pattern", default="seed", choices=list(jaxconv.lab.PATTERNS))
     parser.add_argument("--snr-db", type=float, nargs="+", default=[4, 6, 8, 10, 12, 14, 16])
     parser.add_argument("--seeds", type=int, default=2, help="learned runs per SNR, seeds 0..N-1 (default 2)")
-    parser.add_argument("--steps", type=parse_steps, default=TRAIN_DEFAULTS["steps"], help="auto or N (auto)")
+    parser.add_argument("--steps", type=steps_flag, default=jaxconv.TrainConfig().steps, help="auto or N (auto)")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--eval-images", type=int, default=1000)
     parser.add_argument("--out", help="output directory (default runs/noise_sweep-<timestamp>)")
@@ -64,22 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1:
         parser.error(f"argument --seeds: must be >= 1; got {args.seeds}")
     try:
-        out = _report.prepare_out(args.out or _report.default_out("noise_sweep"))
+        out = evidence.prepare_out(args.out or evidence.default_out("noise_sweep"))
     except ValueError as err:
         parser.error(str(err))
 
     start = time.perf_counter()
     base = jaxconv.PlantedPatternTask(args.pattern, image_shape=args.image_size, background="gaussian")
-    prevalence = _theory.positive_prevalence(base)
+    prevalence = jaxconv.theory.positive_prevalence(base)
     rows = []
     print(f"{'SNR dB':>7} {'d`':>5} {'A':>5} | {'AP theory':>9} {'MF':>6} {'learned':>14} | "
           f"{'F1 theory':>9} {'MF':>6} {'learned':>14}")  # fmt: skip
     for snr in sorted(args.snr_db):
-        amplitude = _theory.amplitude_for_snr_db(base, snr)
+        amplitude = jaxconv.theory.amplitude_for_snr_db(base, snr)
         task = jaxconv.PlantedPatternTask(args.pattern, image_shape=args.image_size, background="gaussian",
                                           amplitude=amplitude)  # fmt: skip
-        d = _theory.d_prime(task)
-        theory = _theory.theoretical_detection(d, prevalence)
+        d = jaxconv.theory.d_prime(task)
+        theory = jaxconv.theory.theoretical_detection(d, prevalence)
         mf = jaxconv.evaluate(jaxconv.matched_filter(task), task, num_images=args.eval_images)
         learned = [
             jaxconv.fit(task, steps=args.steps, seed=seed, eval_images=args.eval_images).metrics
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = np.linspace(min(args.snr_db) - 2, max(args.snr_db) + 2, 81)
     curve: dict[str, list[float]] = {"snr_db": grid.tolist(), "average_precision": [], "f1": []}
     for snr in grid:
-        theory = _theory.theoretical_detection(10 ** (snr / 20), prevalence, grid=1001)
+        theory = jaxconv.theory.theoretical_detection(10 ** (snr / 20), prevalence, grid=1001)
         curve["average_precision"].append(theory["average_precision"])
         curve["f1"].append(theory["f1"])
 
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "theory_curve": curve,
         "wall_s": time.perf_counter() - start,
     }
-    _report.write_json(os.path.join(out, "results.json"), results)
+    evidence.write_json(os.path.join(out, "results.json"), results)
     plot(os.path.join(out, "noise_sweep.png"), rows, curve, args.pattern)
 
     print("gap to the optimum (AP): learned - theory | learned - matched filter | matched filter - theory")

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 import jaxconv
-from jaxconv.evidence import _report
+from jaxconv import evidence
 
 SHAPES = [(h, w) for h in range(1, 8) for w in range(1, 8) if h * w > 1]
 
@@ -58,7 +58,7 @@ def instances(run: dict) -> tuple[int, int]:
 
 
 def plot(path: str, rows: list[dict]) -> None:
-    fig = _report.figure(11, 4.0)
+    fig = evidence.figure(11, 4.0)
     axes = fig.subplots(1, 2)
     area = np.array([len(r["pattern"]) * len(r["pattern"][0]) for r in rows])
     jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(rows))
@@ -75,7 +75,7 @@ def plot(path: str, rows: list[dict]) -> None:
     axes[0].legend(fontsize=8, loc="lower left")
     perfect = sum(r["f1"] == 1.0 for r in rows)
     fig.suptitle(f"fit on its defaults: {perfect}/{len(rows)} runs at F1 = 1.000 on 1000 held-out images", fontsize=10)
-    _report.save_figure(fig, path)
+    evidence.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(out, exist_ok=True)
 
     planned = [] if args.no_named else [
-        {"name": name, "pattern": [[int(v) for v in row] for row in jaxconv.PATTERNS[name]], "image_size": 32,
+        {"name": name, "pattern": [[int(v) for v in row] for row in jaxconv.lab.PATTERNS[name]], "image_size": 32,
          "density": 0.3, "seed": seed}
-        for name in jaxconv.PATTERNS for seed in range(args.seeds)
+        for name in jaxconv.lab.PATTERNS for seed in range(args.seeds)
     ]  # fmt: skip
     planned += random_runs(args.sweep_seed, args.random, min(args.groups, max(args.random, 1)))
     rows: list[dict] = []
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         perfect = sum(r["f1"] == 1.0 for r in rows)
-        _report.write_json(
+        evidence.write_json(
             os.path.join(out, "results.json"),
             {
                 "config": vars(args),

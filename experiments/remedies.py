@@ -30,8 +30,7 @@ import time
 import numpy as np
 
 import jaxconv
-from jaxconv.evidence import _report
-from jaxconv.lab._metrics import _scores, held_out_key, worst_case
+from jaxconv import evidence
 
 REMEDIES = {
     "before": {"steps": 400, "near_misses": 0},
@@ -62,9 +61,9 @@ def held_out_anatomy(params: dict, task: jaxconv.PlantedPatternTask, num_images:
     ph, pw = pattern.shape
     margin, hamming = np.inf, []
     for chunk in range(-(-num_images // 250)):
-        images, z, t = (np.asarray(a) for a in _scores(params, task, held_out_key(0, chunk), 250))
         keep = min(250, num_images - chunk * 250)
-        images, z, t = images[:keep, :, :, 0], z[:keep], t[:keep] > 0.5
+        images, z, t = jaxconv.lab.held_out_scores(params, task, num_images=keep, chunk=chunk)
+        images, t = images[:, :, :, 0], t > 0.5
         margin = min(margin, float(z[t].min() - z[~t].max()))
         for b, i, j in np.argwhere((z > 0) & ~t):
             hamming.append(int(np.sum(images[b, i : i + ph, j : j + pw] != pattern)))
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pattern-seed", type=int, default=11)
     parser.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=list(REMEDIES))
     parser.add_argument("--eval-images", type=int, default=1000)
-    parser.add_argument("--out", default="experiments/results/remedies.json")
+    parser.add_argument("--out", default="experiments/results/remedies/results.json")
     args = parser.parse_args(argv)
 
     patterns = hard_patterns(args.pattern_seed)
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                     "steps": len(result.history),
                     "seconds": time.perf_counter() - began,
                     **held_out_anatomy(result.params, task, args.eval_images),
-                    "worst_case": worst_case(result.params, task.pattern_array),
+                    "worst_case": jaxconv.lab.worst_case(result.params, task.pattern_array),
                 }
                 rows.append(row)
                 print(
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "wall_s": time.perf_counter() - start,
     }
-    _report.write_json(args.out, results)
+    evidence.write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 

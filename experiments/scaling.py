@@ -98,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             np.save(path, image)
             del image, sharded
             warm = min(side - args.kernel + 1, args.tile) + args.kernel - 1  # compile the tile's shape, untimed
-            jaxconv.tiled_response(np.zeros((warm, warm), np.float32), params, tile=(args.tile,) * 2, progress=False)
-            tiled = jaxconv.tiled_response(
+            jaxconv.lab.tiled_response(
+                np.zeros((warm, warm), np.float32), params, tile=(args.tile,) * 2, progress=False
+            )
+            tiled = jaxconv.lab.tiled_response(
                 path, params, tile=(args.tile, args.tile), out=Path(scratch) / "logits.npy", progress=False
             )
             row["tiled_response_seconds"] = tiled.seconds

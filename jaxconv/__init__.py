@@ -1,60 +1,85 @@
-"""jaxconv: 1-, 2- and 3-D convolutions from ``lax.dynamic_slice`` and ``vmap``, and a lab for learning a kernel."""
+"""jaxconv: 1-, 2- and 3-D convolutions from ``lax.dynamic_slice`` and ``vmap``, and a lab for learning a kernel.
 
-from jaxconv.conv._conv import conv1d as conv1d
-from jaxconv.conv._conv import conv2d as conv2d
-from jaxconv.conv._conv import conv3d as conv3d
-from jaxconv.conv._general import conv_general_dilated as conv_general_dilated
-from jaxconv.conv._spatial import spatial_conv2d as spatial_conv2d
-from jaxconv.conv._spec import LAYOUTS as LAYOUTS
-from jaxconv.conv._spec import PADDING_MODES as PADDING_MODES
-from jaxconv.conv._spec import STRATEGIES as STRATEGIES
-from jaxconv.conv._transpose import conv_transpose1d as conv_transpose1d
-from jaxconv.conv._transpose import conv_transpose2d as conv_transpose2d
-from jaxconv.conv._transpose import conv_transpose3d as conv_transpose3d
-from jaxconv.lab._anatomy import kernel_gradient_sources as kernel_gradient_sources
-from jaxconv.lab._anatomy import patches as patches
-from jaxconv.lab._anatomy import shift_error as shift_error
-from jaxconv.lab._checkpoint import CheckpointError as CheckpointError
-from jaxconv.lab._checkpoint import CheckpointWarning as CheckpointWarning
-from jaxconv.lab._checkpoint import restore_latest as restore_latest
-from jaxconv.lab._checkpoint import save_checkpoint as save_checkpoint
-from jaxconv.lab._data import BACKGROUNDS as BACKGROUNDS
-from jaxconv.lab._data import PATTERNS as PATTERNS
-from jaxconv.lab._data import PlantedPatternTask as PlantedPatternTask
-from jaxconv.lab._data import Sample as Sample
-from jaxconv.lab._detector import LOSSES as LOSSES
-from jaxconv.lab._detector import detection_loss as detection_loss
-from jaxconv.lab._detector import init_params as init_params
-from jaxconv.lab._detector import logit_map as logit_map
-from jaxconv.lab._fit import FitResult as FitResult
-from jaxconv.lab._fit import NonFiniteError as NonFiniteError
-from jaxconv.lab._fit import fit as fit
-from jaxconv.lab._metrics import average_precision as average_precision
-from jaxconv.lab._metrics import evaluate as evaluate
-from jaxconv.lab._metrics import kernel_cosine as kernel_cosine
-from jaxconv.lab._metrics import matched_filter as matched_filter
-from jaxconv.lab._multi import MultiPatternTask as MultiPatternTask
-from jaxconv.lab._multi import multi_detection_loss as multi_detection_loss
-from jaxconv.lab._multi import multi_evaluate as multi_evaluate
-from jaxconv.lab._multi import multi_fit as multi_fit
-from jaxconv.lab._multi import multi_init_params as multi_init_params
-from jaxconv.lab._multi import multi_logits as multi_logits
-from jaxconv.lab._multi import multi_matched_filter as multi_matched_filter
-from jaxconv.lab._oracle import least_squares_kernel as least_squares_kernel
-from jaxconv.lab._preempt import PeerLostError as PeerLostError
-from jaxconv.lab._preempt import Preempted as Preempted
-from jaxconv.lab._theory import amplitude_for_snr_db as amplitude_for_snr_db
-from jaxconv.lab._theory import d_prime as d_prime
-from jaxconv.lab._theory import positive_prevalence as positive_prevalence
-from jaxconv.lab._theory import snr_db as snr_db
-from jaxconv.lab._theory import theoretical_detection as theoretical_detection
-from jaxconv.lab._theory import theoretical_roc as theoretical_roc
-from jaxconv.lab._tiled import TiledResponse as TiledResponse
-from jaxconv.lab._tiled import tiled_response as tiled_response
-from jaxconv.lab._train import OPTIMIZERS as OPTIMIZERS
-from jaxconv.lab._train import TrainConfig as TrainConfig
-from jaxconv.lab._train import TrainState as TrainState
-from jaxconv.lab._train import init_state as init_state
-from jaxconv.lab._train import train_steps as train_steps
+Two wings: :mod:`jaxconv.conv` (the operation) and :mod:`jaxconv.lab` (task, detector, training, judging), plus
+:mod:`jaxconv.theory`. The names below are the ones most code needs; the lab's load on first use, so
+``from jaxconv import conv2d`` pulls in neither optax nor tqdm.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from jaxconv.conv import conv1d as conv1d
+from jaxconv.conv import conv2d as conv2d
+from jaxconv.conv import conv3d as conv3d
+from jaxconv.conv import conv_general_dilated as conv_general_dilated
+from jaxconv.conv import conv_transpose1d as conv_transpose1d
+from jaxconv.conv import conv_transpose2d as conv_transpose2d
+from jaxconv.conv import conv_transpose3d as conv_transpose3d
+from jaxconv.conv import spatial_conv2d as spatial_conv2d
+
+if TYPE_CHECKING:
+    from jaxconv import lab as lab
+    from jaxconv import theory as theory
+    from jaxconv.lab import CheckpointError as CheckpointError
+    from jaxconv.lab import FitResult as FitResult
+    from jaxconv.lab import NonFiniteError as NonFiniteError
+    from jaxconv.lab import PeerLostError as PeerLostError
+    from jaxconv.lab import PlantedPatternTask as PlantedPatternTask
+    from jaxconv.lab import Preempted as Preempted
+    from jaxconv.lab import TrainConfig as TrainConfig
+    from jaxconv.lab import detection_loss as detection_loss
+    from jaxconv.lab import evaluate as evaluate
+    from jaxconv.lab import fit as fit
+    from jaxconv.lab import init_params as init_params
+    from jaxconv.lab import logit_map as logit_map
+    from jaxconv.lab import matched_filter as matched_filter
+    from jaxconv.lab import restore_latest as restore_latest
+    from jaxconv.lab import save_checkpoint as save_checkpoint
 
 __version__ = "0.1.0"
+
+_LAB_NAMES = (
+    "PlantedPatternTask",
+    "TrainConfig",
+    "fit",
+    "FitResult",
+    "evaluate",
+    "matched_filter",
+    "init_params",
+    "logit_map",
+    "detection_loss",
+    "save_checkpoint",
+    "restore_latest",
+    "CheckpointError",
+    "NonFiniteError",
+    "Preempted",
+    "PeerLostError",
+)
+_NAMESPACES = ("conv", "lab", "theory")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAB_NAMES:
+        return getattr(importlib.import_module("jaxconv.lab"), name)
+    if name in _NAMESPACES:
+        return importlib.import_module(f"jaxconv.{name}")
+    raise AttributeError(f"module 'jaxconv' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAB_NAMES, *_NAMESPACES})
+
+
+__all__ = [
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "conv_general_dilated",
+    "spatial_conv2d",
+    *_LAB_NAMES,
+]

@@ -7,6 +7,7 @@ values, so under ``jit`` they fire at trace time.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -16,12 +17,18 @@ import numpy as np
 def fail(fn: str, arg: str, allowed: str, given: Any, error: type[Exception] = ValueError) -> Exception:
     """The exception (not raised) for argument ``arg`` of ``fn``: ``fn: `arg` must be ALLOWED; got GIVEN``.
 
+    The exception also carries ``argument``, ``allowed`` and ``given`` as attributes, so that a caller (the CLI)
+    can say the same thing in its own words (``argument --flag: must be ...``) without parsing the message.
+
     Examples:
       >>> from jaxconv._checks import fail
-      >>> fail("fit", "steps", "an int >= 1", 0)
-      ValueError('fit: `steps` must be an int >= 1; got 0')
+      >>> err = fail("fit", "steps", "an int >= 1", 0)
+      >>> err, err.argument
+      (ValueError('fit: `steps` must be an int >= 1; got 0'), 'steps')
     """
-    return error(f"{fn}: `{arg}` must be {allowed}; got {given!r}")
+    err = error(f"{fn}: `{arg}` must be {allowed}; got {given!r}")
+    err.argument, err.allowed, err.given = arg, allowed, given  # type: ignore[attr-defined]
+    return err
 
 
 def is_int(value: Any) -> bool:
@@ -89,6 +96,65 @@ def check_choice(fn: str, arg: str, value: Any, choices: Collection[Any]) -> Any
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class Allowed:
+    """What one argument may be — checked the same way wherever it arrives: a keyword, a config, a CLI flag.
+
+    Args:
+      kind: ``"int"``, ``"number"``, ``"choice"`` or ``"int_or_auto"`` (an int, or the string ``"auto"``).
+      low, high: an int's bounds (inclusive), or ``None``.
+      describe: a number's allowed values in words (e.g. ``"a number > 0"``); with ``ok``, the test.
+      choices: a choice's values.
+
+    Examples:
+      >>> from jaxconv._checks import Allowed
+      >>> steps = Allowed("int_or_auto", low=1)
+      >>> steps.check("fit", "steps", "auto"), steps.parse("12"), steps.describe
+      ('auto', 12, 'auto or an int >= 1')
+    """
+
+    kind: str
+    low: int | None = None
+    high: int | None = None
+    describe: str = ""
+    ok: Callable[[float], bool] | None = None
+    choices: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.describe:
+            words = {"int": _int_range(self.low, self.high), "choice": f"one of {self.choices}"}
+            words["int_or_auto"] = f"auto or {_int_range(self.low, self.high)}"
+            object.__setattr__(self, "describe", words[self.kind])
+
+    def check(self, fn: str, arg: str, value: Any) -> Any:
+        """``value`` normalised (an ``int``, a ``float``, the choice), else the error naming ``arg``."""
+        if self.kind == "int_or_auto" and isinstance(value, str):  # a string is the right type: "auto" or wrong
+            if value != "auto":
+                raise fail(fn, arg, self.describe, value)
+            return value
+        if self.kind in ("int", "int_or_auto"):
+            if not is_int(value):
+                raise fail(fn, arg, self.describe, value, TypeError)
+            if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+                raise fail(fn, arg, self.describe, value)
+            return int(value)
+        if self.kind == "number":
+            return check_number(fn, arg, value, allowed=self.describe, ok=self.ok or (lambda v: True))
+        if value not in self.choices:
+            error = TypeError if not any(type(value) is type(c) for c in self.choices) else ValueError
+            raise fail(fn, arg, self.describe, value, error)
+        return value
+
+    def parse(self, text: str) -> Any:
+        """The value that the command-line text ``text`` stands for (not yet checked), e.g. ``"3"`` -> ``3``."""
+        if self.kind == "choice" or (self.kind == "int_or_auto" and text == "auto"):
+            return text
+        try:
+            return int(text) if self.kind in ("int", "int_or_auto") else float(text)
+        except ValueError:
+            return text
+
+
 def _int_range(low: int | None, high: int | None) -> str:
     if low is not None and high is not None:
         return f"an int in [{low}, {high}]"
@@ -99,4 +165,4 @@ def _int_range(low: int | None, high: int | None) -> str:
     return "an int"
 
 
-__all__ = ["fail", "is_int", "check_int", "check_number", "check_choice"]
+__all__ = ["fail", "is_int", "check_int", "check_number", "check_choice", "Allowed"]

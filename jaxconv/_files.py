@@ -18,11 +18,11 @@ def write_atomic(path: str, data: bytes | str, *, durable: bool = False) -> None
         power loss (checkpoints need it; figures and tables do not).
 
     Examples:
-      >>> import os, tempfile
+      >>> import os, pathlib, tempfile
       >>> from jaxconv._files import write_atomic
       >>> path = os.path.join(tempfile.mkdtemp(), "a.txt")
       >>> write_atomic(path, "hello\\n")
-      >>> open(path).read(), os.listdir(os.path.dirname(path))
+      >>> pathlib.Path(path).read_text(), os.listdir(os.path.dirname(path))
       ('hello\\n', ['a.txt'])
     """
     if isinstance(data, str):
@@ -41,11 +41,20 @@ def write_atomic(path: str, data: bytes | str, *, durable: bool = False) -> None
             os.remove(tmp)
         raise
     if durable:
+        _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    try:
         fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    except OSError:  # a platform without folder handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 __all__ = ["write_atomic"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -18,30 +19,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "pattern": "seed",
-    "image_size": (32, 32),
-    "instances": (1, 3),
-    "background": "binary",
-    "density": 0.3,
-    "noise_std": 1.0,
-    "amplitude": 1.0,
-    "optimizer": "adam",
-    "learning_rate": 0.1,
-    "steps": "auto",
-    "near_misses": 2,
-    "batch_size": 32,
-    "loss": None,
-    "seed": 0,
-    "eval_images": 1000,
-    "steps_per_dispatch": 100,
-}
-"""``jaxconv train``'s defaults (also ``experiments/pattern_sweep.py``'s)."""
-
 PEER_TIMEOUT_S = 60
 """``--peer-timeout``'s default: seconds without a heartbeat before a process counts as lost."""
 
-_FLAG_OF = {
+TASK_FLAGS = {
     "pattern": "--pattern",
     "image_shape": "--image-size",
     "instances": "--instances",
@@ -49,14 +30,17 @@ _FLAG_OF = {
     "density": "--density",
     "noise_std": "--noise-std",
     "amplitude": "--amplitude",
-    "kernel_shape": "--kernel-size",
-    "batch_size": "--batch-size",
-    "learning_rate": "--learning-rate",
-    "optimizer": "--optimizer",
-    "loss": "--loss",
-    "seed": "--seed",
-    "devices": "--devices",
 }
+"""``jaxconv train``'s flag for each :class:`~jaxconv.lab.PlantedPatternTask` argument."""
+
+GROUP_OF = {
+    "eval_images": "output",
+    "eval_seed": "output",
+    "checkpoint_every": "checkpoints and numerical faults",
+    "keep": "checkpoints and numerical faults",
+    "max_nonfinite": "checkpoints and numerical faults",
+}
+"""The ``--help`` section of a :class:`~jaxconv.lab.TrainConfig` field's flag (default: training)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,16 +62,6 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
     parse.__name__ = f"int>={low}"
     return parse
-
-
-def parse_steps(text: str) -> int | str:
-    """``--steps``: ``auto`` (train until a validation draw is separated, calibrate the bias; capped) or an int >= 1."""
-    if text == "auto":
-        return text
-    try:
-        return _int_at_least(1)(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be auto or an int >= 1; got {text!r}") from None
 
 
 def _float_where(allowed: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
@@ -152,75 +126,155 @@ def parse_address(text: str) -> str:
     return text
 
 
-def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from jaxconv.lab._data import BACKGROUNDS
-    from jaxconv.lab._detector import LOSSES
-    from jaxconv.lab._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED
-    from jaxconv.lab._train import OPTIMIZERS
+def _knob_type(name: str, allowed: Any) -> Callable[[str], Any]:
+    """The argparse ``type=`` of a :class:`~jaxconv.lab.TrainConfig` field: its own check, as a one-line error."""
 
-    d = TRAIN_DEFAULTS
+    def parse(text: str) -> Any:
+        try:
+            return allowed.check("jaxconv train", name, allowed.parse(text))
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {allowed.describe}; got {text!r}") from None
+
+    parse.__name__ = name
+    return parse
+
+
+def knob_flags() -> dict[str, str]:
+    """``{TrainConfig field: its jaxconv train flag}`` — one flag per field but the task (whose flags are
+    :data:`TASK_FLAGS`).
+
+    Examples:
+      >>> from jaxconv.cli import knob_flags
+      >>> knob_flags()["batch_size"], knob_flags()["kernel_shape"]
+      ('--batch-size', '--kernel-size')
+    """
+    from jaxconv.lab import TrainConfig
+
+    fields = [f for f in dataclasses.fields(TrainConfig) if f.name != "task"]
+    return {f.name: f.metadata.get("flag") or "--" + f.name.replace("_", "-") for f in fields}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, groups: dict[str, Any]) -> None:
+    from jaxconv.lab import TrainConfig
+
+    flags = knob_flags()
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "task":
+            continue
+        allowed, default = field.metadata["allowed"], field.default
+        options: dict[str, Any] = {"default": default, "dest": field.name}
+        if field.metadata.get("cli") == "size":
+            options.update(type=parse_size, metavar="N|HxW")
+        elif allowed.kind == "choice":
+            options["choices"] = allowed.choices
+        else:
+            options.update(
+                type=_knob_type(field.name, allowed),
+                metavar={"int_or_auto": "auto|N", "int": "N"}.get(allowed.kind, "X"),
+            )
+        group = groups[GROUP_OF.get(field.name, "training")]
+        group.add_argument(flags[field.name], help=f"{field.metadata['help']} ({default})", **options)
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from jaxconv.lab import PlantedPatternTask
+    from jaxconv.lab._data import BACKGROUNDS
+    from jaxconv.lab._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED
+
+    d = {f.name: f.default for f in dataclasses.fields(PlantedPatternTask)}
     task = parser.add_argument_group("task")
     task.add_argument("--pattern", type=parse_pattern, default=d["pattern"], help="a name or rows like 110,100")
-    task.add_argument("--image-size", type=parse_size, default=d["image_size"], metavar="N|HxW", help="(32)")
-    task.add_argument("--instances", type=parse_instances, default=d["instances"], metavar="N|MIN,MAX",
-                      help="planted copies per image (1,3)")  # fmt: skip
+    task.add_argument("--image-size", type=parse_size, default=d["image_shape"], metavar="N|HxW", help="(32)")
+    task.add_argument(
+        "--instances",
+        type=parse_instances,
+        default=d["instances"],
+        metavar="N|MIN,MAX",
+        help="planted copies per image (1,3)",
+    )
     task.add_argument("--background", choices=BACKGROUNDS, default=d["background"], help="(binary)")
-    task.add_argument("--density", type=_float_where("a number in [0, 1]", lambda v: 0 <= v <= 1),
-                      default=d["density"], help="binary background: P(pixel = 1) (0.3)")  # fmt: skip
-    task.add_argument("--noise-std", type=_float_where("a number > 0", lambda v: v > 0), default=d["noise_std"],
-                      help="gaussian background's noise std (1.0)")  # fmt: skip
-    task.add_argument("--amplitude", type=_float_where("a number > 0", lambda v: v > 0), default=d["amplitude"],
-                      help="gaussian background's pattern amplitude (1.0)")  # fmt: skip
-    train = parser.add_argument_group("training")
-    train.add_argument("--steps", type=parse_steps, default=d["steps"], metavar="auto|N",
-                       help="auto: until a validation draw (not the held-out images) is separated, then the bias "
-                       "calibrated to the middle of its gap; at most 3000 (auto)")  # fmt: skip
-    train.add_argument("--near-misses", type=_int_at_least(0), default=d["near_misses"], metavar="N",
-                       help="binary background: copies of the pattern with one pixel flipped pasted into each "
-                       "training image (2)")  # fmt: skip
-    train.add_argument("--batch-size", type=_int_at_least(1), default=d["batch_size"], help="images per step (32)")
-    train.add_argument("--learning-rate", type=_float_where("a number > 0", lambda v: v > 0),
-                       default=d["learning_rate"], help="(0.1)")  # fmt: skip
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"], help="(adam)")
-    train.add_argument("--loss", choices=LOSSES, default=d["loss"],
-                       help="imbalance handling (hard_negative on binary, balanced on gaussian)")  # fmt: skip
-    train.add_argument("--kernel-size", type=parse_size, default=None, metavar="N|HxW",
-                       help="learned kernel's size (the pattern's)")  # fmt: skip
-    train.add_argument("--seed", type=_int_at_least(0), default=d["seed"], help="(0)")
-    train.add_argument("--steps-per-dispatch", type=_int_at_least(1), default=d["steps_per_dispatch"],
-                       help="steps per jitted call; does not change the result (100)")  # fmt: skip
-    out = parser.add_argument_group("output")
-    out.add_argument("--eval-images", type=_int_at_least(1), default=d["eval_images"],
-                     help="held-out images to score (1000)")  # fmt: skip
+    task.add_argument(
+        "--density",
+        type=_float_where("a number in [0, 1]", lambda v: 0 <= v <= 1),
+        default=d["density"],
+        help="binary background: P(pixel = 1) (0.3)",
+    )
+    positive = _float_where("a number > 0", lambda v: v > 0)
+    task.add_argument(
+        "--noise-std", type=positive, default=d["noise_std"], help="gaussian background's noise std (1.0)"
+    )
+    task.add_argument(
+        "--amplitude", type=positive, default=d["amplitude"], help="gaussian background's pattern amplitude (1.0)"
+    )
+    titles = ("training", "output", "checkpoints and numerical faults")
+    groups = {title: parser.add_argument_group(title) for title in titles}
+    _add_config_flags(parser, groups)
+    out = groups["output"]
     out.add_argument("--out", metavar="DIR", default=None, help="run directory (runs/<timestamp>)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    safety = parser.add_argument_group("checkpoints and numerical faults")
-    safety.add_argument("--checkpoint-every", type=_int_at_least(0), default=0, metavar="N",
-                        help="write OUT/checkpoints/ckpt-<step>.npz every N steps (0: only at the end); SIGTERM or "
-                        f"SIGINT: one after the dispatch in flight, then exit status {EXIT_PREEMPTED}")  # fmt: skip
-    safety.add_argument("--keep", type=_int_at_least(1), default=3, metavar="K", help="checkpoints kept (3)")
-    safety.add_argument("--resume", action="store_true",
-                        help="continue from the newest usable checkpoint in OUT (needs --out)")  # fmt: skip
-    safety.add_argument("--max-nonfinite", type=_int_at_least(1), default=20, metavar="M",
-                        help="stop after M steps in a row with a non-finite loss or gradient (20)")  # fmt: skip
-    safety.add_argument("--debug-nans", action="store_true",
-                        help="turn on JAX's NaN checking (raises at the first NaN, with its traceback)")  # fmt: skip
-    scale = parser.add_argument_group("devices and hosts (data parallel: the same result to float32 rounding)")
-    scale.add_argument("--devices", type=_int_at_least(1), default=None, metavar="N",
-                       help="shard each batch over this process's first N devices; --batch-size must be a "
-                       "multiple of the total device count (one device)")  # fmt: skip
-    scale.add_argument("--coordinator", type=parse_address, default=None, metavar="HOST:PORT|auto",
-                       help="multi-host: process 0's address (auto: let JAX detect SLURM, Open MPI, ...); calls "
-                       "jax.distributed.initialize and trains one model over every process's devices; process 0 "
-                       "alone writes OUT")  # fmt: skip
-    scale.add_argument("--num-processes", type=_int_at_least(1), default=None, metavar="P",
-                       help="multi-host: how many processes (needed with --coordinator HOST:PORT)")  # fmt: skip
-    scale.add_argument("--process-id", type=_int_at_least(0), default=None, metavar="I",
-                       help="multi-host: this process's rank in [0, P) (needed with HOST:PORT)")  # fmt: skip
-    scale.add_argument("--peer-timeout", type=_int_at_least(1), default=PEER_TIMEOUT_S, metavar="SECONDS",
-                       help="multi-host: a process silent this long counts as lost and the others exit with "
-                       f"status {EXIT_PEER_LOST} ({PEER_TIMEOUT_S})")  # fmt: skip
+    safety = groups["checkpoints and numerical faults"]
+    safety.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest usable checkpoint in OUT/checkpoints (needs --out)",
+    )
+    safety.add_argument(
+        "--debug-nans",
+        action="store_true",
+        help="turn on JAX's NaN checking (raises at the first NaN, with its traceback)",
+    )
+    parser.epilog = (
+        f"Checkpoints go to OUT/checkpoints/ckpt-<step>.npz. SIGTERM or SIGINT: one after the dispatch in flight, "
+        f"then exit status {EXIT_PREEMPTED}; a lost peer (multi-host): exit status {EXIT_PEER_LOST}."
+    )
+    _add_scale_arguments(
+        parser.add_argument_group("devices and hosts (data parallel: the same result to float32 rounding)")
+    )
+
+
+def _add_scale_arguments(scale: Any) -> None:
+    from jaxconv.lab._preempt import EXIT_PEER_LOST
+
+    scale.add_argument(
+        "--devices",
+        type=_int_at_least(1),
+        default=None,
+        metavar="N",
+        help="shard each batch over this process's first N devices; --batch-size must be a "
+        "multiple of the total device count (one device)",
+    )
+    scale.add_argument(
+        "--coordinator",
+        type=parse_address,
+        default=None,
+        metavar="HOST:PORT|auto",
+        help="multi-host: process 0's address (auto: let JAX detect SLURM, Open MPI, ...); calls "
+        "jax.distributed.initialize and trains one model over every process's devices; process 0 "
+        "alone writes OUT",
+    )
+    scale.add_argument(
+        "--num-processes",
+        type=_int_at_least(1),
+        default=None,
+        metavar="P",
+        help="multi-host: how many processes (needed with --coordinator HOST:PORT)",
+    )
+    scale.add_argument(
+        "--process-id",
+        type=_int_at_least(0),
+        default=None,
+        metavar="I",
+        help="multi-host: this process's rank in [0, P) (needed with HOST:PORT)",
+    )
+    scale.add_argument(
+        "--peer-timeout",
+        type=_int_at_least(1),
+        default=PEER_TIMEOUT_S,
+        metavar="SECONDS",
+        help="multi-host: a process silent this long counts as lost and the others exit with "
+        f"status {EXIT_PEER_LOST} ({PEER_TIMEOUT_S})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,21 +325,36 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         "floors; write bench.json and bench.png. Threads: XLA and torch use the cores the process may run on "
         "(set them with taskset).",
     )
-    bench.add_argument("--grid", choices=tuple(GRIDS), default="main",
-                       help="main: the CPU grid; gpu: sizes for a GPU (main)")  # fmt: skip
+    bench.add_argument(
+        "--grid", choices=tuple(GRIDS), default="main", help="main: the CPU grid; gpu: sizes for a GPU (main)"
+    )
     bench.add_argument("--quick", action="store_true", help="a tiny version of the grid (smoke test), 2 rounds")
-    bench.add_argument("--reps", type=_int_at_least(1), default=None, metavar="R",
-                       help="timed rounds per point, each contender once per round (21; quick: 2)")  # fmt: skip
-    bench.add_argument("--warmup", type=_int_at_least(0), default=2, metavar="W",
-                       help="untimed rounds before timing (2)")  # fmt: skip
-    bench.add_argument("--seed", type=_int_at_least(0), default=0,
-                       help="seed of the rounds' random order, recorded in bench.json (0)")  # fmt: skip
-    bench.add_argument("--only", type=_int_at_least(0), nargs="+", default=None, metavar="I",
-                       help="indices into the grid to run (all)")  # fmt: skip
-    bench.add_argument("--strategies", type=_strategies, default=JAXCONV_STRATEGIES, metavar="S,S,...",
-                       help=f"conv2d strategies to time, auto among them ({','.join(JAXCONV_STRATEGIES)})")  # fmt: skip
-    bench.add_argument("--out", type=Path, default=Path("runs/bench"), metavar="DIR",
-                       help="directory for bench.json/png (runs/bench)")  # fmt: skip
+    bench.add_argument(
+        "--reps",
+        type=_int_at_least(1),
+        default=None,
+        metavar="R",
+        help="timed rounds per point, each contender once per round (21; quick: 2)",
+    )
+    bench.add_argument(
+        "--warmup", type=_int_at_least(0), default=2, metavar="W", help="untimed rounds before timing (2)"
+    )
+    bench.add_argument(
+        "--seed", type=_int_at_least(0), default=0, help="seed of the rounds' random order, recorded in bench.json (0)"
+    )
+    bench.add_argument(
+        "--only", type=_int_at_least(0), nargs="+", default=None, metavar="I", help="indices into the grid to run (all)"
+    )
+    bench.add_argument(
+        "--strategies",
+        type=_strategies,
+        default=JAXCONV_STRATEGIES,
+        metavar="S,S,...",
+        help=f"conv2d strategies to time, auto among them ({','.join(JAXCONV_STRATEGIES)})",
+    )
+    bench.add_argument(
+        "--out", type=Path, default=Path("runs/bench"), metavar="DIR", help="directory for bench.json/png (runs/bench)"
+    )
     bench.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
     bench.add_argument("--no-plot", action="store_true", help="skip the PNG")
     bench.set_defaults(run=run_bench, parser=bench)
@@ -307,11 +376,11 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _flag_message(err: Exception) -> str:
-    message = str(err).removeprefix("PlantedPatternTask: ")
-    for name, flag in _FLAG_OF.items():
-        if f"`{name}`" in message:
-            return f"argument {flag}: " + message.replace(f"`{name}`", flag)
-    return message
+    """A library error about one argument, said as argparse says it: ``argument --flag: must be ...; got ...``."""
+    flag = {**TASK_FLAGS, **knob_flags(), "devices": "--devices", "path": "--out"}.get(getattr(err, "argument", ""))
+    if flag is None:
+        return " ".join(str(err).split())
+    return f"argument {flag}: must be {err.allowed}; got {err.given!r}"  # type: ignore[attr-defined]
 
 
 def _train_devices(per_process: int | None, multihost: bool) -> Any:
@@ -331,52 +400,54 @@ def _train_devices(per_process: int | None, multihost: bool) -> Any:
     return chosen
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """Runs ``jaxconv train`` with parsed ``args``; returns the exit status."""
-    started = time.perf_counter()
+def _start_distributed(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> bool:
+    """Checks the multi-host flags and calls ``jax.distributed.initialize`` under ``--coordinator``; False if it
+    failed (the error printed)."""
     import jax
 
-    from jaxconv.evidence import _report
-    from jaxconv.lab._data import PlantedPatternTask
     from jaxconv.lab._preempt import distributed_options
-    from jaxconv.lab._train import TrainConfig
 
-    fail = getattr(args, "parser", None) or build_parser()
-    fail = fail.error
     if args.coordinator is None and (args.num_processes, args.process_id) != (None, None):
         fail("argument --coordinator: --num-processes and --process-id need --coordinator HOST:PORT (or auto)")
     if args.coordinator not in (None, "auto") and None in (args.num_processes, args.process_id):
         fail("argument --coordinator: --coordinator HOST:PORT needs --num-processes and --process-id")
     if None not in (args.num_processes, args.process_id) and args.process_id >= args.num_processes:
         fail(f"argument --process-id: must be < --num-processes ({args.num_processes}); got {args.process_id}")
-    if args.coordinator is not None:
-        try:  # before anything touches a device; "auto": JAX detects SLURM, Open MPI, TPU pods, ...
-            address = None if args.coordinator == "auto" else args.coordinator
-            options = distributed_options(args.peer_timeout)
-            jax.distributed.initialize(address, args.num_processes, args.process_id, **options)
-        except Exception as err:  # a coordinator that cannot be reached, no cluster detected, ...
-            print(f"jaxconv train: error: jax.distributed.initialize: {' '.join(str(err).split())}", file=sys.stderr)
-            return 1
+    if args.coordinator is None:
+        return True
+    try:  # before anything touches a device; "auto": JAX detects SLURM, Open MPI, TPU pods, ...
+        address = None if args.coordinator == "auto" else args.coordinator
+        jax.distributed.initialize(
+            address, args.num_processes, args.process_id, **distributed_options(args.peer_timeout)
+        )
+    except Exception as err:  # a coordinator that cannot be reached, no cluster detected, ...
+        print(f"jaxconv train: error: jax.distributed.initialize: {' '.join(str(err).split())}", file=sys.stderr)
+        return False
+    return True
+
+
+def _config_from(args: argparse.Namespace) -> Any:
+    """The run's :class:`~jaxconv.lab.TrainConfig`, from the task flags and one flag per config field."""
+    from jaxconv.lab import PlantedPatternTask, TrainConfig
+
+    task = PlantedPatternTask(**{name: getattr(args, flag[2:].replace("-", "_")) for name, flag in TASK_FLAGS.items()})
+    return TrainConfig(task, **{name: getattr(args, name) for name in knob_flags()})
+
+
+def _prepare_run(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> tuple[Any, Any, str, bool]:
+    """``(config, devices, out, writer)`` for ``jaxconv train``, every flag checked (exit 2 naming it)."""
+    import jax
+    import numpy as np
+
+    from jaxconv.evidence import _report
+    from jaxconv.lab._checkpoint import list_checkpoints
+
     try:
-        task = PlantedPatternTask(
-            args.pattern,
-            image_shape=args.image_size,
-            instances=args.instances,
-            background=args.background,
-            density=args.density,
-            noise_std=args.noise_std,
-            amplitude=args.amplitude,
-        )
-        config = TrainConfig(
-            task,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            optimizer=args.optimizer,
-            kernel_shape=args.kernel_size,
-            seed=args.seed,
-            loss=args.loss,
-            near_misses=args.near_misses,
-        )
+        config = _config_from(args)
+        if args.eval_images < 1:
+            raise ValueError(
+                f"argument --eval-images: must be an int >= 1 (the report scores them); got {args.eval_images}"
+            )
         if args.resume and args.out is None:
             raise ValueError("argument --resume: needs --out DIR, the run directory to continue")
         devices = _train_devices(args.devices, args.coordinator is not None)
@@ -388,12 +459,7 @@ def run_train(args: argparse.Namespace) -> int:
         out = _report.prepare_out(args.out or _report.default_out()) if writer else (args.out or "")
     except (ValueError, TypeError) as err:
         fail(_flag_message(err))
-    checkpoint_dir = os.path.join(out, "checkpoints")
-    import numpy as np
-
-    from jaxconv.lab._checkpoint import list_checkpoints
-
-    taken = writer and not args.resume and bool(list_checkpoints(checkpoint_dir))
+    taken = writer and not args.resume and bool(list_checkpoints(os.path.join(out, "checkpoints")))
     if jax.process_count() > 1:  # only process 0 sees OUT: the others learn its verdict rather than wait for it
         from jax.experimental import multihost_utils
 
@@ -401,31 +467,18 @@ def run_train(args: argparse.Namespace) -> int:
     if taken:
         held = out if writer else "process 0's --out"
         fail(f"argument --out: {held} already holds checkpoints; pass --resume to continue it, or another --out")
+    return config, devices, out, writer
 
+
+def _train_with_progress(args: argparse.Namespace, config: Any, devices: Any, out: str, writer: bool) -> Any:
+    """Runs ``fit`` with a progress bar and one-line warnings; returns its result (fit's exceptions propagate)."""
+    import jax
     from tqdm import tqdm
 
-    from jaxconv.lab._checkpoint import versions
-    from jaxconv.lab._fit import fit
-    from jaxconv.lab._metrics import evaluate, matched_filter
-
-    run_config = {
-        "train": config.to_dict(),
-        "steps": args.steps,
-        "steps_per_dispatch": args.steps_per_dispatch,
-        "eval_images": args.eval_images,
-        "checkpoint_every": args.checkpoint_every,
-        "keep": args.keep,
-        "max_nonfinite": args.max_nonfinite,
-        "eval_seed": 0,
-        "devices": 1 if devices is None else (devices if isinstance(devices, int) else len(devices)),
-        "num_processes": args.num_processes or 1,
-        "versions": versions(),
-    }
-    if writer:
-        _report.write_json(os.path.join(out, "config.json"), run_config)
+    from jaxconv.lab import fit
 
     bar = tqdm(
-        total=None if args.steps == "auto" else args.steps,
+        total=None if config.steps == "auto" else config.steps,
         disable=args.no_progress or not writer,
         desc=f"train -> {out}",
         unit="step",
@@ -441,36 +494,38 @@ def run_train(args: argparse.Namespace) -> int:
         bar.clear()
         print(f"jaxconv train: warning: {message}", file=sys.stderr)
 
-    from jaxconv.lab._checkpoint import CheckpointError
-    from jaxconv.lab._fit import NonFiniteError
-    from jaxconv.lab._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED, PeerLostError, Preempted
+    with bar, warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        warnings.showwarning = one_line_warning
+        warnings.simplefilter("always")
+        if args.debug_nans:
+            stack.enter_context(jax.debug_nans(True))
+        return fit(
+            config=config if writer else dataclasses.replace(config, eval_images=0),
+            checkpoint_dir=os.path.join(out, "checkpoints"),
+            resume=args.resume,
+            callback=progress,
+            devices=devices,
+        )
 
+
+def run_train(args: argparse.Namespace) -> int:
+    """Runs ``jaxconv train`` with parsed ``args``; returns the exit status."""
+    started = time.perf_counter()
+    from jaxconv._env import versions
+    from jaxconv.evidence import _report
+    from jaxconv.lab import CheckpointError, NonFiniteError, PeerLostError, Preempted
+    from jaxconv.lab._preempt import EXIT_PEER_LOST, EXIT_PREEMPTED
+
+    fail = (getattr(args, "parser", None) or build_parser()).error
+    if not _start_distributed(args, fail):
+        return 1
+    config, devices, out, writer = _prepare_run(args, fail)
+    if writer:
+        count = 1 if devices is None else (devices if isinstance(devices, int) else len(devices))
+        run = {"train": config.to_dict(), "devices": count, "num_processes": args.num_processes or 1}
+        _report.write_json(os.path.join(out, "config.json"), {**run, "versions": versions()})
     try:
-        with bar, warnings.catch_warnings(), contextlib.ExitStack() as stack:
-            warnings.showwarning = one_line_warning
-            warnings.simplefilter("always")
-            if args.debug_nans:
-                stack.enter_context(jax.debug_nans(True))
-            result = fit(
-                task,
-                steps=args.steps,
-                batch_size=config.batch_size,
-                learning_rate=config.learning_rate,
-                optimizer=config.optimizer,
-                kernel_shape=config.kernel_shape,
-                seed=config.seed,
-                loss=config.loss,
-                near_misses=config.near_misses,
-                steps_per_dispatch=args.steps_per_dispatch,
-                eval_images=args.eval_images if writer else 0,
-                checkpoint_dir=checkpoint_dir,
-                checkpoint_every=args.checkpoint_every,
-                keep=args.keep,
-                resume=args.resume,
-                max_nonfinite=args.max_nonfinite,
-                callback=progress,
-                devices=devices,
-            )
+        result = _train_with_progress(args, config, devices, out, writer)
     except CheckpointError as err:
         fail(f"argument --resume: {err}")
     except NonFiniteError as err:
@@ -484,36 +539,41 @@ def run_train(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         # Leave now: at a normal exit JAX's runtime would wait for the lost process at its shutdown barrier.
         os._exit(EXIT_PEER_LOST)
-    if not writer:
-        return 0
+    if writer:
+        _report_run(args, config, result, out, time.perf_counter() - started)
+    return 0
+
+
+def _report_run(args: argparse.Namespace, config: Any, result: Any, out: str, wall: float) -> None:
+    """Writes the run directory's metrics, history, params and figures, and prints the table."""
+    from jaxconv.evidence import _report
+    from jaxconv.lab import evaluate, matched_filter
+
+    task = config.task
     if result.resumed_from:
         print(f"resumed from step {result.resumed_from}", file=sys.stderr)
     baseline = matched_filter(task, config.kernel_shape)
-    baseline_metrics = evaluate(baseline, task, num_images=args.eval_images)
+    baseline_metrics = evaluate(baseline, task, num_images=config.eval_images, seed=config.eval_seed)
     timing = {k: round(v, 4) for k, v in result.timing.items()}
-    _report.write_json(
-        os.path.join(out, "metrics.json"), {**result.metrics, "matched_filter": baseline_metrics, "timing": timing}
-    )
+    metrics = {**result.metrics, "matched_filter": baseline_metrics, "timing": timing}
+    _report.write_json(os.path.join(out, "metrics.json"), metrics)
     _report.write_history(os.path.join(out, "history.jsonl"), result.history)
     _report.write_params(os.path.join(out, "final_params.npz"), result.params)
     if not args.no_figures:
-        _report.plot_kernels(
-            os.path.join(out, "kernel.png"), task, result.params, baseline, result.metrics["kernel_cosine"]
-        )
+        cosine = result.metrics["kernel_cosine"]
+        _report.plot_kernels(os.path.join(out, "kernel.png"), task, result.params, baseline, cosine)
         _report.plot_detections(os.path.join(out, "detections.png"), task, result.params)
         _report.plot_history(os.path.join(out, "training.png"), result.history)
     print(_report.format_table({"learned": result.metrics, "matched filter": baseline_metrics}))
     if result.skipped_steps:
         print(f"{result.skipped_steps} steps skipped: non-finite loss or gradient")
     print(
-        f"{args.eval_images} held-out images, {result.metrics['tp'] + result.metrics['fn']} pattern positions; "
+        f"{config.eval_images} held-out images, {result.metrics['tp'] + result.metrics['fn']} pattern positions; "
         f"trained steps {result.resumed_from + 1}-{len(result.history)}{_auto_note(result.validation)} "
-        f"in {timing['wall_s']:.2f} s "
-        f"({timing['steps_per_s']:.0f} steps/s, "
-        f"{timing['images_per_s']:.0f} images/s after compiling); wall {time.perf_counter() - started:.1f} s"
+        f"in {timing['wall_s']:.2f} s ({timing['steps_per_s']:.0f} steps/s, "
+        f"{timing['images_per_s']:.0f} images/s after compiling); wall {wall:.1f} s"
     )
     print(f"wrote {out}")
-    return 0
 
 
 def _auto_note(validation: dict[str, Any] | None) -> str:

@@ -20,7 +20,7 @@ def integer_case(seed, hw=(11, 9), kernel_hw=(3, 4)):
 @pytest.mark.parametrize("dilation", [1, (2, 1)])
 def test_shift_error_vanishes_on_the_interior(mode, shift, dilation):
     image, kernel = integer_case(0)
-    error, interior = jaxconv.shift_error(image, kernel, shift, padding_mode=mode, dilation=dilation)
+    error, interior = jaxconv.lab.shift_error(image, kernel, shift, padding_mode=mode, dilation=dilation)
     assert error.shape == interior.shape == image.shape
     np.testing.assert_array_equal(np.asarray(error)[interior], 0.0)
     if mode == "circular":
@@ -32,18 +32,18 @@ def test_shift_error_vanishes_on_the_interior(mode, shift, dilation):
 def test_interior_counts_by_hand():
     image, kernel = jnp.ones((10, 10)), jnp.ones((3, 1))  # SAME pads 1 row above and below
     # shift 0: window starts p-1 in [0, 7] -> rows 1..8; shift 3: starts 0 or 3..7 -> 6 rows; columns all 10.
-    assert jaxconv.shift_error(image, kernel, (0, 0))[1].sum() == 8 * 10
-    assert jaxconv.shift_error(image, kernel, (3, 0))[1].sum() == 6 * 10
+    assert jaxconv.lab.shift_error(image, kernel, (0, 0))[1].sum() == 8 * 10
+    assert jaxconv.lab.shift_error(image, kernel, (3, 0))[1].sum() == 6 * 10
 
 
 def test_shift_error_rejects_bad_input():
     image, kernel = integer_case(1)
     with pytest.raises(ValueError, match="`padding`"):
-        jaxconv.shift_error(image, kernel, (1, 1), padding="VALID")
+        jaxconv.lab.shift_error(image, kernel, (1, 1), padding="VALID")
     with pytest.raises(ValueError, match="`image`"):
-        jaxconv.shift_error(image[None], kernel, (1, 1))
+        jaxconv.lab.shift_error(image[None], kernel, (1, 1))
     with pytest.raises(ValueError, match="stride"):
-        jaxconv.shift_error(image, kernel, (1, 1), stride=2)
+        jaxconv.lab.shift_error(image, kernel, (1, 1), stride=2)
 
 
 @pytest.mark.parametrize(("mode", "padding"), [("zeros", "VALID"), ("reflect", "SAME"), ("circular", 2)])
@@ -56,7 +56,7 @@ def test_gradient_sources_sum_to_the_gradient(mode, padding):
         return 0.5 * jnp.sum((jaxconv.conv2d(image, k, padding=padding, padding_mode=mode) - target) ** 2)
 
     output_grad = jaxconv.conv2d(image, kernel, padding=padding, padding_mode=mode) - target
-    sources = jaxconv.kernel_gradient_sources(image, kernel, output_grad, padding=padding, padding_mode=mode)
+    sources = jaxconv.lab.kernel_gradient_sources(image, kernel, output_grad, padding=padding, padding_mode=mode)
     assert sources.shape == (*output_grad.shape, *kernel.shape)
     np.testing.assert_allclose(sources.sum((0, 1)), jax.grad(loss)(kernel), rtol=1e-5, atol=1e-3)
     # Position (i, j)'s share is its output gradient times the pixels under the kernel there (VALID case).
@@ -69,14 +69,14 @@ def test_gradient_sources_sum_to_the_gradient(mode, padding):
 def test_gradient_sources_rejects_wrong_output_grad():
     image, kernel = integer_case(4)
     with pytest.raises(ValueError, match="`output_grad`"):
-        jaxconv.kernel_gradient_sources(image, kernel, jnp.ones((3, 3)))
+        jaxconv.lab.kernel_gradient_sources(image, kernel, jnp.ones((3, 3)))
 
 
 @pytest.mark.parametrize(("padding", "mode", "dilation"), [("VALID", "zeros", 1), ("SAME", "reflect", (1, 2))])
 def test_patches_are_the_windows(padding, mode, dilation):
     """patches[i, j] equals the padded image's pixels under the (dilated) kernel at (i, j); <patches, k> = conv."""
     image, kernel = integer_case(5, hw=(7, 8), kernel_hw=(2, 3))
-    p = jaxconv.patches(image, (2, 3), padding=padding, padding_mode=mode, dilation=dilation)
+    p = jaxconv.lab.patches(image, (2, 3), padding=padding, padding_mode=mode, dilation=dilation)
     dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
     if padding == "VALID":
         padded = np.asarray(image)
@@ -92,4 +92,4 @@ def test_patches_are_the_windows(padding, mode, dilation):
 
 def test_patches_rejects_bad_kernel_shape():
     with pytest.raises(ValueError, match="`kernel_shape`"):
-        jaxconv.patches(jnp.ones((5, 5)), (0, 2))
+        jaxconv.lab.patches(jnp.ones((5, 5)), (0, 2))

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import jaxconv
-from jaxconv import PlantedPatternTask, TrainConfig, _train, init_state, train_steps
 from jaxconv.cli import main
+from jaxconv.lab import PlantedPatternTask, TrainConfig, _train, init_state, train_steps
 from jaxconv.lab._checkpoint import (
     CheckpointError,
     CheckpointWarning,

@@ -21,7 +21,7 @@ def test_train_writes_its_files(tmp_path, capsys):
     expected = {"config.json", "metrics.json", "history.jsonl", "final_params.npz"}
     assert expected | {"kernel.png", "detections.png", "training.png"} <= names
     config = json.loads((out / "config.json").read_text())
-    assert config["steps"] == 20 and config["train"]["task"]["pattern"] == [[1, 1, 0], [1, 0, 0]]
+    assert config["train"]["steps"] == 20 and config["train"]["task"]["pattern"] == [[1, 1, 0], [1, 0, 0]]
     assert config["train"]["task"]["image_shape"] == [10, 10]
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("precision", "recall", "f1", "average_precision", "kernel_cosine"):
@@ -46,7 +46,7 @@ def test_a_typed_binary_pattern_is_learned_perfectly_on_the_defaults(tmp_path, c
                  "--no-figures", "--out", str(out)]) == 0  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
-    assert config["steps"] == "auto" and config["train"]["near_misses"] == 2
+    assert config["train"]["steps"] == "auto" and config["train"]["near_misses"] == 2
     assert metrics["f1"] == 1.0 and metrics["fp"] == 0 and metrics["fn"] == 0 and metrics["tp"] > 0
     assert "auto: validation draw separated" in capsys.readouterr().out
 

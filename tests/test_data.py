@@ -86,7 +86,7 @@ def test_task_is_hashable_and_round_trips():
     assert task == PlantedPatternTask(((1, 0), (0, 1)), image_shape=(10, 10), instances=(2, 2))
     assert hash(task) == hash(PlantedPatternTask(**task.to_dict()))
     assert PlantedPatternTask("seed").pattern == ((1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
-    assert "seed" in jaxconv.PATTERNS
+    assert "seed" in jaxconv.lab.PATTERNS
 
 
 @pytest.mark.parametrize(
@@ -169,5 +169,5 @@ def test_an_all_ones_pattern_is_a_solid_block_on_a_binary_background():
     for n in range(4):
         image = np.asarray(batch.images[n, :, :, 0])
         np.testing.assert_array_equal(np.asarray(batch.targets[n]), brute_force_matches(image, task.pattern_array))
-    assert jaxconv.kernel_cosine(2 * np.ones((2, 2)), task.pattern_array) == pytest.approx(1.0)
+    assert jaxconv.lab.kernel_cosine(2 * np.ones((2, 2)), task.pattern_array) == pytest.approx(1.0)
     assert jaxconv.evaluate(jaxconv.matched_filter(task), task, num_images=20)["f1"] == 1.0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jaxconv
-from jaxconv import PlantedPatternTask, average_precision, evaluate, kernel_cosine, matched_filter
+from jaxconv.lab import PlantedPatternTask, average_precision, evaluate, kernel_cosine, matched_filter
 
 
 def detector(kernel, bias):
@@ -38,7 +38,7 @@ def test_kernel_cosine_hand_cases():
         kernel_cosine([[1, 0]], pattern)
 
 
-@pytest.mark.parametrize("name", list(jaxconv.PATTERNS))
+@pytest.mark.parametrize("name", list(jaxconv.lab.PATTERNS))
 def test_matched_filter_is_perfect_on_binary_tasks(name):
     task = PlantedPatternTask(name, image_shape=(16, 16))
     m = evaluate(matched_filter(task), task, num_images=100)
@@ -104,7 +104,7 @@ def test_kernel_placement_finds_the_window_and_the_energy_outside():
     placement = kernel_placement(mf, task.pattern_array)
     assert placement["offset"] == (1, 1) and placement["cosine"] == pytest.approx(1.0)
     assert placement["outside_energy"] == 0.0 and placement["outside_max_ratio"] == 0.0
-    assert placement["cosine"] == pytest.approx(jaxconv.kernel_cosine(mf, task.pattern_array))
+    assert placement["cosine"] == pytest.approx(jaxconv.lab.kernel_cosine(mf, task.pattern_array))
     random = np.random.default_rng(0).standard_normal((40, 40))
     assert kernel_placement(random, task.pattern_array)["outside_energy"] == pytest.approx(1 - 6 / 1600, abs=0.01)
     with pytest.raises(ValueError, match="`kernel`"):

@@ -1,5 +1,7 @@
 """K kernels at once: the multi-pattern task, the K-output loss, training, and the confusion matrix."""
 
+import typing
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +40,7 @@ def test_sample_plants_each_pattern_where_its_targets_say():
 def test_loss_is_the_mean_of_per_channel_detection_losses_under_jit():
     z = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
     t = (jax.random.uniform(jax.random.key(1), (2, 5, 5, 3)) < 0.1).astype(jnp.float32)
-    for loss in jaxconv.LOSSES:
+    for loss in typing.get_args(jaxconv.lab.Loss):
         expected = np.mean([jaxconv.detection_loss(z[..., k], t[..., k], loss=loss) for k in range(3)])
         got = jax.jit(lambda a, b, loss=loss: multi_detection_loss(a, b, loss=loss))(z, t)
         np.testing.assert_allclose(got, expected, rtol=1e-6)

@@ -23,7 +23,7 @@ def _problem(seed=0, n=5, size=9, kernel_shape=(3, 2)):
 
 def test_matches_numpy_lstsq():
     images, targets = _problem()
-    params = jaxconv.least_squares_kernel(images, targets, (3, 2))
+    params = jaxconv.lab.least_squares_kernel(images, targets, (3, 2))
     x = np.asarray(images, np.float64)
     rows = [x[n, i : i + 3, j : j + 2].ravel() for n in range(x.shape[0]) for i in range(7) for j in range(8)]
     design = np.concatenate([np.array(rows), np.ones((len(rows), 1))], axis=1)
@@ -35,7 +35,7 @@ def test_matches_numpy_lstsq():
 
 def test_no_perturbation_does_better():
     images, targets = _problem(seed=1)
-    params = jaxconv.least_squares_kernel(images, targets, (3, 2))
+    params = jaxconv.lab.least_squares_kernel(images, targets, (3, 2))
     best = _mse(params, images, targets)
     keys = jax.random.split(jax.random.key(2), 20)
     for key, scale in zip(keys, [1e-2, 1e-1] * 10, strict=True):
@@ -49,10 +49,10 @@ def test_no_perturbation_does_better():
 
 def test_accepts_channel_axis_and_checks_shapes():
     images, targets = _problem()
-    a = jaxconv.least_squares_kernel(images, targets, (3, 2))
-    b = jaxconv.least_squares_kernel(images[..., None], targets, (3, 2))
+    a = jaxconv.lab.least_squares_kernel(images, targets, (3, 2))
+    b = jaxconv.lab.least_squares_kernel(images[..., None], targets, (3, 2))
     np.testing.assert_allclose(a["kernel"], b["kernel"])
     with pytest.raises(ValueError, match="targets"):
-        jaxconv.least_squares_kernel(images, targets[:, 1:], (3, 2))
+        jaxconv.lab.least_squares_kernel(images, targets[:, 1:], (3, 2))
     with pytest.raises(ValueError, match="images"):
-        jaxconv.least_squares_kernel(images[0], targets, (3, 2))
+        jaxconv.lab.least_squares_kernel(images[0], targets, (3, 2))

@@ -139,6 +139,7 @@ def _arrays(out):
         return {k: f[k] for k in f.files}
 
 
+@pytest.mark.slow  # five 2-process launches; the suite keeps test_checkpoint's SIGKILL-and-resume and the tests below
 @needs_gloo
 def test_two_processes_killed_three_times_resume_bit_identical(tmp_path, cache):
     steps = ["--steps", str(STEPS)]

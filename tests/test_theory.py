@@ -16,7 +16,7 @@ def test_theory_matches_monte_carlo(d, prevalence):
     labels = rng.random(n) < prevalence
     scores = rng.standard_normal(n) + d * labels
     theory = _theory.theoretical_detection(d, prevalence)
-    assert jaxconv.average_precision(scores, labels) == pytest.approx(theory["average_precision"], abs=0.015)
+    assert jaxconv.lab.average_precision(scores, labels) == pytest.approx(theory["average_precision"], abs=0.015)
     detected = scores > theory["threshold"]
     tp, fp, fn = np.sum(detected & labels), np.sum(detected & ~labels), np.sum(~detected & labels)
     assert 2 * tp / (2 * tp + fp + fn) == pytest.approx(theory["f1"], abs=0.015)

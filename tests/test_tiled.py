@@ -43,7 +43,7 @@ def test_npy_on_disk_in_uneven_tiles_equals_whole_image(tmp_path, rng, monkeypat
         return conv(x, *args, **kwargs)
 
     monkeypatch.setattr(jaxconv.lab._tiled, "conv2d", recording_conv2d)
-    result = jaxconv.tiled_response(tmp_path / "image.npy", params, tile=(8, 10), progress=False)
+    result = jaxconv.lab.tiled_response(tmp_path / "image.npy", params, tile=(8, 10), progress=False)
     np.testing.assert_allclose(result.logits, _reference(image, params), rtol=RTOL, atol=ATOL)
     assert result.logits.shape == (35, 26)
     # Every tile is (8 + 2) x (10 + 3), with 5 x 3 tiles; the whole image never went to the device in one piece.
@@ -55,7 +55,7 @@ def test_written_to_out_atomically(tmp_path, rng):
     image = rng.integers(0, 255, size=(20, 17), dtype=np.uint8)  # promoted to the kernel's float32
     params = _params(rng, 2, 2)
     out = tmp_path / "logits.npy"
-    result = jaxconv.tiled_response(image, params, tile=(6, 6), out=out, progress=False)
+    result = jaxconv.lab.tiled_response(image, params, tile=(6, 6), out=out, progress=False)
     assert isinstance(result.logits, np.memmap) and result.logits.dtype == np.float32
     np.testing.assert_allclose(np.load(out), _reference(image, params), rtol=RTOL, atol=1e-3)
     assert sorted(os.listdir(tmp_path)) == ["logits.npy"]
@@ -75,7 +75,7 @@ def test_failure_midway_leaves_no_half_written_file(tmp_path, rng, monkeypatch):
 
     monkeypatch.setattr(jaxconv.lab._tiled, "conv2d", failing_conv2d)
     with pytest.raises(RuntimeError, match="device lost"):
-        jaxconv.tiled_response(image, _params(rng), tile=(5, 5), out=out, progress=False)
+        jaxconv.lab.tiled_response(image, _params(rng), tile=(5, 5), out=out, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["logits.npy"]
     np.testing.assert_array_equal(np.load(out), np.zeros(3))
 
@@ -83,7 +83,7 @@ def test_failure_midway_leaves_no_half_written_file(tmp_path, rng, monkeypatch):
 def test_tile_larger_than_image_and_progress_bar(rng, capsys):
     image = rng.normal(size=(9, 7)).astype(np.float32)
     params = _params(rng)
-    result = jaxconv.tiled_response(image, params, tile=(100, 100))
+    result = jaxconv.lab.tiled_response(image, params, tile=(100, 100))
     np.testing.assert_allclose(result.logits, _reference(image, params), rtol=RTOL, atol=ATOL)
     assert "tiled_response" in capsys.readouterr().err
 
@@ -104,4 +104,4 @@ def test_tile_larger_than_image_and_progress_bar(rng, capsys):
 def test_bad_input_names_the_argument(image, params, tile, error, argument):
     params = params or {"kernel": np.zeros((2, 2, 1, 1), np.float32), "bias": np.zeros(1, np.float32)}
     with pytest.raises(error, match=f"`{argument}`"):
-        jaxconv.tiled_response(image, params, tile=tile, progress=False)
+        jaxconv.lab.tiled_response(image, params, tile=tile, progress=False)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxconv.conv._primitive import correlate
-from jaxconv.conv._spec import SPATIAL_LETTERS, ConvSpec, check_layout, make_spec
+from jaxconv.conv._spec import SPATIAL_LETTERS, ConvSpec, Layout, PaddingMode, Strategy, check_layout, make_spec
 from jaxconv.conv._strategies import DIRECT_MAX_UNROLLED, lax_conv
 
 # On GPU, "window" (one gather, one dot) beat cuDNN with few input channels up to about this many gathered values
@@ -307,6 +307,11 @@ def canonicalize(
     return Canonical(xc, kc, bias, spec, layout, ndim)
 
 
+def options_of(scope: dict[str, Any]) -> dict[str, Any]:
+    """A public convolution's keyword arguments — its ``locals()`` on entry, less the operands."""
+    return {name: value for name, value in scope.items() if name not in ("x", "kernel", "bias")}
+
+
 def _convolve(
     x: Any, kernel: Any, bias: Any, spatial_dims: int, preferred_element_type: Any, **options: Any
 ) -> jax.Array:
@@ -326,9 +331,9 @@ def conv2d(
     padding: str | int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]] = "VALID",
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
-    padding_mode: str = "zeros",
-    layout: str = "NHWC",
-    strategy: str = "auto",
+    padding_mode: PaddingMode = "zeros",
+    layout: Layout = "NHWC",
+    strategy: Strategy = "auto",
     precision: Any = None,
     preferred_element_type: Any = None,
 ) -> jax.Array:
@@ -391,21 +396,7 @@ def conv2d(
       >>> jaxconv.conv2d(image, kernel, padding="SAME", strategy="window").shape
       (3, 4)
     """
-    return _convolve(
-        x,
-        kernel,
-        bias,
-        2,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        padding_mode=padding_mode,
-        layout=layout,
-        strategy=strategy,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
+    return _convolve(x, kernel, bias, 2, **options_of(locals()))
 
 
 def conv1d(
@@ -417,9 +408,9 @@ def conv1d(
     padding: str | int | tuple[int] | tuple[tuple[int, int]] = "VALID",
     dilation: int | tuple[int] = 1,
     groups: int = 1,
-    padding_mode: str = "zeros",
-    layout: str = "NWC",
-    strategy: str = "auto",
+    padding_mode: PaddingMode = "zeros",
+    layout: Layout = "NWC",
+    strategy: Strategy = "auto",
     precision: Any = None,
     preferred_element_type: Any = None,
 ) -> jax.Array:
@@ -452,21 +443,7 @@ def conv1d(
       >>> jaxconv.conv1d(jnp.ones((2, 3, 10)), jnp.ones((4, 3, 5)), layout="NCW", padding=2, stride=2).shape
       (2, 4, 5)
     """
-    return _convolve(
-        x,
-        kernel,
-        bias,
-        1,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        padding_mode=padding_mode,
-        layout=layout,
-        strategy=strategy,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
+    return _convolve(x, kernel, bias, 1, **options_of(locals()))
 
 
 def conv3d(
@@ -478,9 +455,9 @@ def conv3d(
     padding: str | int | tuple[int, int, int] | tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = "VALID",
     dilation: int | tuple[int, int, int] = 1,
     groups: int = 1,
-    padding_mode: str = "zeros",
-    layout: str = "NDHWC",
-    strategy: str = "auto",
+    padding_mode: PaddingMode = "zeros",
+    layout: Layout = "NDHWC",
+    strategy: Strategy = "auto",
     precision: Any = None,
     preferred_element_type: Any = None,
 ) -> jax.Array:
@@ -514,18 +491,4 @@ def conv3d(
       >>> jaxconv.conv3d(jnp.ones((1, 6, 6, 6, 2)), jnp.ones((3, 3, 3, 1, 4)), groups=2, padding="SAME").shape
       (1, 6, 6, 6, 4)
     """
-    return _convolve(
-        x,
-        kernel,
-        bias,
-        3,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        padding_mode=padding_mode,
-        layout=layout,
-        strategy=strategy,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
+    return _convolve(x, kernel, bias, 3, **options_of(locals()))

@@ -31,7 +31,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax._src import core as jax_core  # typeof: whether a value varies over shard_map's axes
 from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
@@ -48,10 +47,12 @@ from jaxconv.conv._strategies import correlate as _correlate_impl
 
 correlate_p = Primitive("jaxconv_correlate")
 
+_typeof = getattr(jax, "typeof", None) or jax.core.get_aval  # type: ignore[attr-defined]  # jax.typeof: after 0.6
+
 
 def _varies_over_manual_axes(value: Any) -> bool:
     """Whether ``value`` varies over a shard_map mesh axis (``aval.mat.varying`` in jax 0.10, ``aval.vma`` before)."""
-    aval = jax_core.typeof(value)
+    aval = _typeof(value)
     mat = getattr(aval, "mat", None)
     return bool(mat.varying if mat is not None else getattr(aval, "vma", frozenset()))
 

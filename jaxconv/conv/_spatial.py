@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxconv.conv._conv import canonicalize, conv2d
+from jaxconv.conv._spec import Layout, PaddingMode, Strategy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,8 +161,8 @@ def _sharded_nhwc(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, mesh:
             padding=((0, 0), (left, right)),
             dilation=opts.dilation,
             groups=opts.groups,
-            padding_mode=opts.padding_mode,
-            strategy=opts.strategy,
+            padding_mode=cast(PaddingMode, opts.padding_mode),
+            strategy=cast(Strategy, opts.strategy),
             precision=opts.precision,
         )
 
@@ -189,9 +190,9 @@ def spatial_conv2d(
     padding: str | int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]] = "VALID",
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
-    padding_mode: str = "zeros",
-    layout: str = "NHWC",
-    strategy: str = "auto",
+    padding_mode: PaddingMode = "zeros",
+    layout: Layout = "NHWC",
+    strategy: Strategy = "auto",
     precision: Any = None,
 ) -> jax.Array:
     """:func:`jaxconv.conv2d` of an image whose rows are split across the devices of a 1-D ``mesh``.

@@ -10,15 +10,21 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
+Layout = Literal["NWC", "NCW", "NHWC", "NCHW", "NDHWC", "NCDHW"]
+"""Channels last (``N...C``) or first (``NC...``), for 1, 2 or 3 spatial dims."""
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
+Strategy = Literal["auto", "window", "shift", "direct", "xla"]
+"""How the correlation is computed; ``"auto"`` picks per shape and backend (see ``resolve_strategy``)."""
+
 LAYOUTS = ("NHWC", "NCHW")
 LAYOUTS_BY_DIMS = {1: ("NWC", "NCW"), 2: LAYOUTS, 3: ("NDHWC", "NCDHW")}
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PADDING_MODES: tuple[str, ...] = get_args(PaddingMode)
 PADDING_STRINGS = ("VALID", "SAME", "FULL")
-STRATEGIES = ("auto", "window", "shift", "direct", "xla")
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 # The spatial dims' letters and names, outermost first, for shapes and messages.
 SPATIAL_LETTERS = {1: "W", 2: "HW", 3: "DHW"}

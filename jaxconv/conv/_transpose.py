@@ -15,9 +15,9 @@ from typing import Any
 
 import jax
 
-from jaxconv.conv._conv import Canonical, canonical_bias, canonical_operands, resolve_strategy
+from jaxconv.conv._conv import Canonical, canonical_bias, canonical_operands, options_of, resolve_strategy
 from jaxconv.conv._primitive import transposed_correlate
-from jaxconv.conv._spec import ConvSpec, explicit_pads, int_tuple, make_spec
+from jaxconv.conv._spec import ConvSpec, Layout, Strategy, explicit_pads, int_tuple, make_spec
 
 Pads = tuple[tuple[int, int], ...]
 
@@ -129,8 +129,8 @@ def conv_transpose1d(
     output_padding: int | tuple[int] = 0,
     dilation: int | tuple[int] = 1,
     groups: int = 1,
-    layout: str = "NWC",
-    strategy: str = "auto",
+    layout: Layout = "NWC",
+    strategy: Strategy = "auto",
     precision: Any = None,
 ) -> jax.Array:
     """The transposed 1-D convolution: the adjoint of :func:`jaxconv.conv1d` w.r.t. its input, plus ``bias``.
@@ -141,10 +141,7 @@ def conv_transpose1d(
       >>> jaxconv.conv_transpose1d(jnp.array([1., 2.]), jnp.array([1., 10., 100.]), stride=2)
       Array([  1.,  10., 102.,  20., 200.], dtype=float32)
     """
-    return _conv_transpose(
-        x, kernel, bias, 1, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
-        groups=groups, layout=layout, strategy=strategy, precision=precision,
-    )  # fmt: skip
+    return _conv_transpose(x, kernel, bias, 1, **options_of(locals()))
 
 
 def conv_transpose2d(
@@ -157,8 +154,8 @@ def conv_transpose2d(
     output_padding: int | tuple[int, int] = 0,
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
-    layout: str = "NHWC",
-    strategy: str = "auto",
+    layout: Layout = "NHWC",
+    strategy: Strategy = "auto",
     precision: Any = None,
 ) -> jax.Array:
     """The transposed 2-D convolution: the adjoint of :func:`jaxconv.conv2d` w.r.t. its input, plus ``bias``.
@@ -174,10 +171,7 @@ def conv_transpose2d(
       >>> jaxconv.conv_transpose2d(jnp.ones((2, 4, 4, 8)), kernel, stride=2, padding=1, output_padding=1).shape
       (2, 8, 8, 3)
     """
-    return _conv_transpose(
-        x, kernel, bias, 2, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
-        groups=groups, layout=layout, strategy=strategy, precision=precision,
-    )  # fmt: skip
+    return _conv_transpose(x, kernel, bias, 2, **options_of(locals()))
 
 
 def conv_transpose3d(
@@ -190,8 +184,8 @@ def conv_transpose3d(
     output_padding: int | tuple[int, int, int] = 0,
     dilation: int | tuple[int, int, int] = 1,
     groups: int = 1,
-    layout: str = "NDHWC",
-    strategy: str = "auto",
+    layout: Layout = "NDHWC",
+    strategy: Strategy = "auto",
     precision: Any = None,
 ) -> jax.Array:
     """The transposed 3-D convolution: the adjoint of :func:`jaxconv.conv3d` w.r.t. its input, plus ``bias``.
@@ -203,10 +197,7 @@ def conv_transpose3d(
       >>> jaxconv.conv_transpose3d(jnp.ones((1, 4, 2, 3, 4)), weight, stride=2, layout="NCDHW").shape
       (1, 2, 5, 7, 9)
     """
-    return _conv_transpose(
-        x, kernel, bias, 3, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
-        groups=groups, layout=layout, strategy=strategy, precision=precision,
-    )  # fmt: skip
+    return _conv_transpose(x, kernel, bias, 3, **options_of(locals()))
 
 
 for _fn in (conv_transpose1d, conv_transpose2d, conv_transpose3d):

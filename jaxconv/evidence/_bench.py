@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxconv._env import versions
 from jaxconv.conv._conv import conv2d, resolve_strategy
 from jaxconv.conv._spec import Pads, make_spec
 
@@ -456,17 +457,9 @@ def environment(torch_threads: int | None, torch_dev: str | None) -> dict[str, A
         "xla_cpu_threads": affinity,
         "torch_threads": torch_threads,
         "torch_device": torch_dev,
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
+        **versions(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    try:
-        import jaxlib  # noqa: PLC0415
-
-        env["jaxlib"] = jaxlib.__version__
-    except (ImportError, AttributeError):
-        pass
     if torch_threads is not None:
         import torch  # noqa: PLC0415
 

@@ -7,6 +7,7 @@ figure is drawn: no pyplot, no global backend state, and ``import jaxconv`` stay
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxconv._checks import fail
+from jaxconv._files import write_atomic
 from jaxconv.lab._data import PlantedPatternTask
 from jaxconv.lab._detector import Params
 from jaxconv.lab._metrics import held_out_scores
@@ -45,28 +48,21 @@ def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def write_json(path: str, obj: Any) -> None:
     """Writes ``obj`` as indented JSON (atomically: a temporary file, then a rename)."""
-    _write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_history(path: str, history: Iterable[Mapping[str, Any]]) -> None:
     """Writes one JSON object per line (``history.jsonl``)."""
-    _write_atomic(path, "".join(json.dumps(dict(h)) + "\n" for h in history).encode())
+    write_atomic(path, "".join(json.dumps(dict(h)) + "\n" for h in history))
 
 
 def write_params(path: str, params: Params) -> None:
     """Writes ``kernel`` and ``bias`` to an ``.npz`` file."""
-    tmp = f"{path}.tmp.npz"
-    np.savez(tmp, kernel=np.asarray(params["kernel"]), bias=np.asarray(params["bias"]))
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, kernel=np.asarray(params["kernel"]), bias=np.asarray(params["bias"]))
+    write_atomic(path, buffer.getvalue())
 
 
 def default_out(name: str = "") -> str:
@@ -93,7 +89,9 @@ def prepare_out(path: str) -> str:
             pass
         os.remove(probe)
     except OSError as err:
-        raise ValueError(f"argument --out: cannot write to {path!r} ({err.strerror or err})") from None
+        raise fail(
+            "prepare_out", "path", "a folder that can be created and written", f"{path} ({err.strerror or err})"
+        ) from None
     return path
 
 
@@ -106,12 +104,12 @@ def figure(width: float, height: float) -> Any:
 
 def save_figure(fig: Any, path: str) -> None:
     """Saves ``fig`` as PNG at ``path`` atomically (a temporary file, then a rename)."""
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomic(path, buffer.getvalue())
 
 
-def _show_kernel(ax: Any, kernel: np.ndarray, title: str) -> None:
+def show_kernel(ax: Any, kernel: np.ndarray, title: str) -> None:
     limit = float(np.abs(kernel).max()) or 1.0
     image = ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
     ax.set_title(title, fontsize=10)
@@ -138,9 +136,9 @@ def plot_kernels(path: str, task: PlantedPatternTask, learned: Params, baseline:
     axes[0].set_xticks([])
     axes[0].set_yticks([])
     kernel = np.asarray(learned["kernel"])[:, :, 0, 0]
-    _show_kernel(axes[1], kernel, f"learned kernel (bias {float(learned['bias'][0]):.2f}, cos {cosine:.3f})")
+    show_kernel(axes[1], kernel, f"learned kernel (bias {float(learned['bias'][0]):.2f}, cos {cosine:.3f})")
     mf = np.asarray(baseline["kernel"])[:, :, 0, 0]
-    _show_kernel(axes[2], mf, f"matched filter (bias {float(baseline['bias'][0]):.2f})")
+    show_kernel(axes[2], mf, f"matched filter (bias {float(baseline['bias'][0]):.2f})")
     save_figure(fig, path)
 
 

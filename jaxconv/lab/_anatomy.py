@@ -69,10 +69,10 @@ def shift_error(
       >>> import jax.numpy as jnp
       >>> import jaxconv
       >>> image = jnp.arange(36.0).reshape(6, 6) % 7
-      >>> error, interior = jaxconv.shift_error(image, jnp.ones((3, 3)), (1, 2), padding_mode="circular")
+      >>> error, interior = jaxconv.lab.shift_error(image, jnp.ones((3, 3)), (1, 2), padding_mode="circular")
       >>> float(error.max())
       0.0
-      >>> error, interior = jaxconv.shift_error(image, jnp.ones((3, 3)), (1, 2), padding_mode="zeros")
+      >>> error, interior = jaxconv.lab.shift_error(image, jnp.ones((3, 3)), (1, 2), padding_mode="zeros")
       >>> float(error[interior].max()), bool(error.max() > 0)
       (0.0, True)
     """
@@ -125,7 +125,7 @@ def patches(image: jax.typing.ArrayLike, kernel_shape: tuple[int, int], **conv_o
       >>> import jax.numpy as jnp
       >>> import jaxconv
       >>> image = jnp.arange(12.0).reshape(3, 4)
-      >>> p = jaxconv.patches(image, (2, 2))
+      >>> p = jaxconv.lab.patches(image, (2, 2))
       >>> p.shape
       (2, 3, 2, 2)
       >>> p[1, 2]
@@ -177,7 +177,7 @@ def kernel_gradient_sources(
       >>> import jaxconv
       >>> image = jnp.arange(16.0).reshape(4, 4)
       >>> kernel = jnp.ones((2, 2))
-      >>> sources = jaxconv.kernel_gradient_sources(image, kernel, jnp.ones((3, 3)))
+      >>> sources = jaxconv.lab.kernel_gradient_sources(image, kernel, jnp.ones((3, 3)))
       >>> sources.shape
       (3, 3, 2, 2)
       >>> sources[0, 0]  # position (0, 0) sees the top-left window

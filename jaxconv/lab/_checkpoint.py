@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import re
 import warnings
 from typing import Any, NamedTuple
@@ -23,7 +22,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxconv.lab._train import TrainConfig, TrainState, init_state
+from jaxconv._env import versions
+from jaxconv._files import write_atomic
+from jaxconv.lab._train import RUN_KNOBS, TrainConfig, TrainState, init_state
 
 FORMAT = 1
 _NAME = re.compile(r"^ckpt-(\d{8,})\.npz$")
@@ -52,23 +53,6 @@ class Restored(NamedTuple):
     path: str
 
 
-def versions() -> dict[str, str]:
-    """The versions that decide the numbers: jaxconv, jax, jaxlib, optax, numpy, python."""
-    import jaxlib
-    import optax
-
-    from jaxconv import __version__
-
-    return {
-        "jaxconv": __version__,
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "optax": optax.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def _digest(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):
@@ -93,19 +77,6 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
         if match:
             found.append((int(match.group(1)), os.path.join(directory, name)))
     return sorted(found, reverse=True)
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. a platform without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(
@@ -135,7 +106,7 @@ def save_checkpoint(
       >>> import jaxconv
       >>> from jaxconv import restore_latest, save_checkpoint
       >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed", image_shape=8), batch_size=2)
-      >>> state, losses = jaxconv.train_steps(config, jaxconv.init_state(config), 3)
+      >>> state, losses = jaxconv.lab.train_steps(config, jaxconv.lab.init_state(config), 3)
       >>> folder = tempfile.mkdtemp()
       >>> path = save_checkpoint(folder, state, config, np.asarray(losses))
       >>> restored = restore_latest(folder, config)
@@ -161,13 +132,7 @@ def save_checkpoint(
 
     os.makedirs(directory, exist_ok=True)
     path = checkpoint_path(directory, step)
-    tmp = os.path.join(directory, f".ckpt-{step:08d}.npz.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(directory)
+    write_atomic(path, buffer.getvalue(), durable=True)
     stale = [os.path.join(directory, n) for n in os.listdir(directory) if _TMP.match(n)]  # left by a kill mid-write
     for old in stale + [p for _, p in list_checkpoints(directory)[keep:]]:
         try:
@@ -271,7 +236,8 @@ def restore_latest(directory: str, config: TrainConfig) -> Restored | None:
             continue
         # A checkpoint from before a field existed (e.g. ``l1``, ``l2``) was made with that field's default.
         saved = {**_added_field_defaults(), **meta["config"]}
-        differences = config_differences(saved, config.to_dict())
+        saved = {k: v for k, v in saved.items() if k not in RUN_KNOBS}
+        differences = config_differences(saved, config.trajectory())
         if differences:
             raise CheckpointError(
                 f"cannot resume from {path}: it was made with a different configuration ({'; '.join(differences)})"

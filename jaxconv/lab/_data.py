@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from jaxconv._checks import fail
 
 Pattern = tuple[tuple[float, ...], ...]
 
@@ -33,7 +35,8 @@ PATTERNS: Mapping[str, Pattern] = {
 }
 """Named binary patterns (rows of 0/1); ``"seed"`` is ``[[1,1,0],[1,0,0]]``."""
 
-BACKGROUNDS = ("binary", "gaussian")
+Background = Literal["binary", "gaussian"]
+BACKGROUNDS: tuple[str, ...] = get_args(Background)
 
 
 class Sample(NamedTuple):
@@ -70,7 +73,7 @@ class TaskValues(NamedTuple):
 
 
 def _fail(argument: str, allowed: str, given: Any, error: type[Exception] = ValueError) -> Exception:
-    return error(f"PlantedPatternTask: `{argument}` must be {allowed}; got {given!r}")
+    return fail("PlantedPatternTask", argument, allowed, given, error)
 
 
 def _as_pattern(pattern: Any) -> Pattern:

@@ -6,18 +6,20 @@ kernel HWIO ``[KH, KW, 1, 1]``), and a detection at output ``(i, j)`` means logi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxconv._checks import fail
 from jaxconv.conv._conv import conv2d
 
 Params = dict[str, jax.Array]
 """``{"kernel": [KH, KW, 1, 1] (HWIO), "bias": [1]}``."""
 
-LOSSES = ("hard_negative", "balanced", "bce")
+Loss = Literal["hard_negative", "balanced", "bce"]
+LOSSES: tuple[str, ...] = get_args(Loss)
 
 HARD_NEGATIVES_PER_POSITIVE = 3
 
@@ -47,8 +49,11 @@ def init_params(key: jax.Array, kernel_shape: tuple[int, int]) -> Params:
     return {"kernel": kernel, "bias": jnp.zeros((1,), jnp.float32)}
 
 
-def check_kernel_shape(kernel_shape: Any, pattern_shape: tuple[int, int] | None = None) -> tuple[int, int]:
-    """Returns ``kernel_shape`` as ``(KH, KW)``; raises ``ValueError`` naming it if it is not allowed.
+def check_kernel_shape(
+    kernel_shape: Any, pattern_shape: tuple[int, int] | None = None, fn: str = "init_params"
+) -> tuple[int, int]:
+    """Returns ``kernel_shape`` as ``(KH, KW)``; raises ``ValueError`` naming it (as an argument of ``fn``) if it
+    is not allowed.
 
     A kernel must be a pair of ints ``>= 1`` and, when ``pattern_shape`` is given, at least that big.
     """
@@ -58,10 +63,10 @@ def check_kernel_shape(kernel_shape: Any, pattern_shape: tuple[int, int] | None 
         and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in kernel_shape)
     )
     if not ok:
-        raise ValueError(f"`kernel_shape` must be a pair (KH, KW) of ints >= 1; got {kernel_shape!r}")
+        raise fail(fn, "kernel_shape", "a pair (KH, KW) of ints >= 1", kernel_shape)
     kh, kw = int(kernel_shape[0]), int(kernel_shape[1])
     if pattern_shape is not None and (kh < pattern_shape[0] or kw < pattern_shape[1]):
-        raise ValueError(f"`kernel_shape` must be at least the pattern's shape {pattern_shape}; got {(kh, kw)}")
+        raise fail(fn, "kernel_shape", f"at least the pattern's shape {pattern_shape}", (kh, kw))
     return kh, kw
 
 

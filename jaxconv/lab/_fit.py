@@ -14,13 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxconv._checks import fail
 from jaxconv.lab._checkpoint import list_checkpoints, save_checkpoint
 from jaxconv.lab._data import PlantedPatternTask, TaskValues
 from jaxconv.lab._detector import Params, crop_targets, logit_map
 from jaxconv.lab._metrics import average_precision, evaluate
 from jaxconv.lab._preempt import Preempted, StopSignals, peer_errors, restore_shared
 from jaxconv.lab._train import (
-    NEAR_MISSES,
+    StepConfig,
     TrainConfig,
     TrainState,
     check_mesh,
@@ -76,15 +77,24 @@ class FitResult(NamedTuple):
     validation: dict[str, Any] | None = None
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"`{name}` must be an int >= {low}; got {value!r}")
-    return int(value)
+def _config(task: Any, config: Any, overrides: dict[str, Any]) -> TrainConfig:
+    """``fit``'s one :class:`TrainConfig`: ``config`` (or a fresh one) with ``task`` and ``overrides`` applied."""
+    knobs = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "task"]
+    for name in overrides:
+        if name not in knobs:
+            raise fail("fit", name, f"a TrainConfig field ({', '.join(knobs)})", overrides[name], TypeError)
+    if task is not None:
+        overrides = {**overrides, "task": task}
+    if config is None:
+        return TrainConfig(**overrides)
+    if not isinstance(config, TrainConfig):
+        raise fail("fit", "config", "a TrainConfig or None", type(config).__name__, TypeError)
+    return dataclasses.replace(config, **overrides)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _validation_logits(
-    params: Params, config: TrainConfig, key: jax.Array, values: TaskValues
+    params: Params, config: StepConfig, key: jax.Array, values: TaskValues
 ) -> tuple[jax.Array, jax.Array]:
     images, targets = training_batch(config, key, values)
     return logit_map(params, images), crop_targets(targets, config.task.pattern_array.shape, config.kernel_shape)
@@ -132,7 +142,7 @@ def validation_check(params: Params, config: TrainConfig) -> dict[str, Any]:
       True
     """
     key = jax.random.fold_in(jax.random.key(config.seed), VALIDATION_STREAM)
-    static = dataclasses.replace(config, seed=0, batch_size=VALIDATION_IMAGES, task=config.task.skeleton())
+    static = config.step._replace(batch_size=VALIDATION_IMAGES)
     z, t = (np.asarray(a, np.float64) for a in _validation_logits(params, static, key, config.task.values()))
     positive, negative = z[t > 0.5], z[t <= 0.5]
     low = float(positive.min()) if positive.size else None
@@ -192,28 +202,13 @@ def batch_mesh(devices: int | Sequence[jax.Device], batch_size: int) -> Mesh:
 
 def fit(
     task: PlantedPatternTask | None = None,
+    config: TrainConfig | None = None,
     *,
-    steps: int | str = "auto",
-    batch_size: int = 32,
-    learning_rate: float = 0.1,
-    optimizer: str = "adam",
-    kernel_shape: tuple[int, int] | None = None,
-    seed: int = 0,
-    loss: str | None = None,
-    l1: float = 0.0,
-    l2: float = 0.0,
-    near_misses: int = NEAR_MISSES,
-    decay_steps: int | None = None,
-    steps_per_dispatch: int = 100,
-    eval_images: int = 1000,
-    eval_seed: int = 0,
     checkpoint_dir: str | None = None,
-    checkpoint_every: int = 0,
-    keep: int = 3,
     resume: bool = False,
-    max_nonfinite: int = 20,
     callback: Callable[[TrainState, np.ndarray], None] | None = None,
     devices: int | Sequence[jax.Device] | None = None,
+    **overrides: Any,
 ) -> FitResult:
     """Learns a kernel and bias that detect ``task``'s pattern, by backpropagation through ``conv2d``.
 
@@ -230,35 +225,19 @@ def fit(
     The held-out images that ``metrics`` reports play no part in it.
 
     Args:
-      task: the :class:`PlantedPatternTask` (default: the seed pattern on 32x32 binary images).
-      steps: ``"auto"`` or the total optimizer steps, ``>= 1`` (a resumed run continues up to this count).
-      batch_size: images per step.
-      learning_rate: the optimizer's step size.
-      optimizer: one of ``OPTIMIZERS``.
-      kernel_shape: ``(KH, KW)``, at least the pattern's; default the pattern's shape.
-      seed: seeds the initial kernel and every training batch.
-      loss: ``None`` (the background's default, see :class:`TrainConfig`) or one of ``LOSSES``:
-        ``"hard_negative"`` (BCE over the positives and the hardest negatives),
-        ``"balanced"`` (class-balanced BCE) or ``"bce"`` (plain, no imbalance handling).
-      l1: weight of an L1 penalty on the kernel (``l1 * sum |kernel|``), ``>= 0``.
-      l2: weight of an L2 penalty on the kernel (``l2 * sum kernel^2``), ``>= 0``.
-      near_misses: near misses pasted into each training image (binary backgrounds; see :class:`TrainConfig`).
-      decay_steps: ``None`` (the background's default: constant on binary, a cosine decay to 0 over
-        ``DEFAULT_DECAY_STEPS["gaussian"]`` steps on gaussian), 0 (constant) or the steps of a cosine decay of
-        the learning rate to 0 (see :class:`TrainConfig`).
-      steps_per_dispatch: steps per jitted call, ``>= 1`` (does not change the result).
-      eval_images: held-out images to score at the end (0: skip).
-      eval_seed: picks the held-out images.
+      task: the :class:`PlantedPatternTask` (default: ``config``'s task, or the seed pattern on 32x32 binary images).
+      config: a :class:`TrainConfig` (default ``TrainConfig()``): every knob of the run — batch size, learning rate,
+        optimizer, kernel shape, seed, loss, penalties, near misses, ``steps`` (``"auto"`` or a count),
+        ``steps_per_dispatch``, ``eval_images``, ``eval_seed``, ``checkpoint_every``, ``keep``,
+        ``max_nonfinite`` — with what each may be.
+      **overrides: any :class:`TrainConfig` field by name, e.g. ``fit(task, steps=200, learning_rate=0.05)``;
+        applied to ``config`` (or to a fresh ``TrainConfig`` built from ``task``), checked once.
       checkpoint_dir: where checkpoints go (``None``: none are written). With a folder, SIGTERM and SIGINT stop
         the run after the dispatch in flight: a checkpoint is written there and :class:`Preempted` raised.
-      checkpoint_every: write one every this many steps (0: only at the end); needs ``checkpoint_dir``.
-      keep: how many checkpoints to keep.
       resume: continue from the newest usable checkpoint in ``checkpoint_dir`` (start fresh if it has none).
         Under ``jax.distributed`` process 0 reads it and every process receives it, so only process 0 needs the
         folder; the device and process counts may differ from the run that wrote it (same params to float32
         rounding: the data of step ``s`` depends on the seed and ``s`` only, the global batch is checked).
-      max_nonfinite: stop after this many steps in a row with a non-finite loss or gradient (each is
-        skipped and counted; checked after every dispatch).
       callback: called after every dispatch with the state and that dispatch's losses ``[n]``.
       devices: ``None`` (one device), an int ``D`` (this process's first ``D`` devices) or a sequence of
         ``jax.Device``: data parallel over a 1-D mesh of them (see :func:`batch_mesh`), each device taking
@@ -289,34 +268,18 @@ def fit(
       >>> result.validation["errors"], len(result.history) % 50, result.metrics["f1"]
       (0, 0, 1.0)
     """
-    task = PlantedPatternTask() if task is None else task
-    config = TrainConfig(
-        task,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        optimizer=optimizer,
-        kernel_shape=kernel_shape,
-        seed=seed,
-        loss=loss,
-        l1=l1,
-        l2=l2,
-        near_misses=near_misses,
-        decay_steps=decay_steps,
-    )
-    auto = isinstance(steps, str) and steps == "auto"
-    if not auto and (isinstance(steps, (str, bool)) or not isinstance(steps, (int, np.integer)) or steps < 1):
-        raise ValueError(f"`steps` must be 'auto' or an int >= 1; got {steps!r}")
+    config = _config(task, config, overrides)
+    task = config.task
+    auto = config.steps == "auto"
     separable = task.background == "binary"
     if auto:  # binary: checked every CHECK_EVERY steps; gaussian: once, at the end of the decay
         steps = config.decay_steps if config.decay_steps and not separable else AUTO_MAX_STEPS
-    steps = int(steps)
-    per_dispatch = _check_int("steps_per_dispatch", steps_per_dispatch, 1)
-    eval_images = _check_int("eval_images", eval_images, 0)
-    checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 0)
-    keep = _check_int("keep", keep, 1)
-    max_nonfinite = _check_int("max_nonfinite", max_nonfinite, 1)
+    else:
+        steps = int(config.steps)
+    per_dispatch, eval_images, eval_seed = config.steps_per_dispatch, config.eval_images, config.eval_seed
+    checkpoint_every, keep, max_nonfinite = config.checkpoint_every, config.keep, config.max_nonfinite
     if checkpoint_dir is None and (checkpoint_every or resume):
-        raise ValueError("`checkpoint_dir` must be given with `checkpoint_every` or `resume`; got None")
+        raise fail("fit", "checkpoint_dir", "given with `checkpoint_every` or `resume`", None)
     mesh = None if devices is None else batch_mesh(devices, config.batch_size)
     writer = jax.process_index() == 0
 

@@ -41,7 +41,7 @@ def average_precision(scores: jax.typing.ArrayLike, labels: jax.typing.ArrayLike
       ValueError: mismatched shapes or labels other than 0/1.
 
     Examples:
-      >>> from jaxconv import average_precision
+      >>> from jaxconv.lab import average_precision
       >>> average_precision([0.9, 0.8, 0.7, 0.1], [1, 0, 1, 0])
       0.8333333333333333
       >>> average_precision([1.0, 1.0, 0.0], [1, 0, 0])
@@ -83,7 +83,7 @@ def kernel_cosine(kernel: jax.typing.ArrayLike, pattern: jax.typing.ArrayLike) -
       ValueError: bad shapes or an all-zero pattern.
 
     Examples:
-      >>> from jaxconv import kernel_cosine
+      >>> from jaxconv.lab import kernel_cosine
       >>> kernel_cosine([[3.0, 3.0, -1.0], [3.0, -1.0, -1.0]], [[1, 1, 0], [1, 0, 0]])
       1.0
       >>> round(kernel_cosine([[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], [[1, 0], [0, 1]]), 6)
@@ -278,9 +278,10 @@ def held_out_key(seed: int, chunk: int) -> jax.Array:
 
 
 def held_out_scores(
-    params: Params, task: PlantedPatternTask, *, num_images: int = 6, seed: int = 0
+    params: Params, task: PlantedPatternTask, *, num_images: int = 6, seed: int = 0, chunk: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The first ``num_images`` (``<= 250``) held-out images that :func:`evaluate` scores, with their logits.
+    """The first ``num_images`` (``<= 250``) images of held-out chunk ``chunk`` that :func:`evaluate` scores (it
+    scores chunks ``0, 1, ...`` of 250 images each), with their logits.
 
     Returns:
       ``(images [N, H, W, 1], logits [N, Ho', Wo'], targets [N, Ho', Wo'])`` as NumPy arrays, targets
@@ -288,7 +289,7 @@ def held_out_scores(
     """
     if not 1 <= num_images <= _EVAL_CHUNK:
         raise ValueError(f"`num_images` must be in [1, {_EVAL_CHUNK}]; got {num_images!r}")
-    images, logits, targets = _scores(_check_params(params), task, held_out_key(seed, 0), _EVAL_CHUNK)
+    images, logits, targets = _scores(_check_params(params), task, held_out_key(seed, chunk), _EVAL_CHUNK)
     return tuple(np.asarray(x[:num_images]) for x in (images, logits, targets))  # type: ignore[return-value]
 
 

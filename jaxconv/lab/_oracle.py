@@ -17,7 +17,7 @@ def least_squares_kernel(
 ) -> Params:
     """The kernel and bias minimising ``sum (conv2d(images, kernel) + bias - targets)^2`` over VALID positions.
 
-    The response is ``<patches[n, i, j], kernel> + bias``, so stacking :func:`jaxconv.patches` of every image
+    The response is ``<patches[n, i, j], kernel> + bias``, so stacking :func:`jaxconv.lab.patches` of every image
     into a ``[N * Ho * Wo, KH * KW]`` matrix, plus a column of ones for the bias, turns the fit into an ordinary
     least-squares problem, solved exactly with ``jnp.linalg.lstsq`` (the minimum-norm solution if it is
     rank-deficient). Gradient descent on the same mean squared error converges to it.
@@ -40,7 +40,7 @@ def least_squares_kernel(
       >>> images = jax.random.normal(jax.random.key(0), (4, 6, 6))
       >>> true = jnp.array([[1.0, -2.0], [0.5, 3.0]])
       >>> targets = jax.vmap(lambda im: jaxconv.conv2d(im, true))(images) + 0.25
-      >>> params = jaxconv.least_squares_kernel(images, targets, (2, 2))
+      >>> params = jaxconv.lab.least_squares_kernel(images, targets, (2, 2))
       >>> jnp.round(params["kernel"][:, :, 0, 0], 4), jnp.round(params["bias"], 4)
       (Array([[ 1. , -2. ],
              [ 0.5,  3. ]], dtype=float32), Array([0.25], dtype=float32))

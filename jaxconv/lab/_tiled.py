@@ -125,7 +125,7 @@ def tiled_response(
       >>> import jaxconv
       >>> image = np.arange(30.0, dtype=np.float32).reshape(5, 6)
       >>> params = {"kernel": np.ones((2, 2, 1, 1), np.float32), "bias": np.array([-1.0], np.float32)}
-      >>> result = jaxconv.tiled_response(image, params, tile=(2, 3), progress=False)
+      >>> result = jaxconv.lab.tiled_response(image, params, tile=(2, 3), progress=False)
       >>> result.logits
       array([[ 13.,  17.,  21.,  25.,  29.],
              [ 37.,  41.,  45.,  49.,  53.],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast, get_args
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +19,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxconv._checks import Allowed, check_choice, check_number, fail
 from jaxconv.lab._data import PlantedPatternTask, TaskValues, plant_near_misses
 from jaxconv.lab._detector import (
     LOSSES,
+    Loss,
     Params,
     check_kernel_shape,
     crop_targets,
@@ -30,7 +32,8 @@ from jaxconv.lab._detector import (
     logit_map,
 )
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
+Optimizer = Literal["adam", "adamw", "sgd", "momentum", "rmsprop"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 
 INIT_STREAM = 0
 """``fold_in(key(seed), INIT_STREAM)`` draws the initial kernel."""
@@ -67,10 +70,9 @@ def make_optimizer(name: str, learning_rate: float, decay_steps: int = 0) -> opt
       >>> steps
       [-0.5, -0.25, -0.0]
     """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}; got {name!r}")
-    _check_number("learning_rate", learning_rate, "a finite number > 0", lambda v: v > 0)
-    decay_steps = _check_int("decay_steps", decay_steps, 0)
+    check_choice("make_optimizer", "optimizer", name, OPTIMIZERS)
+    check_number("make_optimizer", "learning_rate", learning_rate, allowed="a number > 0", ok=lambda v: v > 0)
+    decay_steps = Allowed("int", low=0).check("make_optimizer", "decay_steps", decay_steps)
     rate = optax.cosine_decay_schedule(learning_rate, decay_steps) if decay_steps else learning_rate
     if name == "momentum":
         return optax.sgd(rate, momentum=0.9)
@@ -89,31 +91,48 @@ def nonfinite_steps(state: TrainState) -> tuple[int, int]:
     Examples:
       >>> import jaxconv
       >>> from jaxconv.lab._train import nonfinite_steps
-      >>> nonfinite_steps(jaxconv.init_state(jaxconv.TrainConfig()))
+      >>> nonfinite_steps(jaxconv.lab.init_state(jaxconv.TrainConfig()))
       (0, 0)
     """
     opt_state = state.opt_state
     return int(opt_state.notfinite_count), int(opt_state.total_notfinite)
 
 
-def _check_number(name: str, value: Any, allowed: str, ok: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be {allowed}; got {value!r}")
-    if not (np.isfinite(value) and ok(value)):
-        raise ValueError(f"`{name}` must be {allowed}; got {value!r}")
+def _positive(v: float) -> bool:
+    return v > 0
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int >= {low}; got {value!r}")
-    if value < low:
-        raise ValueError(f"`{name}` must be an int >= {low}; got {value!r}")
-    return int(value)
+def _nonnegative(v: float) -> bool:
+    return v >= 0
+
+
+def _knob(default: Any, help: str, allowed: Allowed | None = None, *, run: bool = False, **cli: Any) -> Any:
+    """A :class:`TrainConfig` field: its default, what it may be, its help line (``--help``), and for the CLI
+    anything beyond the rule (``flag``: a flag name other than ``--field-name``; ``cli``: a parser kind)."""
+    return dataclasses.field(default=default, metadata={"help": help, "allowed": allowed, "run": run, **cli})
+
+
+class StepConfig(NamedTuple):
+    """:attr:`TrainConfig.step`: the hashable static part of a training step (see :class:`TrainConfig`)."""
+
+    task: PlantedPatternTask
+    kernel_shape: tuple[int, int]
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    loss: str
+    l1: float
+    l2: float
+    near_misses: int
+    decay_steps: int
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides what one training step computes; hashable and JSON round-trippable.
+    """Every knob of a training run, in one place: :func:`jaxconv.fit` takes it (or keyword overrides of it),
+    ``jaxconv train`` has one flag per field with the same default, help and allowed values (``--help`` lists
+    them), checkpoints store it. Hashable and JSON round-trippable. What a compiled step depends on is
+    :attr:`step`; the rest (seed, run length, evaluation, checkpoints) is read outside the compiled step.
 
     Args:
       task: the :class:`PlantedPatternTask` to learn.
@@ -134,7 +153,17 @@ class TrainConfig:
         threshold, which random images almost never hold. Ignored on a gaussian background.
       decay_steps: ``None`` for the background's default (:data:`DEFAULT_DECAY_STEPS`), 0 for a constant
         learning rate, or ``N >= 1``: a cosine decay of the rate to 0 over the first ``N`` steps (see
-        :func:`make_optimizer`); ``fit(steps="auto")`` then trains ``N`` steps on a gaussian background.
+        :func:`make_optimizer`); ``steps="auto"`` then trains ``N`` steps on a gaussian background.
+      steps: ``"auto"`` (train until a validation draw is separated, or on a gaussian background to the end of the
+        decay; see :func:`jaxconv.fit`) or the total
+        optimizer steps, ``>= 1`` (a resumed run continues up to this count).
+      steps_per_dispatch: steps per jitted call, ``>= 1`` (does not change the result).
+      eval_images: held-out images :func:`jaxconv.fit` scores at the end, ``>= 0`` (0: none).
+      eval_seed: picks the held-out images, ``>= 0``.
+      checkpoint_every: with a checkpoint folder, write one every this many steps, ``>= 0`` (0: only at the end).
+      keep: how many checkpoints to keep, ``>= 1``.
+      max_nonfinite: stop after this many steps in a row with a non-finite loss or gradient (each is skipped and
+        counted), ``>= 1``.
 
     Raises:
       ValueError: a value that is not allowed (the message names the argument).
@@ -147,42 +176,90 @@ class TrainConfig:
       ((2, 3), 'adam', 'hard_negative', 0)
       >>> jaxconv.TrainConfig.from_dict(config.to_dict()) == config
       True
+      >>> jaxconv.TrainConfig(batch_size=0)
+      Traceback (most recent call last):
+      ...
+      ValueError: TrainConfig: `batch_size` must be an int >= 1; got 0
     """
 
-    task: PlantedPatternTask = dataclasses.field(default_factory=PlantedPatternTask)
-    batch_size: int = 32
-    learning_rate: float = 0.1
-    optimizer: str = "adam"
-    kernel_shape: Any = None
-    seed: int = 0
-    loss: str | None = None
-    l1: float = 0.0
-    l2: float = 0.0
-    near_misses: int = NEAR_MISSES
-    decay_steps: Any = None
+    task: PlantedPatternTask = dataclasses.field(default_factory=PlantedPatternTask, metadata={"help": "the task"})
+    batch_size: int = _knob(32, "images per step", Allowed("int", low=1))
+    learning_rate: float = _knob(
+        0.1, "the optimizer's step size", Allowed("number", describe="a number > 0", ok=_positive)
+    )
+    optimizer: Optimizer = _knob("adam", "the optax optimizer", Allowed("choice", choices=OPTIMIZERS))
+    kernel_shape: Any = _knob(
+        None,
+        "the learned kernel's (KH, KW), at least the pattern's; None: the pattern's",
+        cli="size",
+        flag="--kernel-size",
+    )
+    seed: int = _knob(0, "seeds the initial kernel and every training batch", Allowed("int", low=0))
+    loss: Loss | None = _knob(
+        None,
+        "imbalance handling; None: hard_negative on binary, balanced on gaussian",
+        Allowed("choice", choices=LOSSES),
+    )
+    l1: float = _knob(
+        0.0, "weight of an L1 penalty on the kernel", Allowed("number", describe="a number >= 0", ok=_nonnegative)
+    )
+    l2: float = _knob(
+        0.0, "weight of an L2 penalty on the kernel", Allowed("number", describe="a number >= 0", ok=_nonnegative)
+    )
+    near_misses: int = _knob(
+        NEAR_MISSES,
+        "binary background: copies of the pattern with one pixel flipped pasted into each training image",
+        Allowed("int", low=0),
+    )
+    decay_steps: int | None = _knob(
+        None,
+        "decay the learning rate to 0 (cosine) over N steps, 0: constant; None: 0 on binary, "
+        f"{DEFAULT_DECAY_STEPS['gaussian']} on gaussian (where auto trains to its end)",
+        Allowed("int", low=0),
+    )
+    steps: int | str = _knob(
+        "auto",
+        "auto: until a validation draw (not the held-out images) is separated, the bias "
+        "then calibrated to the middle of its gap, at most 3000 (gaussian: to the end of the decay, the bias "
+        "then put where the validation F1 is largest); or N steps",
+        Allowed("int_or_auto", low=1),
+        run=True,
+    )
+    steps_per_dispatch: int = _knob(
+        100, "steps per jitted call; does not change the result", Allowed("int", low=1), run=True
+    )
+    eval_images: int = _knob(1000, "held-out images scored at the end", Allowed("int", low=0), run=True)
+    eval_seed: int = _knob(0, "picks the held-out images", Allowed("int", low=0), run=True)
+    checkpoint_every: int = _knob(
+        0, "write a checkpoint every N steps (0: only at the end)", Allowed("int", low=0), run=True
+    )
+    keep: int = _knob(3, "checkpoints kept", Allowed("int", low=1), run=True)
+    max_nonfinite: int = _knob(
+        20, "stop after this many steps in a row with a non-finite loss or gradient", Allowed("int", low=1), run=True
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, PlantedPatternTask):
-            raise TypeError(f"`task` must be a PlantedPatternTask; got {type(self.task).__name__}")
+            raise fail("TrainConfig", "task", "a PlantedPatternTask", type(self.task).__name__, TypeError)
+        for field in dataclasses.fields(self):
+            allowed = field.metadata.get("allowed")
+            value = getattr(self, field.name)
+            if allowed is not None and not (value is None and field.default is None):
+                object.__setattr__(self, field.name, allowed.check("TrainConfig", field.name, value))
         pattern_shape = self.task.pattern_array.shape
         kernel_shape = pattern_shape if self.kernel_shape is None else self.kernel_shape
-        object.__setattr__(self, "kernel_shape", check_kernel_shape(kernel_shape, pattern_shape))
-        object.__setattr__(self, "batch_size", _check_int("batch_size", self.batch_size, 1))
-        object.__setattr__(self, "seed", _check_int("seed", self.seed, 0))
-        object.__setattr__(self, "near_misses", _check_int("near_misses", self.near_misses, 0))
-        if self.decay_steps is None:
-            object.__setattr__(self, "decay_steps", DEFAULT_DECAY_STEPS[self.task.background])
-        object.__setattr__(self, "decay_steps", _check_int("decay_steps", self.decay_steps, 0))
-        make_optimizer(self.optimizer, self.learning_rate, self.decay_steps)
-        object.__setattr__(self, "learning_rate", float(self.learning_rate))
+        object.__setattr__(self, "kernel_shape", check_kernel_shape(kernel_shape, pattern_shape, "TrainConfig"))
         if self.loss is None:
             object.__setattr__(self, "loss", DEFAULT_LOSS[self.task.background])
-        if self.loss not in LOSSES:
-            raise ValueError(f"`loss` must be one of {LOSSES}; got {self.loss!r}")
-        for name in ("l1", "l2"):
-            value = getattr(self, name)
-            _check_number(name, value, "a finite number >= 0", lambda v: v >= 0)
-            object.__setattr__(self, name, float(value))
+        if self.decay_steps is None:
+            object.__setattr__(self, "decay_steps", DEFAULT_DECAY_STEPS[self.task.background])
+
+    @property
+    def step(self) -> StepConfig:
+        """What a compiled training step depends on — the static argument of the jitted step: the task's
+        :meth:`~PlantedPatternTask.skeleton` (its numbers are traced) and the step's knobs, not the seed or the
+        run's length, so runs that differ only in those share one compile."""
+        return StepConfig(self.task.skeleton(), *(getattr(self, name) for name in StepConfig._fields[1:]))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` turns it back into an equal config."""
@@ -191,14 +268,23 @@ class TrainConfig:
         out["kernel_shape"] = list(self.kernel_shape)
         return out
 
+    def trajectory(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the knobs that cannot change the trained params (run length, evaluation,
+        checkpointing): what a checkpoint must match to be resumed."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_KNOBS}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """The inverse of :meth:`to_dict` (a dict from before ``l1``, ``l2``, ``near_misses`` or ``decay_steps``
-        existed gets them as 0, as those runs trained)."""
+        existed gets them as 0, as those runs trained; one without the run's knobs gets their defaults)."""
         data = {"l1": 0.0, "l2": 0.0, "near_misses": 0, "decay_steps": 0, **data}
         data["task"] = PlantedPatternTask(**data["task"])
         data["kernel_shape"] = tuple(data["kernel_shape"])
         return cls(**data)
+
+
+RUN_KNOBS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("run"))
+"""The fields of :class:`TrainConfig` that cannot change the trained params."""
 
 
 class TrainState(NamedTuple):
@@ -231,19 +317,20 @@ def init_state(config: TrainConfig) -> TrainState:
 
     Examples:
       >>> import jaxconv
-      >>> state = jaxconv.init_state(jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed")))
+      >>> state = jaxconv.lab.init_state(jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed")))
       >>> state.params["kernel"].shape, int(state.step)
       ((2, 3, 1, 1), 0)
     """
     if not isinstance(config, TrainConfig):
-        raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}")
+        raise fail("init_state", "config", "a TrainConfig", type(config).__name__, TypeError)
     base = jax.random.key(config.seed)
     params = init_params(jax.random.fold_in(base, INIT_STREAM), config.kernel_shape)
-    opt_state = _guarded(make_optimizer(config.optimizer, config.learning_rate, config.decay_steps)).init(params)
+    decay_steps = cast(int, config.decay_steps)  # resolved on construction
+    opt_state = _guarded(make_optimizer(config.optimizer, config.learning_rate, decay_steps)).init(params)
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32), jax.random.fold_in(base, TRAIN_STREAM))
 
 
-def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: jax.Array) -> jax.Array:
+def batch_loss(params: Params, config: StepConfig, images: jax.Array, targets: jax.Array) -> jax.Array:
     """The training loss of ``params`` on one batch ``(images [B,H,W,1], targets [B,Ho,Wo])``, penalties included."""
     targets = crop_targets(targets, config.task.pattern_array.shape, config.kernel_shape)
     loss = detection_loss(logit_map(params, images), targets, loss=cast(str, config.loss))  # resolved on construction
@@ -254,9 +341,7 @@ def batch_loss(params: Params, config: TrainConfig, images: jax.Array, targets: 
     return loss
 
 
-def training_batch(
-    config: TrainConfig, key: jax.Array, values: TaskValues | None = None
-) -> tuple[jax.Array, jax.Array]:
+def training_batch(config: StepConfig, key: jax.Array, values: TaskValues | None = None) -> tuple[jax.Array, jax.Array]:
     """One training batch ``(images [B, H, W, 1], targets [B, Ho, Wo])``: the task's images drawn from ``key``, with
     ``config.near_misses`` near misses pasted into each on a binary background.
 
@@ -274,7 +359,7 @@ def training_batch(
 
 
 def _one_step(
-    config: TrainConfig, mesh: Mesh | None, values: TaskValues, state: TrainState, _: Any
+    config: StepConfig, mesh: Mesh | None, values: TaskValues, state: TrainState, _: Any
 ) -> tuple[TrainState, jax.Array]:
     optimizer = _guarded(make_optimizer(config.optimizer, config.learning_rate, config.decay_steps))
     images, targets = training_batch(config, jax.random.fold_in(state.key, state.step), values)
@@ -293,7 +378,7 @@ def _one_step(
 
 @functools.partial(jax.jit, static_argnames=("config", "num_steps", "mesh"))
 def _train_steps(
-    config: TrainConfig, state: TrainState, num_steps: int, mesh: Mesh | None, values: TaskValues
+    config: StepConfig, state: TrainState, num_steps: int, mesh: Mesh | None, values: TaskValues
 ) -> tuple[TrainState, jax.Array]:
     out = jax.lax.scan(functools.partial(_one_step, config, mesh, values), state, None, length=num_steps)
     if mesh is not None:  # every process can read the (replicated) state and losses
@@ -336,7 +421,7 @@ def replicate(state: TrainState, mesh: Mesh) -> TrainState:
       >>> import jaxconv
       >>> from jaxconv.lab._train import replicate
       >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ("batch",))
-      >>> state = replicate(jaxconv.init_state(jaxconv.TrainConfig()), mesh)
+      >>> state = replicate(jaxconv.lab.init_state(jaxconv.TrainConfig()), mesh)
       >>> state.params["kernel"].sharding.spec == jax.sharding.PartitionSpec(), state.key.dtype
       (True, key<fry>)
     """
@@ -383,28 +468,27 @@ def train_steps(
       >>> import jaxconv
       >>> from jaxconv.lab._train import replicate
       >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed", image_shape=8), batch_size=2)
-      >>> state, losses = jaxconv.train_steps(config, jaxconv.init_state(config), 3)
+      >>> state, losses = jaxconv.lab.train_steps(config, jaxconv.lab.init_state(config), 3)
       >>> int(state.step), losses.shape
       (3, (3,))
       >>> mesh = jax.sharding.Mesh(jax.devices()[:1], ("batch",))
-      >>> sharded, _ = jaxconv.train_steps(config, replicate(jaxconv.init_state(config), mesh), 3, mesh=mesh)
+      >>> sharded, _ = jaxconv.lab.train_steps(config, replicate(jaxconv.lab.init_state(config), mesh), 3, mesh=mesh)
       >>> float(abs(sharded.params["kernel"] - state.params["kernel"]).max()) < 1e-5
       True
     """
     if not isinstance(config, TrainConfig):
-        raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}")
-    num_steps = _check_int("num_steps", num_steps, 1)
+        raise fail("train_steps", "config", "a TrainConfig", type(config).__name__, TypeError)
+    num_steps = Allowed("int", low=1).check("train_steps", "num_steps", num_steps)
     if mesh is not None:
         mesh = check_mesh(mesh, config.batch_size)
-    # The seed only matters through `state` (initial kernel, data key), and the task's numbers are traced: runs
-    # that differ in seed, pattern contents or density share a compile.
-    static = dataclasses.replace(config, seed=0, task=config.task.skeleton())
-    return _train_steps(static, state, num_steps, mesh, config.task.values())
+    return _train_steps(config.step, state, num_steps, mesh, config.task.values())
 
 
 __all__ = [
     "OPTIMIZERS",
     "TrainConfig",
+    "StepConfig",
+    "RUN_KNOBS",
     "TrainState",
     "make_optimizer",
     "init_state",
