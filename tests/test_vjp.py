@@ -137,8 +137,11 @@ def test_half_precision_gradients(strategy, dtype):
 
 # "direct" contracts per shape: unrolled broadcast multiply-adds (C//G <= 8, incl. depthwise with a multiplier), one
 # dot per tap (C//G > 8); its input gradient switches to XLA's convolution for O//G > 8 and its kernel gradient
-# to XLA's backward-filter convolution unless C//G == 1 < G. Each branch against lax, both orders of channel counts.
+# to XLA's backward-filter convolution unless C//G == 1 and (G > 1 or O == 1). Each branch against lax, both orders
+# of channel counts.
 DIRECT_SHAPES = {
+    "single_channel_halving": (1, 1, 1),
+    "one_in_many_out": (1, 5, 1),
     "dot_per_tap_and_xla_transpose": (12, 16, 1),
     "unrolled_into_many_outputs": (3, 16, 1),
     "depthwise": (6, 6, 6),
@@ -172,3 +175,59 @@ def test_direct_forward_is_one_fusion_with_a_loss():
     f = jax.jit(lambda x, k: jnp.vdot(jaxconv.conv2d(x, k, strategy="direct"), jnp.ones((2, 7, 6, 2))))
     assert "reduce-precision" in f.lower(x, k).as_text(dialect="hlo")
     assert float(f(x, k)) == 9.0 * 2 * 7 * 6 * 2
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 3, 5, 8, 13, 1000])
+def test_halving_sum_matches_numpy(rows):
+    """The depthwise kernel gradient's pairwise sum over rows, any count (odd ones get a zero row), in float64."""
+    from jaxconv.conv._strategies import halving_sum
+
+    values = np.random.default_rng(rows).standard_normal((rows, 3))
+    with enable_x64():
+        got = jax.jit(halving_sum)(jnp.asarray(values))
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(got, values.sum(axis=0), rtol=1e-13, atol=1e-13)
+
+
+# Strided input gradients by phases: phases that no tap reaches (stride 2 with dilation 2, stride 4 over a 3-tap
+# kernel), strides not dividing the input, dilation coprime to the stride, groups, 1-D and 3-D.
+PHASE_CASES = {
+    "empty_phases_dilated": ((2, 9, 8, 4), (3, 2, 2, 6), dict(stride=2, dilation=2, padding=1, groups=2)),
+    "stride_beyond_kernel": ((2, 13, 11, 3), (3, 3, 3, 4), dict(stride=4, padding=((2, 1), (0, 3)))),
+    "coprime_dilation": ((1, 11, 12, 2), (3, 2, 2, 3), dict(stride=(3, 2), dilation=(2, 3), padding="SAME")),
+    "one_d": ((2, 17, 3), (4, 3, 2), dict(stride=3, dilation=2, padding=(3,))),
+    "three_d": ((1, 7, 6, 5, 2), (2, 3, 2, 2, 2), dict(stride=(2, 1, 3), padding="SAME")),
+}
+
+
+@pytest.mark.parametrize("strategy", ["window", "shift"])
+@pytest.mark.parametrize("case", sorted(PHASE_CASES))
+def test_phase_input_gradient_matches_lax(strategy, case):
+    x_shape, k_shape, opts = PHASE_CASES[case]
+    conv_fn = {3: jaxconv.conv1d, 4: jaxconv.conv2d, 5: jaxconv.conv3d}[len(x_shape)]
+    rng = np.random.default_rng(len(case))
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    k = jnp.asarray(rng.standard_normal(k_shape), jnp.float32)
+    ours = lambda x, k: conv_fn(x, k, strategy=strategy, **opts)  # noqa: E731
+    ref = lambda x, k: conv_fn(x, k, strategy="xla", **opts)  # noqa: E731
+    grads = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, k)
+    expected = jax.grad(loss(ref), argnums=(0, 1))(x, k)
+    for a, b in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    # The phased gradient is itself differentiable: a second derivative through it.
+    hvp = jax.jit(jax.grad(lambda x: jnp.vdot(jax.grad(loss(ours))(x, k), jnp.cos(x))))(x)
+    hvp_ref = jax.grad(lambda x: jnp.vdot(jax.grad(loss(ref))(x, k), jnp.cos(x)))(x)
+    np.testing.assert_allclose(hvp, hvp_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_phases_split_the_taps():
+    """Each tap reaches exactly one phase, and the phases' sizes add up to the dim."""
+    from jaxconv.conv._primitive import phases
+
+    for size, kernel, stride, dilation in [(7, 3, 2, 1), (9, 2, 2, 2), (13, 3, 4, 1), (11, 3, 3, 2)]:
+        split = phases(size, kernel, stride, dilation)
+        assert sum(p.size for p in split) == size
+        reached = sorted(a for p in split for a in range(kernel)[p.taps][: p.reaching])
+        assert reached == list(range(kernel))
+        for r, p in enumerate(split):
+            assert all((a * dilation - r) % stride == 0 for a in range(kernel)[p.taps][: p.reaching])

@@ -11,7 +11,8 @@ gathers and dots:
 - transpose w.r.t. the input: a transposed convolution — the output gradient dilated by the stride, padded to
   ``FULL``, correlated (same strategy, same dilation and groups) with the spatially flipped kernel whose
   per-group in/out channels are swapped, and cropped to the unpadded input. It is ``correlate_p`` again, so it has
-  derivatives of its own;
+  derivatives of its own. Strided ``"window"``/``"shift"`` split it by phases of the stride instead, so that no
+  inserted zero is multiplied (:func:`phase_input_gradient`);
 - batching: a mapped input folds into the batch; a mapped kernel becomes extra feature groups.
 
 The zero padding is part of the primitive (``spec.padding``; the implementation pads first, and XLA fuses the pad
@@ -27,7 +28,9 @@ stride as an input dilation) inside XLA's convolution.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import itertools
+import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +41,7 @@ from jax.interpreters import ad, batching, mlir
 from jaxconv.conv._spec import ConvSpec, Pads
 from jaxconv.conv._strategies import (
     DIRECT_MAX_UNROLLED,
+    halves_kernel_gradient,
     kernel_gradient,
     pad_or_crop,
     xla_input_gradient,
@@ -114,10 +118,10 @@ def input_gradient_rule(spec: ConvSpec) -> str:
 
 def kernel_gradient_rule(spec: ConvSpec) -> str:
     """How the kernel gradient of ``spec`` is computed: ``spec.strategy``, or ``"xla"`` (XLA's backward-filter
-    convolution, the padding inside it) for ``"direct"`` unless depthwise (one input channel per group), where
-    per-tap reductions measured faster (BENCHMARKS.md)."""
-    cg = spec.kernel_shape[-2]
-    if spec.strategy == "direct" and not (cg == 1 and spec.groups > 1):
+    convolution, the padding inside it) for ``"direct"`` except where per-tap halving sums measured faster
+    (:func:`jaxconv.conv._strategies.halves_kernel_gradient`: depthwise, or one input and one output channel;
+    BENCHMARKS.md)."""
+    if spec.strategy == "direct" and not halves_kernel_gradient(spec):
         return "xla"
     return spec.strategy
 
@@ -150,17 +154,112 @@ def transposed_correlate(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec
     return correlate(full, flipped, tspec)
 
 
+# Strided input gradients by phases (:func:`phase_input_gradient`) for these strategies, which measured faster so
+# (BENCHMARKS.md). Not "direct": its fused sums are recomputed in every phase that reads an output gradient XLA
+# computes elementwise from the forward output (e.g. an activation's derivative), which measured slower.
+PHASED = ("window", "shift")
+
+
 def input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """The gradient ``[N, *spatial, C]`` w.r.t. the (unpadded) input of ``correlate``: XLA's backward-data
-    convolution where :func:`input_gradient_rule` says ``"xla"``, else :func:`transposed_correlate` framed to the
-    FULL correlation of the padded input, cropped by the padding to the unpadded input."""
+    convolution where :func:`input_gradient_rule` says ``"xla"``; :func:`phase_input_gradient` for a strided
+    ``"window"`` or ``"shift"``; else :func:`transposed_correlate` framed to the FULL correlation of the padded
+    input, cropped by the padding to the unpadded input."""
     if input_gradient_rule(spec) == "xla":
         return xla_input_gradient(cotangent, kernel, spec)
+    if any(s > 1 for s in spec.stride) and spec.strategy in PHASED:
+        return phase_input_gradient(cotangent, kernel, spec)
     reach = zip(spec.padding, spec.padded_hw, spec.out_hw, spec.stride, spec.extent, strict=True)
     # The padded input's rows/cols no output reads (beyond the last window, ``rest``) get a zero gradient: padded on
     # high; the padding's own rows are cropped (the frame reduced by it, a slice where it goes negative).
     pads = tuple((e - 1 - lo, e - 1 + (p - ((o - 1) * s + e)) - hi) for (lo, hi), p, o, s, e in reach)
     return transposed_correlate(cotangent, kernel, spec, pads)
+
+
+class Phase(NamedTuple):
+    """Along one spatial dim, the padded-input positions ``r, r + s, r + 2s, ...`` of a stride-``s`` correlation and
+    the kernel taps that reach them.
+
+    Attributes:
+      taps: the kernel's taps reaching phase ``r``, as a slice ``first::step`` (``a * d = r (mod s)``).
+      reaching: how many taps (``0``: no tap reaches the phase, its gradient is zero).
+      dilation: their spacing in output positions (``d / gcd(s, d)``).
+      reach: the output offset of the last tap (the input position ``r + s*m`` reads output ``m - reach`` there).
+      size: how many padded-input positions the phase has.
+    """
+
+    taps: slice
+    reaching: int
+    dilation: int
+    reach: int
+    size: int
+
+
+def phases(size: int, kernel: int, stride: int, dilation: int) -> list[Phase]:
+    """The ``stride`` phases of a padded input dim of ``size`` under a ``kernel``-tap correlation.
+
+    Examples:
+      >>> [(p.taps, p.reaching, p.reach, p.size) for p in phases(7, 3, 2, 1)]
+      [(slice(0, None, 2), 2, 1, 4), (slice(1, None, 2), 1, 0, 3)]
+    """
+    step = stride // math.gcd(stride, dilation)
+    out = []
+    for r in range(stride):
+        reaching = [a for a in range(kernel) if (a * dilation - r) % stride == 0]
+        first = reaching[0] if reaching else 0
+        last = reaching[-1] if reaching else 0
+        sub = Phase(slice(first, None, step), len(reaching), dilation // math.gcd(stride, dilation),
+                    (last * dilation - r) // stride, len(range(r, size, stride)))  # fmt: skip
+        out.append(sub)
+    return out
+
+
+def phase_input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """The input gradient of a strided ``spec`` without the zeros a dilated output gradient would multiply.
+
+    The padded input's positions split into ``prod(stride)`` phases (``r + s*m`` per dim, ``0 <= r < s``); the taps
+    ``a`` with ``a * d = r (mod s)`` reach phase ``r``, and its gradient is the transposed correlation (stride 1,
+    :func:`transposed_correlate`) of the undilated output gradient with those taps. Each phase is put back in its
+    place (``lax.pad`` with interior zeros, the padding cropped off, a negative side padded back with zeros) and the
+    phases are summed: disjoint positions, so the sum only interleaves them, in one fused loop.
+
+    Args:
+      cotangent: ``[N, *out, O]``.
+      kernel: ``[*taps, C // G, O]``.
+      spec: the correlation, any stride.
+
+    Returns:
+      ``[N, *spatial, C]``, the gradient w.r.t. the unpadded input.
+    """
+    dims, strides = spec.spatial_dims, spec.stride
+    per_dim = [
+        phases(p, k, s, d)
+        for p, k, s, d in zip(spec.padded_hw, spec.kernel_shape[:-2], strides, spec.dilation, strict=True)
+    ]
+    woven = None
+    for combo, phase in zip(itertools.product(*per_dim), itertools.product(*(range(s) for s in strides)), strict=True):
+        if any(ph.reaching == 0 or ph.size == 0 for ph in combo):
+            continue
+        index = (*(ph.taps for ph in combo), slice(None), slice(None))
+        sub = kernel[index]
+        pads = tuple(
+            (ph.reach, ph.size - 1 - ph.reach + (ph.reaching - 1) * ph.dilation - (o - 1))
+            for ph, o in zip(combo, spec.out_hw, strict=True)
+        )
+        sub_spec = dataclasses.replace(
+            spec, kernel_shape=sub.shape, stride=(1,) * dims, dilation=tuple(ph.dilation for ph in combo)
+        )
+        part = transposed_correlate(cotangent, sub, sub_spec, pads)
+        # Back to its positions r, r + s, ... of the padded input (zeros between), the padding cropped off.
+        frame = tuple(
+            (r - lo, p - r - (ph.size - 1) * s - 1 - hi)
+            for r, ph, s, p, (lo, hi) in zip(phase, combo, strides, spec.padded_hw, spec.padding, strict=True)
+        )
+        placed = pad_or_crop(part, frame, tuple(s - 1 for s in strides))
+        woven = placed if woven is None else woven + placed
+    if woven is None:
+        return jnp.zeros(spec.in_shape, cotangent.dtype)
+    return woven
 
 
 def _transpose_input(cotangent: jax.Array, x: Any, kernel: jax.Array, *, spec: ConvSpec) -> jax.Array:

@@ -333,24 +333,53 @@ def xla_kernel_gradient(x: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> j
     return dk.astype(x.dtype)
 
 
+def halves_kernel_gradient(spec: ConvSpec) -> bool:
+    """Whether ``"direct"`` computes the kernel gradient of ``spec`` itself, by :func:`halving_sum` per tap (else XLA's
+    backward-filter convolution): one input channel per group, and either grouped (depthwise, with or without a
+    multiplier) or one output channel — where the per-tap product is elementwise (BENCHMARKS.md)."""
+    *_, cg, o = spec.kernel_shape
+    return cg == 1 and (spec.groups > 1 or o == 1)
+
+
 def direct_kernel_gradient(xp: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> jax.Array:
     """``"direct"``'s kernel gradient (measured per shape, BENCHMARKS.md).
 
-    One input channel per group (depthwise, with or without a multiplier): per tap, the elementwise product of the
-    tap's slice and the output gradient, reduced over ``N`` and every output dim but the last (rows stay contiguous),
-    then the last. Otherwise XLA's backward-filter convolution, which beat a dot or a fused reduction per tap on
-    every such grid point.
+    :func:`halves_kernel_gradient` shapes (depthwise, with or without a multiplier; one input and one output channel):
+    per tap, the elementwise product of the tap's slice and the output gradient, summed over ``N`` and the output
+    positions by :func:`halving_sum`. Otherwise XLA's backward-filter convolution, which beat a dot, a fused
+    reduction or halving sums per tap on every such grid point.
     """
     *_, cg, o = spec.kernel_shape
-    if cg != 1 or spec.groups == 1:
+    if not halves_kernel_gradient(spec):
         return xla_kernel_gradient(xp, cotangent, spec)
     n, out_hw = spec.in_shape[0], spec.out_hw
     g = spec.groups
     acc = accumulator(xp.dtype) or xp.dtype
     ct = cotangent.reshape(n, *out_hw, g, o // g).astype(acc)
-    leading = tuple(range(len(out_hw)))  # N and every output dim but the last (rows stay contiguous), then the last
     taps = [
-        jnp.sum(jnp.sum(view.astype(acc).reshape(n, *out_hw, g, 1) * ct, axis=leading), axis=0)
-        for view in tap_views(xp, spec)
+        halving_sum((view.astype(acc).reshape(n, *out_hw, g, 1) * ct).reshape(-1, o)) for view in tap_views(xp, spec)
     ]
     return jnp.stack(taps).reshape(spec.kernel_shape).astype(xp.dtype)
+
+
+def halving_sum(rows: jax.Array) -> jax.Array:
+    """The sum of ``rows`` ``[R, M]`` over its first axis, ``[M]``, by repeated halving: the top half plus the bottom
+    half (one zero row added to it where ``R`` is odd) until one row is left.
+
+    Each step is an elementwise add along the contiguous ``M`` axis, which XLA:CPU vectorises and fuses with what
+    produces the rows; its ``reduce`` over a leading axis it does not (BENCHMARKS.md). The additions are pairwise,
+    so the rounding error grows with ``log R``, not ``R``.
+
+    Examples:
+      >>> halving_sum(jnp.arange(10.0).reshape(5, 2))
+      Array([20., 25.], dtype=float32)
+    """
+    if rows.shape[0] == 0:
+        return jnp.zeros(rows.shape[1:], rows.dtype)
+    while rows.shape[0] > 1:
+        half = rows.shape[0] // 2
+        top, bottom = rows[: rows.shape[0] - half], rows[rows.shape[0] - half :]
+        if top.shape[0] > half:
+            bottom = jnp.pad(bottom, ((0, 1), (0, 0)))
+        rows = top + bottom
+    return rows[0]
