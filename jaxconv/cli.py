@@ -579,6 +579,11 @@ def _report_run(args: argparse.Namespace, config: Any, result: Any, out: str, wa
 def _auto_note(validation: dict[str, Any] | None) -> str:
     if validation is None:
         return ""
+    if validation["average_precision"] is not None:  # gaussian: trained to the end of the learning-rate decay
+        return (
+            f" (auto: learning rate decayed to 0; threshold calibrated on the validation draw by "
+            f"{validation['bias_shift']:+.3f}, its AP {validation['average_precision']:.3f})"
+        )
     if validation["errors"]:
         return f" (auto: stopped with {validation['errors']} errors on the validation draw)"
     return f" (auto: validation draw separated; bias calibrated by {validation['bias_shift']:+.3f})"

@@ -97,3 +97,12 @@ def test_console_script_and_experiment_share_the_parser(tmp_path):
     )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--steps" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_gaussian_auto_says_it_decayed_and_calibrated(tmp_path, capsys):
+    argv = ["train", "--background", "gaussian", "--amplitude", "3", "--image-size", "10", "--batch-size", "4",
+            "--eval-images", "20", "--no-progress", "--no-figures", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "trained steps 1-1000 (auto: learning rate decayed to 0; threshold calibrated" in printed
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["decay_steps"] == 1000

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from jaxconv.lab._train import DEFAULT_DECAY_STEPS
+
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 
 
@@ -128,10 +130,25 @@ def test_pattern_sweep_smoke(tmp_path):
 
 def test_gaussian_snr_smoke(tmp_path):
     code = run_experiment("gaussian_snr.py", "--patterns", "seed", "--snr-db", "12", "--eval-images", "250",
-                          "--image-size", "16", "--out", str(tmp_path))  # fmt: skip
+                          "--image-size", "16", "--seeds", "1", "--out", str(tmp_path))  # fmt: skip
     results = json.loads((tmp_path / "results.json").read_text())
     (row,) = results["rows"]
-    assert code == 0 and row["ok"] and row["ap_gap"] >= -0.005 and row["steps"] >= 50
+    assert code == 0 and row["ok"] and row["ap_gap"] >= -0.005
+    assert row["steps"] == DEFAULT_DECAY_STEPS["gaussian"]  # auto: to the end of the decay
+    assert 0 < row["learned_f1"] <= 1 and 0 < row["matched_filter_f1"] <= 1 and 0 <= row["matched_filter_f1_map"] <= 1
+
+
+def test_gaussian_remedies_smoke(tmp_path):
+    out = tmp_path / "remedies.json"
+    code = run_experiment("gaussian_remedies.py", "--patterns", "seed", "--snr-db", "12", "--remedies",
+                          "average_1000", "decay_500", "--image-size", "16", "--eval-images", "100",
+                          "--out", str(out))  # fmt: skip
+    results = json.loads(out.read_text())
+    assert code == 0 and [r["remedy"] for r in results["rows"]] == ["average_1000", "decay_500"]
+    averaged, decayed = results["rows"]
+    assert averaged["steps"] == 1000 and decayed["steps"] == 500
+    low, high = averaged["iterate_cosine_last_500"]["min"], averaged["iterate_cosine_last_500"]["max"]
+    assert -1 <= low <= high <= 1 and set(results["summary"]) == {"average_1000", "decay_500"}
 
 
 def test_digits_cnn(tmp_path):

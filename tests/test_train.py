@@ -216,3 +216,47 @@ def test_gaussian_calibration_picks_the_threshold_of_the_largest_f1():
 
         best = max(f1(th) for th in np.r_[scores, scores.min() - 1])
         assert f1(threshold) == pytest.approx(best) and threshold not in scores
+
+
+def test_cosine_decay_matches_its_closed_form():
+    from jaxconv.lab._train import make_optimizer
+
+    lr, n = 0.3, 7
+    opt = make_optimizer("sgd", lr, decay_steps=n)
+    params = jnp.zeros(2)
+    state, got = opt.init(params), []
+    for _ in range(n + 3):
+        updates, state = opt.update(jnp.ones(2), state, params)
+        got.append(float(-updates[0]))
+    s = np.minimum(np.arange(n + 3), n)
+    np.testing.assert_allclose(got, lr * (1 + np.cos(np.pi * s / n)) / 2, rtol=1e-6, atol=1e-7)
+    constant = make_optimizer("sgd", lr)
+    np.testing.assert_allclose(-constant.update(jnp.ones(2), constant.init(params), params)[0], lr, rtol=1e-7)
+
+
+def test_decay_steps_defaults_by_background_and_rejects_bad_values():
+    from jaxconv.lab._train import DEFAULT_DECAY_STEPS
+
+    gaussian = PlantedPatternTask("seed", image_shape=12, background="gaussian")
+    assert TrainConfig(SMALL).decay_steps == 0
+    assert TrainConfig(gaussian).decay_steps == DEFAULT_DECAY_STEPS["gaussian"] > 0
+    config = TrainConfig(gaussian, decay_steps=30)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    old = {k: v for k, v in config.to_dict().items() if k != "decay_steps"}
+    assert TrainConfig.from_dict(old).decay_steps == 0  # runs from before the decay trained at a constant rate
+    with pytest.raises(ValueError, match=r"`decay_steps` must be an int >= 0; got -1"):
+        TrainConfig(gaussian, decay_steps=-1)
+    with pytest.raises(TypeError, match=r"`decay_steps` must be an int >= 0; got 2.5"):
+        jaxconv.fit(gaussian, decay_steps=2.5)
+
+
+def test_gaussian_auto_trains_to_the_end_of_the_decay_then_calibrates_once():
+    task = PlantedPatternTask("seed", image_shape=12, background="gaussian", amplitude=3.0)
+    result = jaxconv.fit(task, decay_steps=120, steps_per_dispatch=50, eval_images=0)
+    assert len(result.history) == 120 and result.validation["checks"] == 1
+    assert result.validation["stopped_at"] == 120 and result.validation["bias_shift"] != 0.0
+    # The same 120 steps as a fixed count; auto adds only the validation draw's shift to the bias.
+    fixed = jaxconv.fit(task, steps=120, decay_steps=120, steps_per_dispatch=50, eval_images=0)
+    np.testing.assert_array_equal(result.params["kernel"], fixed.params["kernel"])
+    shifted = fixed.params["bias"] + np.float32(result.validation["bias_shift"])
+    np.testing.assert_array_equal(result.params["bias"], shifted)

@@ -38,14 +38,7 @@ VALIDATION_IMAGES = 256
 CHECK_EVERY = 50
 """With ``steps="auto"``, the validation draw is scored every this many steps."""
 AUTO_MAX_STEPS = 3000
-"""With ``steps="auto"``, the cap on the number of steps."""
-PATIENCE = 4
-"""With ``steps="auto"`` on a gaussian background: stop after this many checks in a row that did not raise the
-validation draw's average precision by more than :data:`AP_TOLERANCE` over its best."""
-AP_TOLERANCE = 1e-3
-GAUSSIAN_MIN_STEPS = 1000
-"""With ``steps="auto"`` on a gaussian background: train at least this many steps (at a low SNR the validation
-AP is small and noisy, and an early plateau is not the end)."""
+"""With ``steps="auto"`` on a binary background, the cap on the number of steps."""
 
 
 class NonFiniteError(RuntimeError):
@@ -242,12 +235,12 @@ def fit(
     result is the same for every ``steps_per_dispatch`` — and for a run resumed from a checkpoint, however
     often it was interrupted.
 
-    With ``steps="auto"`` (the default) the run is checked every :data:`CHECK_EVERY` steps on a validation
-    draw (:func:`validation_check`) and stops as soon as the kernel separates it (the bias then calibrated to
-    the middle of the gap); on a gaussian background, where nothing separates, after :data:`PATIENCE` checks
-    without a better validation average precision (but not before :data:`GAUSSIAN_MIN_STEPS`); and at
-    :data:`AUTO_MAX_STEPS` at the latest. The held-out images that
-    ``metrics`` reports play no part in it.
+    With ``steps="auto"`` (the default), on a binary background, the run is checked every :data:`CHECK_EVERY`
+    steps on a validation draw (:func:`validation_check`) and stops as soon as the kernel separates it (the bias
+    then calibrated to the middle of the gap), at :data:`AUTO_MAX_STEPS` at the latest. On a gaussian
+    background, where nothing separates, it trains to the end of the learning-rate decay (``decay_steps``;
+    :data:`AUTO_MAX_STEPS` without one) and then moves the bias to where the validation draw's F1 is largest.
+    The held-out images that ``metrics`` reports play no part in it.
 
     Args:
       task: the :class:`PlantedPatternTask` (default: ``config``'s task, or the seed pattern on 32x32 binary images).
@@ -296,7 +289,11 @@ def fit(
     config = _config(task, config, overrides)
     task = config.task
     auto = config.steps == "auto"
-    steps = AUTO_MAX_STEPS if auto else int(config.steps)
+    separable = task.background == "binary"
+    if auto:  # binary: checked every CHECK_EVERY steps; gaussian: once, at the end of the decay
+        steps = config.decay_steps if config.decay_steps and not separable else AUTO_MAX_STEPS
+    else:
+        steps = int(config.steps)
     per_dispatch, eval_images, eval_seed = config.steps_per_dispatch, config.eval_images, config.eval_seed
     checkpoint_every, keep, max_nonfinite = config.checkpoint_every, config.keep, config.max_nonfinite
     if checkpoint_dir is None and (checkpoint_every or resume):
@@ -324,14 +321,14 @@ def fit(
     # process agrees on, with a checkpoint written there.
     stop = StopSignals() if checkpoint_dir is not None else None
     validation: dict[str, Any] | None = None
-    best, stale, checks, finished = None, 0, 0, False
+    checks, finished = 0, False
     with stop or contextlib.nullcontext():
         while int(state.step) < steps and not finished:
             done = int(state.step)
             n = min(per_dispatch, steps - done)
             if checkpoint_every:
                 n = min(n, checkpoint_every - done % checkpoint_every)
-            if auto:
+            if auto and separable:
                 n = min(n, CHECK_EVERY - done % CHECK_EVERY)
             with peer_errors():
                 state, dispatch_losses = train_steps(config, state, n, mesh=mesh)
@@ -351,15 +348,10 @@ def fit(
                     f"or gradient ({total} skipped in all){where}"
                 )
             step_now = int(state.step)
-            if auto and (step_now % CHECK_EVERY == 0 or step_now == steps):
+            if auto and ((separable and step_now % CHECK_EVERY == 0) or step_now == steps):
                 check = validation_check(state.params, config)
                 checks += 1
-                # Binary: separable, so train until the draw is. Gaussian: until its AP stops improving.
-                score = -check["errors"] if check["average_precision"] is None else check["average_precision"]
-                stale = 0 if best is None or score > best + AP_TOLERANCE else stale + 1
-                best = score if best is None else max(best, score)
-                plateau = stale >= PATIENCE and step_now >= GAUSSIAN_MIN_STEPS
-                finished = check["errors"] == 0 or (task.background != "binary" and plateau)
+                finished = check["errors"] == 0 or not separable  # binary: train until the draw is separated
                 shift = np.asarray(check["bias_shift"], np.float32)  # [] for one pattern, [K] for K
                 if shift.any() and (finished or step_now == steps):
                     params_now = dict(state.params, bias=state.params["bias"] + shift)
@@ -406,7 +398,4 @@ __all__ = [
     "VALIDATION_IMAGES",
     "CHECK_EVERY",
     "AUTO_MAX_STEPS",
-    "PATIENCE",
-    "AP_TOLERANCE",
-    "GAUSSIAN_MIN_STEPS",
 ]

@@ -39,22 +39,43 @@ OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 Batch = tuple[jax.Array, jax.Array]
 
 NEAR_MISSES = 2
+"""Default near misses pasted into each training image (binary backgrounds)."""
 DEFAULT_LOSS = {"binary": "hard_negative", "gaussian": "balanced"}
 """The loss ``TrainConfig(loss=None)`` picks for each background."""
-"""Default near misses pasted into each training image (binary backgrounds)."""
+DEFAULT_DECAY_STEPS = {"binary": 0, "gaussian": 1000}
+"""The learning-rate decay ``TrainConfig(decay_steps=None)`` picks for each background: none on a binary one
+(separable: training stops at the first separating kernel), a cosine decay to 0 over this many steps on a gaussian
+one (not separable: at a constant rate the kernel keeps wandering around the optimum with the batch noise)."""
 
 
-def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+def make_optimizer(name: str, learning_rate: float, decay_steps: int = 0) -> optax.GradientTransformation:
     """The optax optimizer called ``name`` (one of :data:`OPTIMIZERS`) at ``learning_rate``.
 
+    With ``decay_steps > 0`` the rate follows a cosine from ``learning_rate`` at step 0 down to 0 at step
+    ``decay_steps`` (``lr * (1 + cos(pi * s / decay_steps)) / 2``) and stays 0 after it; with 0 it is constant.
+
     Raises:
-      ValueError: an unknown ``name`` or a ``learning_rate`` that is not ``> 0``.
+      ValueError: an unknown ``name``, a ``learning_rate`` that is not ``> 0`` or a negative ``decay_steps``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxconv.lab._train import make_optimizer
+      >>> opt = make_optimizer("sgd", 0.5, decay_steps=2)
+      >>> state, params = opt.init(jnp.zeros(1)), jnp.zeros(1)
+      >>> steps = []
+      >>> for _ in range(3):
+      ...     updates, state = opt.update(jnp.ones(1), state, params)
+      ...     steps.append(round(float(updates[0]), 4))
+      >>> steps
+      [-0.5, -0.25, -0.0]
     """
     check_choice("make_optimizer", "optimizer", name, OPTIMIZERS)
     check_number("make_optimizer", "learning_rate", learning_rate, allowed="a number > 0", ok=lambda v: v > 0)
+    decay_steps = Allowed("int", low=0).check("make_optimizer", "decay_steps", decay_steps)
+    rate = optax.cosine_decay_schedule(learning_rate, decay_steps) if decay_steps else learning_rate
     if name == "momentum":
-        return optax.sgd(learning_rate, momentum=0.9)
-    return getattr(optax, name)(learning_rate)
+        return optax.sgd(rate, momentum=0.9)
+    return getattr(optax, name)(rate)
 
 
 def _guarded(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -102,6 +123,7 @@ class StepConfig(NamedTuple):
     l1: float
     l2: float
     near_misses: int
+    decay_steps: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +150,11 @@ class TrainConfig:
       near_misses: on a binary background, copies of the pattern with one pixel flipped pasted into every
         training image (see :func:`jaxconv.lab._data.plant_near_misses`), ``>= 0``: the negatives that decide the
         threshold, which random images almost never hold. Ignored on a gaussian background.
-      steps: ``"auto"`` (train until a validation draw is separated, see :func:`jaxconv.fit`) or the total
+      decay_steps: ``None`` for the background's default (:data:`DEFAULT_DECAY_STEPS`), 0 for a constant
+        learning rate, or ``N >= 1``: a cosine decay of the rate to 0 over the first ``N`` steps (see
+        :func:`make_optimizer`); ``steps="auto"`` then trains ``N`` steps on a gaussian background.
+      steps: ``"auto"`` (train until a validation draw is separated, or on a gaussian background to the end of the
+        decay; see :func:`jaxconv.fit`) or the total
         optimizer steps, ``>= 1`` (a resumed run continues up to this count).
       steps_per_dispatch: steps per jitted call, ``>= 1`` (does not change the result).
       eval_images: held-out images :func:`jaxconv.fit` scores at the end, ``>= 0`` (0: none).
@@ -145,8 +171,8 @@ class TrainConfig:
     Examples:
       >>> import jaxconv
       >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed"))
-      >>> config.kernel_shape, config.optimizer, config.loss
-      ((2, 3), 'adam', 'hard_negative')
+      >>> config.kernel_shape, config.optimizer, config.loss, config.decay_steps
+      ((2, 3), 'adam', 'hard_negative', 0)
       >>> jaxconv.TrainConfig.from_dict(config.to_dict()) == config
       True
       >>> jaxconv.TrainConfig(batch_size=0)
@@ -184,10 +210,17 @@ class TrainConfig:
         "binary background: copies of the pattern with one pixel flipped pasted into each training image",
         Allowed("int", low=0),
     )
+    decay_steps: int | None = _knob(
+        None,
+        "decay the learning rate to 0 (cosine) over N steps, 0: constant; None: 0 on binary, "
+        f"{DEFAULT_DECAY_STEPS['gaussian']} on gaussian (where auto trains to its end)",
+        Allowed("int", low=0),
+    )
     steps: int | str = _knob(
         "auto",
         "auto: until a validation draw (not the held-out images) is separated, the bias "
-        "then calibrated to the middle of its gap, at most 3000; or N steps",
+        "then calibrated to the middle of its gap, at most 3000 (gaussian: to the end of the decay, the bias "
+        "then put where the validation F1 is largest); or N steps",
         Allowed("int_or_auto", low=1),
         run=True,
     )
@@ -217,6 +250,8 @@ class TrainConfig:
         object.__setattr__(self, "kernel_shape", check_kernel_shape(kernel_shape, pattern_shape, "TrainConfig"))
         if self.loss is None:
             object.__setattr__(self, "loss", DEFAULT_LOSS[self.task.background])
+        if self.decay_steps is None:
+            object.__setattr__(self, "decay_steps", DEFAULT_DECAY_STEPS[self.task.background])
 
     @property
     def step(self) -> StepConfig:
@@ -239,9 +274,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The inverse of :meth:`to_dict` (a dict from before ``l1``, ``l2`` or ``near_misses`` existed gets them
-        as 0, as those runs trained; one without the run's knobs gets their defaults)."""
-        data = {"l1": 0.0, "l2": 0.0, "near_misses": 0, **data}
+        """The inverse of :meth:`to_dict` (a dict from before ``l1``, ``l2``, ``near_misses`` or ``decay_steps``
+        existed gets them as 0, as those runs trained; one without the run's knobs gets their defaults)."""
+        data = {"l1": 0.0, "l2": 0.0, "near_misses": 0, "decay_steps": 0, **data}
         data["task"] = PlantedPatternTask(**data["task"])
         data["kernel_shape"] = tuple(data["kernel_shape"])
         return cls(**data)
@@ -288,7 +323,8 @@ def init_state(config: TrainConfig) -> TrainState:
     if not isinstance(config, TrainConfig):
         raise fail("init_state", "config", "a TrainConfig", type(config).__name__, TypeError)
     params = init_params(stream(config.seed, "init"), config.kernel_shape, config.task.num_patterns)
-    opt_state = _guarded(make_optimizer(config.optimizer, config.learning_rate)).init(params)
+    decay_steps = cast(int, config.decay_steps)  # resolved on construction
+    opt_state = _guarded(make_optimizer(config.optimizer, config.learning_rate, decay_steps)).init(params)
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32), stream(config.seed, "train"))
 
 
@@ -327,7 +363,7 @@ def training_batch(config: StepConfig, key: jax.Array, values: TaskValues | None
 def _one_step(
     config: StepConfig, mesh: Mesh | None, values: TaskValues, data: Batch | None, state: TrainState, _: Any
 ) -> tuple[TrainState, jax.Array]:
-    optimizer = _guarded(make_optimizer(config.optimizer, config.learning_rate))
+    optimizer = _guarded(make_optimizer(config.optimizer, config.learning_rate, config.decay_steps))
     if data is None:
         images, targets = training_batch(config, jax.random.fold_in(state.key, state.step), values)
     else:
@@ -493,6 +529,7 @@ __all__ = [
     "training_batch",
     "NEAR_MISSES",
     "DEFAULT_LOSS",
+    "DEFAULT_DECAY_STEPS",
     "nonfinite_steps",
     "check_mesh",
     "replicate",
