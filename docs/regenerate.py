@@ -40,12 +40,13 @@ EXPERIMENTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "scaling": ([], {}),
     "digits_cnn": ([], {}),
     "remedies": ([], {}),
+    "gaussian_remedies": ([], {}),
     "gaussian_snr": ([], {}),
     "pattern_sweep": ([], {}),
 }  # fmt: skip
 """Every script in ``experiments/`` but ``benchmark.py`` (``jaxconv bench``; BENCHMARKS.md says how to run it)."""
 
-OUT_IS_A_FILE = {"remedies": "results.json"}
+OUT_IS_A_FILE = {"remedies": "results.json", "gaussian_remedies": "results.json"}
 """Experiments whose ``--out`` names their JSON file rather than a folder."""
 
 

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pattern-seed", type=int, default=7)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--eval-images", type=int, default=1000)
-    parser.add_argument("--out", default="experiments/results/gaussian_remedies.json")
+    parser.add_argument("--out", default="experiments/results/gaussian_remedies/results.json")
     args = parser.parse_args(argv)
     chosen = {name: p for name, p in patterns(args.pattern_seed).items() if name in args.patterns}
     rows: list[dict] = []

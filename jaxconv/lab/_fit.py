@@ -287,49 +287,25 @@ def fit(
       (0, 0, 1.0)
     """
     config = _config(task, config, overrides)
-    task = config.task
-    auto = config.steps == "auto"
-    separable = task.background == "binary"
-    if auto:  # binary: checked every CHECK_EVERY steps; gaussian: once, at the end of the decay
-        steps = config.decay_steps if config.decay_steps and not separable else AUTO_MAX_STEPS
-    else:
-        steps = int(config.steps)
-    per_dispatch, eval_images, eval_seed = config.steps_per_dispatch, config.eval_images, config.eval_seed
-    checkpoint_every, keep, max_nonfinite = config.checkpoint_every, config.keep, config.max_nonfinite
-    if checkpoint_dir is None and (checkpoint_every or resume):
+    if checkpoint_dir is None and (config.checkpoint_every or resume):
         raise fail("fit", "checkpoint_dir", "given with `checkpoint_every` or `resume`", None)
+    steps = _total_steps(config)
     mesh = None if devices is None else batch_mesh(devices, config.batch_size)
-    writer = jax.process_index() == 0
-
-    state, losses = init_state(config), np.zeros((0,), np.float32)
-    if resume:
-        assert checkpoint_dir is not None
-        with peer_errors():
-            restored = restore_shared(checkpoint_dir, config)  # process 0 reads it, every process gets it
-        if restored is not None:
-            state, losses = restored.state, restored.losses
-    if mesh is not None:
-        state = replicate(state, mesh)  # under jax.distributed: checks that every process holds the same state
+    state, losses = _start(config, checkpoint_dir if resume else None, mesh)
     resumed_from = int(state.step)
     if resumed_from > steps:
         raise ValueError(f"`steps` must be at least the resumed checkpoint's step {resumed_from}; got {steps}")
-
-    parts = [losses]
-    start = time.perf_counter()
+    writer = jax.process_index() == 0
+    parts, start = [losses], time.perf_counter()
     first_done, first_steps = start, 0
     # With a checkpoint folder, SIGTERM/SIGINT stop the run after the dispatch in flight, at a step that every
     # process agrees on, with a checkpoint written there.
     stop = StopSignals() if checkpoint_dir is not None else None
     validation: dict[str, Any] | None = None
-    checks, finished = 0, False
+    finished = False
     with stop or contextlib.nullcontext():
         while int(state.step) < steps and not finished:
-            done = int(state.step)
-            n = min(per_dispatch, steps - done)
-            if checkpoint_every:
-                n = min(n, checkpoint_every - done % checkpoint_every)
-            if auto and separable:
-                n = min(n, CHECK_EVERY - done % CHECK_EVERY)
+            n = _dispatch_size(config, int(state.step), steps)
             with peer_errors():
                 state, dispatch_losses = train_steps(config, state, n, mesh=mesh)
                 chunk = np.asarray(jax.device_get(dispatch_losses), np.float32)
@@ -339,52 +315,109 @@ def fit(
                 first_done, first_steps = time.perf_counter(), n
             if callback is not None:
                 callback(state, chunk)
-            in_a_row, total = nonfinite_steps(state)
-            if in_a_row >= max_nonfinite:
-                kept = list_checkpoints(checkpoint_dir) if checkpoint_dir else []
-                where = f"; the last checkpoint is step {kept[0][0]} in {checkpoint_dir}" if kept else ""
-                raise NonFiniteError(
-                    f"training stopped at step {int(state.step)}: the last {in_a_row} steps had a non-finite loss "
-                    f"or gradient ({total} skipped in all){where}"
-                )
+            _check_finite(state, config.max_nonfinite, checkpoint_dir)
             step_now = int(state.step)
-            if auto and ((separable and step_now % CHECK_EVERY == 0) or step_now == steps):
-                check = validation_check(state.params, config)
-                checks += 1
-                finished = check["errors"] == 0 or not separable  # binary: train until the draw is separated
-                shift = np.asarray(check["bias_shift"], np.float32)  # [] for one pattern, [K] for K
-                if shift.any() and (finished or step_now == steps):
-                    params_now = dict(state.params, bias=state.params["bias"] + shift)
-                    state = state._replace(params=params_now)
-                validation = {**check, "checks": checks, "stopped_at": step_now}
+            if _validates_now(config, step_now, steps):
+                state, finished, validation = _validate(state, config, step_now, steps, validation)
             path = None
-            if (
-                writer
-                and checkpoint_dir is not None
-                and (
-                    (checkpoint_every and step_now % checkpoint_every == 0) or step_now == steps or stopping or finished
-                )
-            ):
-                path = save_checkpoint(checkpoint_dir, state, config, np.concatenate(parts), keep=keep)
+            every = config.checkpoint_every
+            due = (every and step_now % every == 0) or step_now == steps or stopping or finished
+            if writer and checkpoint_dir is not None and due:
+                path = save_checkpoint(checkpoint_dir, state, config, np.concatenate(parts), keep=config.keep)
             if stopping and step_now < steps and not finished:  # (a run whose last step is done just finishes)
                 assert stop is not None
                 raise Preempted(step_now, path, stop.reason)
     end = time.perf_counter()
-    losses = np.concatenate(parts)
     timed = int(state.step) - resumed_from - first_steps
-    if timed > 0:
-        rate = timed / (end - first_done)
-    else:
-        rate = first_steps / (end - start) if end > start else 0.0
+    rate = timed / (end - first_done) if timed > 0 else (first_steps / (end - start) if end > start else 0.0)
     timing = {"wall_s": end - start, "steps_per_s": rate, "images_per_s": rate * config.batch_size}
+    return _result(state, config, np.concatenate(parts), timing, resumed_from, validation, mesh)
+
+
+def _total_steps(config: TrainConfig) -> int:
+    """The step count the run trains to: ``config.steps``, or under ``"auto"`` the cap (binary: checked every
+    :data:`CHECK_EVERY` steps) or the end of the learning rate's decay (gaussian: checked once, there)."""
+    if config.steps != "auto":
+        return int(config.steps)
+    if config.decay_steps and config.task.background != "binary":
+        return int(config.decay_steps)
+    return AUTO_MAX_STEPS
+
+
+def _start(config: TrainConfig, resume_from: str | None, mesh: Mesh | None) -> tuple[TrainState, np.ndarray]:
+    """The state to train from and the losses so far: fresh, or the newest usable checkpoint in ``resume_from``
+    (process 0 reads it, every process gets it); replicated over ``mesh``."""
+    state, losses = init_state(config), np.zeros((0,), np.float32)
+    if resume_from is not None:
+        with peer_errors():
+            restored = restore_shared(resume_from, config)
+        if restored is not None:
+            state, losses = restored.state, restored.losses
+    if mesh is not None:
+        state = replicate(state, mesh)  # under jax.distributed: checks that every process holds the same state
+    return state, losses
+
+
+def _dispatch_size(config: TrainConfig, done: int, steps: int) -> int:
+    """Steps in the next dispatch: up to ``steps_per_dispatch``, ending at the next checkpoint or validation step."""
+    n = min(config.steps_per_dispatch, steps - done)
+    if config.checkpoint_every:
+        n = min(n, config.checkpoint_every - done % config.checkpoint_every)
+    if config.steps == "auto" and config.task.background == "binary":
+        n = min(n, CHECK_EVERY - done % CHECK_EVERY)
+    return n
+
+
+def _check_finite(state: TrainState, max_nonfinite: int, checkpoint_dir: str | None) -> None:
+    """Raises :class:`NonFiniteError` after ``max_nonfinite`` skipped (non-finite) steps in a row."""
+    in_a_row, total = nonfinite_steps(state)
+    if in_a_row >= max_nonfinite:
+        kept = list_checkpoints(checkpoint_dir) if checkpoint_dir else []
+        where = f"; the last checkpoint is step {kept[0][0]} in {checkpoint_dir}" if kept else ""
+        raise NonFiniteError(
+            f"training stopped at step {int(state.step)}: the last {in_a_row} steps had a non-finite loss "
+            f"or gradient ({total} skipped in all){where}"
+        )
+
+
+def _validates_now(config: TrainConfig, step: int, steps: int) -> bool:
+    separable = config.task.background == "binary"
+    return config.steps == "auto" and ((separable and step % CHECK_EVERY == 0) or step == steps)
+
+
+def _validate(
+    state: TrainState, config: TrainConfig, step: int, steps: int, last: dict[str, Any] | None
+) -> tuple[TrainState, bool, dict[str, Any]]:
+    """``steps="auto"``'s check: ``(state, finished, validation)``, the bias calibrated when training stops
+    (binary: once the validation draw is separated; gaussian: at the decay's end)."""
+    check = validation_check(state.params, config)
+    finished = check["errors"] == 0 or config.task.background != "binary"
+    shift = np.asarray(check["bias_shift"], np.float32)  # [] for one pattern, [K] for K
+    if shift.any() and (finished or step == steps):
+        state = state._replace(params=dict(state.params, bias=state.params["bias"] + shift))
+    checks = 1 + (last["checks"] if last else 0)
+    return state, finished, {**check, "checks": checks, "stopped_at": step}
+
+
+def _result(
+    state: TrainState,
+    config: TrainConfig,
+    losses: np.ndarray,
+    timing: dict[str, float],
+    resumed_from: int,
+    validation: dict[str, Any] | None,
+    mesh: Mesh | None,
+) -> FitResult:
+    """The :class:`FitResult`, with the held-out evaluation when ``config.eval_images``."""
     history = [{"step": i + 1, "loss": float(v) if np.isfinite(v) else None} for i, v in enumerate(losses.tolist())]
     params = state.params
     if mesh is not None:  # a local copy on the default device, whatever mesh trained it
         params = jax.tree.map(jnp.asarray, jax.device_get(params))
     metrics: dict[str, Any] = {}
-    if eval_images:
-        metrics = evaluate(params, task, num_images=eval_images, seed=eval_seed)
-        timing["eval_s"] = time.perf_counter() - end
+    if config.eval_images:
+        started = time.perf_counter()
+        metrics = evaluate(params, config.task, num_images=config.eval_images, seed=config.eval_seed)
+        timing["eval_s"] = time.perf_counter() - started
     skipped = nonfinite_steps(state)[1]
     return FitResult(params, history, metrics, state, config, timing, skipped, resumed_from, validation)
 
