@@ -4,7 +4,8 @@
     python docs/regenerate.py --only equivariance noise_sweep
     python docs/regenerate.py --list
 
-Each experiment runs in a temporary folder; its JSON and PNG files are then copied into
+Each experiment runs in a temporary folder; its JSON and PNG files (and a training run's ``history.jsonl`` and
+``final_params.npz``) are then copied into
 ``experiments/results/<name>/`` (committed: every number in the README and the guide cites one of them) and the
 figures the guide shows into ``docs/figures/``. Nothing is copied from a run that fails, so a committed folder is
 always one complete run. Each ``results.json`` of this repository says which machine and versions made it.
@@ -63,7 +64,7 @@ def run(name: str) -> float:
         kept = os.path.join(RESULTS, name)
         os.makedirs(kept, exist_ok=True)
         for file in sorted(os.listdir(out)):
-            if file.endswith((".json", ".png")):
+            if file.endswith((".json", ".jsonl", ".npz", ".png")):
                 shutil.copyfile(os.path.join(out, file), os.path.join(kept, file))
                 print(f"  experiments/results/{name}/{file}")
         for source, figure in figures.items():
