@@ -64,9 +64,15 @@ def run(name: str) -> float:
         kept = os.path.join(RESULTS, name)
         os.makedirs(kept, exist_ok=True)
         for file in sorted(os.listdir(out)):
-            if file.endswith((".json", ".jsonl", ".npz", ".png")):
+            if file.endswith((".json", ".jsonl")):  # the scratch folder's name is no fact about the run
+                text = open(os.path.join(out, file)).read().replace(out, f"experiments/results/{name}")
+                with open(os.path.join(kept, file), "w") as f:
+                    f.write(text)
+            elif file.endswith((".npz", ".png")):
                 shutil.copyfile(os.path.join(out, file), os.path.join(kept, file))
-                print(f"  experiments/results/{name}/{file}")
+            else:
+                continue
+            print(f"  experiments/results/{name}/{file}")
         for source, figure in figures.items():
             shutil.copyfile(os.path.join(out, source), os.path.join(FIGURES, figure))
             print(f"  docs/figures/{figure}")
