@@ -60,8 +60,15 @@ def plot_confusion(path: str, confusions: dict[str, np.ndarray], names: list[str
     for ax, (title, m) in zip(axes, confusions.items(), strict=True):
         shown = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
         for (i, j), v in np.ndenumerate(m):
-            ax.text(j, i, f"{v:.3f}" if v < 0.1 else f"{v:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if v > 0.6 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{v:.3f}" if v < 0.1 else f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if v > 0.6 else "black",
+            )
         ax.set_xticks(range(m.shape[1]), [*names, "no pattern"], rotation=30, fontsize=8)
         ax.set_yticks(range(m.shape[0]), [f"kernel {i}" for i in range(m.shape[0])], fontsize=8)
         ax.set_xlabel("planted pattern")
@@ -72,13 +79,26 @@ def plot_confusion(path: str, confusions: dict[str, np.ndarray], names: list[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--patterns", nargs="+", default=["hedge", "vedge", "cross", "ring"],
-                        choices=list(jaxconv.lab.PATTERNS))  # fmt: skip
+    parser.add_argument(
+        "--patterns", nargs="+", default=["hedge", "vedge", "cross", "ring"], choices=list(jaxconv.lab.PATTERNS)
+    )
     parser.add_argument("--amplitude", type=float, default=4.0)
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--instances", type=int, nargs=2, default=[0, 2], metavar=("MIN", "MAX"),
-                        help="copies of each pattern per image (0 2)")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument(
+        "--instances",
+        type=int,
+        nargs=2,
+        default=[0, 2],
+        metavar=("MIN", "MAX"),
+        help="copies of each pattern per image (0 2)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=lambda t: t if t == "auto" else int(t),
+        default=jaxconv.TrainConfig().steps,
+        help="auto (the lab's default: on noise, a decayed learning rate, then each kernel's threshold "
+        "calibrated on the validation draw) or N",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
@@ -134,24 +154,32 @@ def main(argv: list[str] | None = None) -> int:
         },
         "evaluation": evaluated,
         "specialised": specialised,
+        "steps_trained": len(fitted.history),
         "train_s": train_s,
     }
     plot_kernels(os.path.join(out, "multi_kernels.png"), task, fitted.params["kernel"], mf["kernel"], names)
-    plot_confusion(os.path.join(out, "multi_confusion.png"),
-                   {t: np.asarray(m["confusion"]) for t, m in evaluated.items()}, names)  # fmt: skip
+    plot_confusion(
+        os.path.join(out, "multi_confusion.png"), {t: np.asarray(m["confusion"]) for t, m in evaluated.items()}, names
+    )
     results["wall_s"] = time.perf_counter() - start
     evidence.write_json(os.path.join(out, "results.json"), results)
 
-    print(f"{k} patterns {names}, amplitude {args.amplitude}, {args.image_size}x{args.image_size} images; "
-          f"trained {args.steps} steps in {train_s:.1f} s")  # fmt: skip
+    print(
+        f"{k} patterns {names}, amplitude {args.amplitude}, {args.image_size}x{args.image_size} images; "
+        f"trained {len(fitted.history)} steps in {train_s:.1f} s"
+    )
     print(f"{'pattern':>10} | {'F1 learned':>10} {'AP learned':>10} | {'F1 MF':>7} {'AP MF':>7}")
     for j, name in enumerate(names):
         a, b = evaluated["learned"], evaluated["matched filters"]
-        print(f"{name:>10} | {a['f1'][j]:>10.3f} {a['average_precision'][j]:>10.3f} | {b['f1'][j]:>7.3f} "
-              f"{b['average_precision'][j]:>7.3f}")  # fmt: skip
+        print(
+            f"{name:>10} | {a['f1'][j]:>10.3f} {a['average_precision'][j]:>10.3f} | {b['f1'][j]:>7.3f} "
+            f"{b['average_precision'][j]:>7.3f}"
+        )
     for title, s in specialised.items():
-        print(f"{title}: each kernel fires on >= {s['own_pattern_min']:.3f} of its own pattern's copies and on "
-              f"<= {s['other_patterns_max']:.3f} of any other pattern's")  # fmt: skip
+        print(
+            f"{title}: each kernel fires on >= {s['own_pattern_min']:.3f} of its own pattern's copies and on "
+            f"<= {s['other_patterns_max']:.3f} of any other pattern's"
+        )
     print(f"{results['wall_s']:.0f} s; wrote {out}")
     return 0
 
