@@ -14,6 +14,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from jaxconv._checks import fail
+
 Layout = Literal["NWC", "NCW", "NHWC", "NCHW", "NDHWC", "NCDHW"]
 """Channels last (``N...C``) or first (``NC...``), for 1, 2 or 3 spatial dims."""
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
@@ -92,7 +94,7 @@ class ConvSpec:
 def _fail(
     argument: str, allowed: str, given: Any, error: type[Exception] = ValueError, who: str = "conv2d"
 ) -> Exception:
-    return error(f"{who}: `{argument}` must be {allowed}; got {given!r}")
+    return fail(who, argument, allowed, given, error)
 
 
 def _is_int(value: Any) -> bool:

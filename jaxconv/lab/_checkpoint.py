@@ -114,11 +114,11 @@ def save_checkpoint(
       (3, True)
     """
     if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or keep < 1:
-        raise ValueError(f"`keep` must be an int >= 1; got {keep!r}")
+        raise ValueError(f"save_checkpoint: `keep` must be an int >= 1; got {keep!r}")
     step = int(state.step)
     losses = np.asarray(losses, np.float32)
     if losses.shape != (step,):
-        raise ValueError(f"`losses` must have shape ({step},) at step {step}; got {losses.shape}")
+        raise ValueError(f"save_checkpoint: `losses` must have shape ({step},) at step {step}; got {losses.shape}")
     leaves = jax.tree_util.tree_leaves((state.params, state.opt_state))
     arrays: dict[str, np.ndarray] = {f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     meta = {"format": FORMAT, "step": step, "config": config.to_dict(), "versions": versions()}

@@ -187,11 +187,11 @@ def detection_loss(
       True
     """
     if loss not in LOSSES:
-        raise ValueError(f"`loss` must be one of {LOSSES}; got {loss!r}")
+        raise ValueError(f"detection_loss: `loss` must be one of {LOSSES}; got {loss!r}")
     logits = jnp.asarray(logits)
     targets = jnp.asarray(targets, logits.dtype)
     if logits.shape != targets.shape:
-        raise ValueError(f"`targets` must have the logits' shape {logits.shape}; got {targets.shape}")
+        raise ValueError(f"detection_loss: `targets` must have the logits' shape {logits.shape}; got {targets.shape}")
     if per_pattern:
         if logits.ndim < 1:
             raise ValueError("`logits` must have a last axis of K patterns with `per_pattern`; got a scalar")

@@ -202,7 +202,9 @@ def batch_mesh(devices: int | Sequence[jax.Device], batch_size: int) -> Mesh:
     local = jax.local_devices()
     if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
         if not 1 <= devices <= len(local):
-            raise ValueError(f"`devices` must be an int in [1, {len(local)}] (this process's devices); got {devices}")
+            raise ValueError(
+                f"batch_mesh: `devices` must be an int in [1, {len(local)}] (this process's devices); got {devices}"
+            )
         chosen = local[: int(devices)]
     elif isinstance(devices, (Sequence, np.ndarray)) and not isinstance(devices, str):
         chosen = list(np.ravel(np.asarray(devices, dtype=object)))
@@ -210,11 +212,13 @@ def batch_mesh(devices: int | Sequence[jax.Device], batch_size: int) -> Mesh:
             raise ValueError("`devices` must name at least one device; got an empty sequence")
         bad = [d for d in chosen if not isinstance(d, jax.Device)]
         if bad:
-            raise TypeError(f"`devices` must be an int or a sequence of jax.Device; got an element {bad[0]!r}")
+            raise TypeError(
+                f"batch_mesh: `devices` must be an int or a sequence of jax.Device; got an element {bad[0]!r}"
+            )
         if len(set(chosen)) != len(chosen):
-            raise ValueError(f"`devices` must not repeat a device; got {chosen}")
+            raise ValueError(f"batch_mesh: `devices` must not repeat a device; got {chosen}")
     else:
-        raise TypeError(f"`devices` must be None, an int or a sequence of jax.Device; got {devices!r}")
+        raise TypeError(f"batch_mesh: `devices` must be None, an int or a sequence of jax.Device; got {devices!r}")
     return check_mesh(Mesh(np.array(chosen), ("batch",)), batch_size)
 
 
@@ -294,7 +298,7 @@ def fit(
     state, losses = _start(config, checkpoint_dir if resume else None, mesh)
     resumed_from = int(state.step)
     if resumed_from > steps:
-        raise ValueError(f"`steps` must be at least the resumed checkpoint's step {resumed_from}; got {steps}")
+        raise ValueError(f"fit: `steps` must be at least the resumed checkpoint's step {resumed_from}; got {steps}")
     writer = jax.process_index() == 0
     parts, start = [losses], time.perf_counter()
     first_done, first_steps = start, 0

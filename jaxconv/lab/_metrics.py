@@ -49,7 +49,7 @@ def average_precision(scores: jax.typing.ArrayLike, labels: jax.typing.ArrayLike
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(labels, dtype=np.float64).reshape(-1)
     if s.shape != y.shape:
-        raise ValueError(f"`labels` must have the scores' size {s.size}; got {y.size}")
+        raise ValueError(f"average_precision: `labels` must have the scores' size {s.size}; got {y.size}")
     if not np.all((y == 0) | (y == 1)):
         raise ValueError("`labels` must be 0 or 1")
     positives = y.sum()
@@ -98,9 +98,9 @@ def _placement_cosines(kernel: Any, pattern: Any) -> np.ndarray:
         k = k[:, :, 0, 0]
     p = np.asarray(pattern, dtype=np.float64)
     if k.ndim != 2 or p.ndim != 2:
-        raise ValueError(f"`kernel` and `pattern` must be 2-D; got shapes {k.shape} and {p.shape}")
+        raise ValueError(f"kernel_placement: `kernel` and `pattern` must be 2-D; got shapes {k.shape} and {p.shape}")
     if p.shape[0] > k.shape[0] or p.shape[1] > k.shape[1]:
-        raise ValueError(f"`kernel` must be at least the pattern's shape {p.shape}; got {k.shape}")
+        raise ValueError(f"kernel_placement: `kernel` must be at least the pattern's shape {p.shape}; got {k.shape}")
     pc = p - p.mean()
     if not np.any(p):
         raise ValueError("`pattern` must not be all zeros")
@@ -197,7 +197,7 @@ def matched_filter(task: PlantedPatternTask, kernel_shape: tuple[int, int] | Non
       ([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0], [0.0, 0.0, 0.0]], [-2.5, -2.5])
     """
     if not isinstance(task, PlantedPatternTask):
-        raise TypeError(f"`task` must be a PlantedPatternTask; got {type(task).__name__}")
+        raise TypeError(f"matched_filter: `task` must be a PlantedPatternTask; got {type(task).__name__}")
     ph, pw = task.pattern_shape
     kh, kw = check_kernel_shape((ph, pw) if kernel_shape is None else kernel_shape, (ph, pw))
     kernel = np.zeros((kh, kw, 1, task.num_patterns), np.float64)
@@ -253,7 +253,7 @@ def worst_case(params: Params, pattern: jax.typing.ArrayLike) -> dict[str, Any]:
     b = float(params["bias"][0])
     p = np.asarray(pattern, np.float64)
     if p.ndim != 2 or not np.all((p == 0) | (p == 1)):
-        raise ValueError(f"`pattern` must be a 2-D array of 0s and 1s; got {p.tolist()}")
+        raise ValueError(f"worst_case: `pattern` must be a 2-D array of 0s and 1s; got {p.tolist()}")
     kh, kw = check_kernel_shape(w.shape, p.shape)
     a, c = (kh - p.shape[0]) // 2, (kw - p.shape[1]) // 2
     inside = np.zeros(w.shape, bool)
@@ -297,7 +297,7 @@ def held_out_scores(
       of K for K > 1 patterns), targets re-indexed to the kernel's outputs.
     """
     if not 1 <= num_images <= _EVAL_CHUNK:
-        raise ValueError(f"`num_images` must be in [1, {_EVAL_CHUNK}]; got {num_images!r}")
+        raise ValueError(f"held_out_scores: `num_images` must be in [1, {_EVAL_CHUNK}]; got {num_images!r}")
     params = _check_params(params, task.num_patterns)
     images, logits, targets = _scores(params, task, held_out_key(seed, chunk), _EVAL_CHUNK)
     return tuple(np.asarray(x[:num_images]) for x in (images, logits, targets))  # type: ignore[return-value]
@@ -307,11 +307,11 @@ def _check_params(params: Any, k: int) -> Params:
     """``params`` as float32 arrays, checked to hold one kernel and bias for each of ``k`` patterns."""
     if not isinstance(params, dict) or set(params) != {"kernel", "bias"}:
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
-        raise TypeError(f"`params` must be a dict with keys 'kernel' and 'bias'; got {got}")
+        raise TypeError(f"evaluate: `params` must be a dict with keys 'kernel' and 'bias'; got {got}")
     kernel, bias = jnp.asarray(params["kernel"], jnp.float32), jnp.asarray(params["bias"], jnp.float32)
     if kernel.ndim != 4 or kernel.shape[2:] != (1, k) or bias.shape != (k,):
         want = "[KH, KW, 1, 1] and bias [1]" if k == 1 else f"[KH, KW, 1, {k}] and bias [{k}] (one per pattern)"
-        raise ValueError(f"`params` must hold kernel {want}; got {kernel.shape} and {bias.shape}")
+        raise ValueError(f"evaluate: `params` must hold kernel {want}; got {kernel.shape} and {bias.shape}")
     return {"kernel": kernel, "bias": bias}
 
 
@@ -354,7 +354,7 @@ def evaluate(params: Params, task: PlantedPatternTask, *, num_images: int = 1000
       ([1.0, 1.0], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     """
     if not isinstance(task, PlantedPatternTask):
-        raise TypeError(f"`task` must be a PlantedPatternTask; got {type(task).__name__}")
+        raise TypeError(f"evaluate: `task` must be a PlantedPatternTask; got {type(task).__name__}")
     k = task.num_patterns
     params = _check_params(params, k)
     check_kernel_shape(params["kernel"].shape[:2], task.pattern_shape)

@@ -49,13 +49,15 @@ def least_squares_kernel(
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if images.ndim != 3:
-        raise ValueError(f"`images` must be [N, H, W] or [N, H, W, 1]; got shape {images.shape}")
+        raise ValueError(f"least_squares_kernel: `images` must be [N, H, W] or [N, H, W, 1]; got shape {images.shape}")
     kh, kw = kernel_shape
     n, h, w = images.shape
     targets = jnp.asarray(targets)
     want = (n, h - kh + 1, w - kw + 1)
     if targets.shape != want:
-        raise ValueError(f"`targets` must be {list(want)} (one value per VALID position); got {targets.shape}")
+        raise ValueError(
+            f"least_squares_kernel: `targets` must be {list(want)} (one value per VALID position); got {targets.shape}"
+        )
     windows: Any = jax.vmap(lambda image: patches(image, (kh, kw)))(images.astype(jnp.float32))
     design = windows.reshape(-1, kh * kw)
     design = jnp.concatenate([design, jnp.ones((design.shape[0], 1), design.dtype)], axis=1)

@@ -17,22 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr, ndtri
 
+from jaxconv._checks import check_number, fail
 from jaxconv.lab._data import PlantedPatternTask
 
 
-def _check_number(name: str, value: Any, allowed: str, ok: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be {allowed}; got {value!r}")
-    if not (math.isfinite(value) and ok(float(value))):
-        raise ValueError(f"`{name}` must be {allowed}; got {value!r}")
-    return float(value)
-
-
-def _check_task(task: Any) -> PlantedPatternTask:
+def _check_task(task: Any, fn: str) -> PlantedPatternTask:
     if not isinstance(task, PlantedPatternTask):
-        raise TypeError(f"`task` must be a PlantedPatternTask; got {type(task).__name__}")
+        raise fail(fn, "task", "a PlantedPatternTask", type(task).__name__, TypeError)
     if task.background != "gaussian":
-        raise ValueError(f"`task` must have a gaussian background; got background={task.background!r}")
+        raise fail(fn, "task", "a task with a gaussian background", task.background)
     return task
 
 
@@ -55,7 +48,7 @@ def d_prime(task: PlantedPatternTask) -> float:
       >>> d_prime(jaxconv.PlantedPatternTask([[1, 1], [1, 0]], background="gaussian", amplitude=2.0))
       3.4641016151377544
     """
-    task = _check_task(task)
+    task = _check_task(task, "d_prime")
     return task.amplitude * float(np.linalg.norm(task.pattern_array.astype(np.float64))) / task.noise_std
 
 
@@ -82,8 +75,8 @@ def amplitude_for_snr_db(task: PlantedPatternTask, snr: float) -> float:
       >>> amplitude_for_snr_db(jaxconv.PlantedPatternTask([[1, 0]], background="gaussian"), 20.0)
       10.0
     """
-    task = _check_task(task)
-    snr = _check_number("snr", snr, "a finite number (dB)", lambda v: True)
+    task = _check_task(task, "amplitude_for_snr_db")
+    snr = check_number("amplitude_for_snr_db", "snr", snr, allowed="a finite number (dB)")
     norm = float(np.linalg.norm(task.pattern_array.astype(np.float64)))
     return 10 ** (snr / 20) * task.noise_std / norm
 
@@ -98,7 +91,7 @@ def positive_prevalence(task: PlantedPatternTask) -> float:
       0.125
     """
     if not isinstance(task, PlantedPatternTask):
-        raise TypeError(f"`task` must be a PlantedPatternTask; got {type(task).__name__}")
+        raise TypeError(f"positive_prevalence: `task` must be a PlantedPatternTask; got {type(task).__name__}")
     ho, wo = task.output_shape
     return (sum(task.instances) / 2) / (ho * wo)
 
@@ -123,7 +116,7 @@ def theoretical_roc(d: float, fpr: jax.typing.ArrayLike) -> jax.Array:
       >>> [round(v, 4) for v in theoretical_roc(2.0, [0.0227501, 0.5]).tolist()]
       [0.5, 0.9772]
     """
-    d = _check_number("d", d, "a finite number >= 0", lambda v: v >= 0)
+    d = check_number("theoretical_roc", "d", d, allowed="a finite number >= 0", ok=lambda v: v >= 0)
     fpr = jnp.asarray(fpr, jnp.float32)
     if not bool(jnp.all((fpr >= 0) & (fpr <= 1))):
         raise ValueError("`fpr` must be in [0, 1]")
@@ -166,10 +159,12 @@ def theoretical_detection(d: float, prevalence: float, *, grid: int = 4001) -> d
       >>> round(r["average_precision"], 4), round(r["f1"], 4)
       (0.9215, 0.8522)
     """
-    d = _check_number("d", d, "a finite number >= 0", lambda v: v >= 0)
-    pi = _check_number("prevalence", prevalence, "a number in (0, 1)", lambda v: 0 < v < 1)
+    d = check_number("theoretical_detection", "d", d, allowed="a finite number >= 0", ok=lambda v: v >= 0)
+    pi = check_number(
+        "theoretical_detection", "prevalence", prevalence, allowed="a number in (0, 1)", ok=lambda v: 0 < v < 1
+    )
     if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 101:
-        raise ValueError(f"`grid` must be an int >= 101; got {grid!r}")
+        raise ValueError(f"theoretical_detection: `grid` must be an int >= 101; got {grid!r}")
     # Thresholds from far above both means to far below: recall runs 0 -> 1.
     t = np.linspace(d + 12.0, -12.0, int(grid))
     recall, fpr = _q(t - d), _q(t)

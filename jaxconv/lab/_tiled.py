@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from jaxconv._checks import fail
 from jaxconv.conv._conv import conv2d
 
 
@@ -39,7 +40,7 @@ class TiledResponse(NamedTuple):
 
 
 def _fail(argument: str, allowed: str, given: Any, error: type[Exception] = ValueError) -> Exception:
-    return error(f"tiled_response: `{argument}` must be {allowed}; got {given}")
+    return fail("tiled_response", argument, allowed, given, error)
 
 
 def _open_image(path_or_array: Any) -> np.ndarray:

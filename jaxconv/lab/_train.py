@@ -399,9 +399,9 @@ def check_mesh(mesh: Any, batch_size: int) -> Mesh:
       ValueError: ``mesh`` is not 1-D, or ``batch_size`` does not divide evenly over its devices.
     """
     if not isinstance(mesh, Mesh):
-        raise TypeError(f"`mesh` must be a jax.sharding.Mesh; got {type(mesh).__name__}")
+        raise TypeError(f"check_mesh: `mesh` must be a jax.sharding.Mesh; got {type(mesh).__name__}")
     if len(mesh.axis_names) != 1:
-        raise ValueError(f"`mesh` must be 1-D (one batch axis); got axes {mesh.axis_names}")
+        raise ValueError(f"check_mesh: `mesh` must be 1-D (one batch axis); got axes {mesh.axis_names}")
     if batch_size % mesh.size:
         raise ValueError(
             f"`batch_size` must divide evenly over the {mesh.size} devices; got {batch_size} "
