@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
 
     shape = (args.image_size, args.image_size)
-    key_binary, key_gaussian = jax.random.split(jax.random.fold_in(jax.random.key(args.seed), 7))
+    key_binary, key_gaussian = jax.random.split(jaxconv.lab.stream(args.seed, "experiment"))
     binary = jaxconv.PlantedPatternTask(args.pattern, image_shape=shape)
     unit = jaxconv.PlantedPatternTask(args.pattern, image_shape=shape, background="gaussian")
     gaussian = jaxconv.PlantedPatternTask(args.pattern, image_shape=shape, background="gaussian",

@@ -137,7 +137,7 @@ def test_auto_out_of_memory_fails_the_lax_floor():
     record["failed"] = {"auto": {"fwd": "OOM", "fwd_bwd": "OOM"}}
     passed, detail = _floor(_bench.floors([record], 100.0), "auto <= lax on every point (fwd)")
     assert not passed and "OOM" in detail
-    assert "OOM" in _bench.format_table([record], 100.0)
+    assert "OOM" in _bench.format_grid([record], 100.0)
 
 
 @pytest.mark.parametrize("confidence", [0.5, 0.9, 0.99, 0.999])

@@ -647,7 +647,7 @@ def bench_point(
 # Output.
 
 
-def format_table(records: Sequence[dict[str, Any]], peak_gflops: float) -> str:
+def format_grid(records: Sequence[dict[str, Any]], peak_gflops: float) -> str:
     """A fixed-width table: per point, median ms of every contender, forward and forward+backward, and ratios.
 
     ``/lax`` and ``/torch`` are medians of per-round ratios; ``=`` marks ``auto`` compiled to the same program as lax.
@@ -793,7 +793,7 @@ def run(args: argparse.Namespace) -> int:
         f"\nmatmul peak (f32 {size}^2, best of {len(peaks)} samples spread through the run): {peak:.1f} GFLOP/s "
         f"(samples {spread}); load {load_start[0]:.2f} -> {load_end[0]:.2f}\n"
     )
-    print(format_table(records, peak))
+    print(format_grid(records, peak))
     verdict, checks = _report_validity(records, rounds)
     verdicts = floors(records, peak)
     for name, passed, detail in verdicts:

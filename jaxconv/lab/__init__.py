@@ -31,6 +31,7 @@ from jaxconv.lab._metrics import worst_case as worst_case
 from jaxconv.lab._oracle import least_squares_kernel as least_squares_kernel
 from jaxconv.lab._preempt import PeerLostError as PeerLostError
 from jaxconv.lab._preempt import Preempted as Preempted
+from jaxconv.lab._streams import stream as stream
 from jaxconv.lab._tiled import TiledResponse as TiledResponse
 from jaxconv.lab._tiled import tiled_response as tiled_response
 from jaxconv.lab._train import Optimizer as Optimizer
