@@ -237,44 +237,24 @@ def _add_scale_arguments(scale: Any) -> None:
     from jaxconv.lab._preempt import EXIT_PEER_LOST
 
     scale.add_argument(
-        "--devices",
-        type=_int_at_least(1),
-        default=None,
-        metavar="N",
-        help="shard each batch over this process's first N devices; --batch-size must be a "
-        "multiple of the total device count (one device)",
-    )
-    scale.add_argument(
         "--coordinator",
         type=parse_address,
         default=None,
         metavar="HOST:PORT|auto",
         help="multi-host: process 0's address (auto: let JAX detect SLURM, Open MPI, ...); calls "
-        "jax.distributed.initialize and trains one model over every process's devices; process 0 "
-        "alone writes OUT",
+        "jax.distributed.initialize and trains one model over every process's devices; process 0 alone writes OUT",
     )
-    scale.add_argument(
-        "--num-processes",
-        type=_int_at_least(1),
-        default=None,
-        metavar="P",
-        help="multi-host: how many processes (needed with --coordinator HOST:PORT)",
-    )
-    scale.add_argument(
-        "--process-id",
-        type=_int_at_least(0),
-        default=None,
-        metavar="I",
-        help="multi-host: this process's rank in [0, P) (needed with HOST:PORT)",
-    )
-    scale.add_argument(
-        "--peer-timeout",
-        type=_int_at_least(1),
-        default=PEER_TIMEOUT_S,
-        metavar="SECONDS",
-        help="multi-host: a process silent this long counts as lost and the others exit with "
-        f"status {EXIT_PEER_LOST} ({PEER_TIMEOUT_S})",
-    )
+    # (flag, lowest value, default, metavar, help): the integer flags of devices and hosts
+    flags = [
+        ("--devices", 1, None, "N", "shard each batch over this process's first N devices; --batch-size must be a "
+         "multiple of the total device count (one device)"),
+        ("--num-processes", 1, None, "P", "multi-host: how many processes (needed with --coordinator HOST:PORT)"),
+        ("--process-id", 0, None, "I", "multi-host: this process's rank in [0, P) (needed with HOST:PORT)"),
+        ("--peer-timeout", 1, PEER_TIMEOUT_S, "SECONDS", "multi-host: a process silent this long counts as lost and "
+         f"the others exit with status {EXIT_PEER_LOST} ({PEER_TIMEOUT_S})"),
+    ]  # fmt: skip
+    for flag, low, default, metavar, text in flags:
+        scale.add_argument(flag, type=_int_at_least(low), default=default, metavar=metavar, help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:

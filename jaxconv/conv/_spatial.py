@@ -22,7 +22,7 @@ from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxconv.conv._conv import canonicalize, conv2d
+from jaxconv.conv._conv import canonicalize, conv2d, options_of
 from jaxconv.conv._spec import Layout, PaddingMode, Strategy
 
 
@@ -251,6 +251,7 @@ def spatial_conv2d(
       >>> bool(jnp.allclose(out, jaxconv.conv2d(image, kernel, padding=1, padding_mode="circular")))
       True
     """
+    options = {name: value for name, value in options_of(locals()).items() if name != "mesh"}
     if not isinstance(mesh, Mesh):
         raise TypeError(f"spatial_conv2d: `mesh` must be a jax.sharding.Mesh; got {type(mesh).__name__}")
     if len(mesh.axis_names) != 1:
@@ -258,17 +259,6 @@ def spatial_conv2d(
             f"spatial_conv2d: `mesh` must have exactly one axis (the image's rows are split over it); "
             f"got axes {tuple(mesh.axis_names)} of shape {tuple(mesh.devices.shape)}"
         )
-    options = dict(
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        padding_mode=padding_mode,
-        layout=layout,
-        strategy=strategy,
-        precision=precision,
-    )
-
     canon = canonicalize(x, kernel, bias, **options)  # conv2d's own checks and messages
     spec = canon.spec
     (sh, sw), (dh, dw), (rows, cols) = spec.stride, spec.dilation, spec.padding  # 2-D: canonicalize's default

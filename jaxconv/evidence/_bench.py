@@ -53,7 +53,7 @@ from jax import lax
 from jaxconv._env import versions
 from jaxconv._files import write_atomic
 from jaxconv.conv._conv import conv2d, resolve_strategy
-from jaxconv.conv._spec import Pads, make_spec
+from jaxconv.conv._spec import ConvSpec, Pads, make_spec
 
 JAXCONV_STRATEGIES = ("auto", "window", "shift", "direct", "xla")
 MODES = ("fwd", "fwd_bwd")
@@ -94,8 +94,8 @@ class Point:
         return -(-self.h // self.stride), -(-self.w // self.stride)
 
     @property
-    def padding(self) -> Pads:
-        """SAME padding ``((top, bottom), (left, right))`` as ``lax`` computes it (odd extra at bottom/right)."""
+    def spec(self) -> ConvSpec:
+        """The point's ``conv2d`` (NHWC, SAME, zero padding, ``strategy="auto"``) as a checked spec."""
         return make_spec(
             (self.n, self.h, self.w, self.c),
             (self.k, self.k, self.c // self.groups, self.o),
@@ -104,9 +104,14 @@ class Point:
             dilation=self.dilation,
             groups=self.groups,
             padding_mode="zeros",
-            strategy="xla",
+            strategy="auto",
             precision=None,
-        ).padding
+        )
+
+    @property
+    def padding(self) -> Pads:
+        """SAME padding ``((top, bottom), (left, right))`` as ``lax`` computes it (odd extra at bottom/right)."""
+        return self.spec.padding
 
     def _taps_inside(self, size: int, out: int, low: int) -> int:
         # Output positions times taps, along one axis, that land inside [0, size) rather than on padding.
@@ -609,22 +614,11 @@ def bench_point(
         for mode in MODES
     }
     reference = outputs.get("lax")
-    spec = make_spec(
-        x.shape,
-        k.shape,
-        stride=point.stride,
-        padding="SAME",
-        dilation=point.dilation,
-        groups=point.groups,
-        padding_mode="zeros",
-        strategy="auto",
-        precision=None,
-    )
     record = {
         "point": dataclasses.asdict(point),
         "label": point.label,
         "flops": point.flops,
-        "auto_strategy": resolve_strategy(spec),
+        "auto_strategy": resolve_strategy(point.spec),
         "ms": {mode: {name: statistics.median(s) for name, s in samples[mode].items()} for mode in MODES},
         "samples_ms": {mode: {n: [round(v, 5) for v in s] for n, s in samples[mode].items()} for mode in MODES},
         "compile_s": compile_s,
