@@ -369,11 +369,13 @@ def _train_devices(per_process: int | None, multihost: bool) -> Any:
         return per_process
     import jax
 
+    from jaxconv._checks import fail
+
     if per_process is None:
         return jax.devices()
     local = len(jax.local_devices())
     if per_process > local:
-        raise ValueError(f"`devices` must be an int in [1, {local}] (this process's devices); got {per_process}")
+        raise fail("jaxconv train", "devices", f"an int in [1, {local}] (this process's devices)", per_process)
     chosen = []
     for process in range(jax.process_count()):
         chosen += [d for d in jax.devices() if d.process_index == process][:per_process]

@@ -202,14 +202,12 @@ def batch_mesh(devices: int | Sequence[jax.Device], batch_size: int) -> Mesh:
     local = jax.local_devices()
     if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
         if not 1 <= devices <= len(local):
-            raise ValueError(
-                f"batch_mesh: `devices` must be an int in [1, {len(local)}] (this process's devices); got {devices}"
-            )
+            raise fail("batch_mesh", "devices", f"an int in [1, {len(local)}] (this process's devices)", devices)
         chosen = local[: int(devices)]
     elif isinstance(devices, (Sequence, np.ndarray)) and not isinstance(devices, str):
         chosen = list(np.ravel(np.asarray(devices, dtype=object)))
         if not chosen:
-            raise ValueError("`devices` must name at least one device; got an empty sequence")
+            raise fail("batch_mesh", "devices", "at least one device", devices)
         bad = [d for d in chosen if not isinstance(d, jax.Device)]
         if bad:
             raise TypeError(

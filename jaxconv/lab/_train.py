@@ -403,10 +403,7 @@ def check_mesh(mesh: Any, batch_size: int) -> Mesh:
     if len(mesh.axis_names) != 1:
         raise ValueError(f"check_mesh: `mesh` must be 1-D (one batch axis); got axes {mesh.axis_names}")
     if batch_size % mesh.size:
-        raise ValueError(
-            f"`batch_size` must divide evenly over the {mesh.size} devices; got {batch_size} "
-            f"({batch_size} % {mesh.size} = {batch_size % mesh.size})"
-        )
+        raise fail("check_mesh", "batch_size", f"a multiple of the device count {mesh.size}", batch_size)
     return mesh
 
 
