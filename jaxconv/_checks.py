@@ -36,8 +36,11 @@ def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def check_int(fn: str, arg: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
-    """``value`` as an ``int`` in ``[low, high]`` (either bound optional), else the error naming ``arg``.
+def check_int(
+    fn: str, arg: str, value: Any, *, low: int | None = None, high: int | None = None, allowed: str | None = None
+) -> int:
+    """``value`` as an ``int`` in ``[low, high]`` (either bound optional), else the error naming ``arg`` (and
+    ``allowed``, by default the range in words).
 
     Examples:
       >>> from jaxconv._checks import check_int
@@ -48,7 +51,7 @@ def check_int(fn: str, arg: str, value: Any, *, low: int | None = None, high: in
       ...
       TypeError: fit: `steps` must be an int >= 1; got 1.5
     """
-    allowed = _int_range(low, high)
+    allowed = allowed or _int_range(low, high)
     if not is_int(value):
         raise fail(fn, arg, allowed, value, TypeError)
     if (low is not None and value < low) or (high is not None and value > high):
@@ -133,17 +136,10 @@ class Allowed:
                 raise fail(fn, arg, self.describe, value)
             return value
         if self.kind in ("int", "int_or_auto"):
-            if not is_int(value):
-                raise fail(fn, arg, self.describe, value, TypeError)
-            if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-                raise fail(fn, arg, self.describe, value)
-            return int(value)
+            return check_int(fn, arg, value, low=self.low, high=self.high, allowed=self.describe)
         if self.kind == "number":
             return check_number(fn, arg, value, allowed=self.describe, ok=self.ok or (lambda v: True))
-        if value not in self.choices:
-            error = TypeError if not any(type(value) is type(c) for c in self.choices) else ValueError
-            raise fail(fn, arg, self.describe, value, error)
-        return value
+        return check_choice(fn, arg, value, self.choices)
 
     def parse(self, text: str) -> Any:
         """The value that the command-line text ``text`` stands for (not yet checked), e.g. ``"3"`` -> ``3``."""
