@@ -51,30 +51,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an int >= {low}; got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an int >= {low}; got {text!r}")
-        return value
+    """A flag's ``type=``: an int ``>= low`` (the library's own check, said as argparse says it)."""
+    from jaxconv._checks import Allowed
 
-    parse.__name__ = f"int>={low}"
-    return parse
+    return _knob_type(f"int>={low}", Allowed("int", low=low))
 
 
 def _float_where(allowed: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}") from None
-        if not (value == value and abs(value) != float("inf") and ok(value)):
-            raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
-        return value
+    """A flag's ``type=``: a finite number for which ``ok`` holds, ``allowed`` in words."""
+    from jaxconv._checks import Allowed
 
-    return parse
+    return _knob_type("number", Allowed("number", describe=allowed, ok=ok))
 
 
 def _pair(text: str, seps: str, low: int, what: str) -> tuple[int, int]:
@@ -127,7 +114,8 @@ def parse_address(text: str) -> str:
 
 
 def _knob_type(name: str, allowed: Any) -> Callable[[str], Any]:
-    """The argparse ``type=`` of a :class:`~jaxconv.lab.TrainConfig` field: its own check, as a one-line error."""
+    """The argparse ``type=`` that checks a flag's text as ``allowed`` (a :class:`jaxconv._checks.Allowed`, e.g.
+    a :class:`~jaxconv.lab.TrainConfig` field's) does, its error one line: ``must be ...; got '...'``."""
 
     def parse(text: str) -> Any:
         try:
