@@ -145,3 +145,18 @@ def torch_conv2d_vjp(x, kernel, cotangent, *, stride=(1, 1), dilation=(1, 1), pa
         xt.grad.permute(0, 2, 3, 1).numpy(),
         kt.grad.permute(2, 3, 1, 0).numpy(),
     )
+
+
+SPATIAL_LETTERS = {1: "W", 2: "HW", 3: "DHW"}
+"""The spatial axis letters of a layout (``NC`` + letters, or ``N`` + letters + ``C``) for 1, 2 and 3 dims."""
+
+
+def draw_geometry(rng, dims, *, max_stride):
+    """A random small convolution geometry from ``rng`` (in this order of draws): ``groups`` in {1, 2}, channels
+    ``c`` and ``o`` (1-2 per group), ``taps`` 1-3, ``stride`` 1 to ``max_stride``, ``dilation`` 1-2 per dim."""
+    groups = int(rng.choice([1, 2]))
+    c, o = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
+    taps = [int(rng.integers(1, 4)) for _ in range(dims)]
+    stride = [int(rng.integers(1, max_stride + 1)) for _ in range(dims)]
+    dilation = [int(rng.integers(1, 3)) for _ in range(dims)]
+    return groups, c, o, taps, stride, dilation

@@ -8,24 +8,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from reference import enable_x64, numpy_convnd, torch_convnd
+from reference import SPATIAL_LETTERS, draw_geometry, enable_x64, numpy_convnd, torch_convnd
 
 import jaxconv
 
 STRATEGIES = ("window", "shift", "direct", "xla", "auto")
 MODES = ("zeros", "reflect", "replicate", "circular")
 CONV = {1: jaxconv.conv1d, 2: jaxconv.conv2d, 3: jaxconv.conv3d}
-LETTERS = {1: "W", 2: "HW", 3: "DHW"}
 
 
 def draw_case(seed, dims, *, mode=None, beyond_reach=False):
     """A random small convolution: operands (channels-last, float32) and options."""
     rng = np.random.default_rng(seed)
-    groups = int(rng.choice([1, 2]))
-    c, o = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
-    taps = [int(rng.integers(1, 4)) for _ in range(dims)]
-    stride = [int(rng.integers(1, 3)) for _ in range(dims)]
-    dilation = [int(rng.integers(1, 3)) for _ in range(dims)]
+    groups, c, o, taps, stride, dilation = draw_geometry(rng, dims, max_stride=2)
     spatial = [int(rng.integers(5, 8 if dims < 3 else 6)) for _ in range(dims)]
     reach = [(k - 1) * d for k, d in zip(taps, dilation, strict=True)]
     mode = mode or str(rng.choice(MODES))
@@ -70,7 +65,7 @@ def test_channels_first_values_and_gradients_equal_pytorch(dims, mode):
     pytest.importorskip("torch")
     x, kernel, bias, options = draw_case(7 * dims + len(mode), dims, mode=mode)
     xf, kf = to_channels_first(x, kernel)
-    layout = f"NC{LETTERS[dims]}"
+    layout = f"NC{SPATIAL_LETTERS[dims]}"
     with enable_x64():
         xf64, kf64, b64 = (jnp.asarray(a, jnp.float64) for a in (xf, kf, bias))
 
@@ -116,7 +111,7 @@ def test_gradients_beyond_the_kernels_reach_equal_pytorch(dims, strategy, seed):
 def test_gradients_match_lax_autodiff(dims, strategy):
     """Zero padding within the kernel's reach (where lax's own gradient is right), float32, jit."""
     x, kernel, bias, options = draw_case(500 + dims, dims, mode="zeros")
-    letters = LETTERS[dims]
+    letters = SPATIAL_LETTERS[dims]
 
     def ours(xv, kv, bv):
         return jnp.sum(jnp.sin(CONV[dims](xv, kv, bv, strategy=strategy, **options)))
@@ -162,7 +157,7 @@ def test_unbatched_and_plain_inputs(dims):
     batched = conv(x, kernel, padding="SAME")
     np.testing.assert_allclose(conv(x[1], kernel, padding="SAME"), batched[1], rtol=1e-6, atol=1e-6)
     xf, kf = to_channels_first(x, kernel)
-    layout = f"NC{LETTERS[dims]}"
+    layout = f"NC{SPATIAL_LETTERS[dims]}"
     np.testing.assert_allclose(conv(xf[1], kf, padding="SAME", layout=layout), np.moveaxis(batched[1], -1, 0),
                                rtol=1e-6, atol=1e-6)  # fmt: skip
     plain = conv(x[0, ..., 0], kernel[..., 0, 0], padding="FULL")

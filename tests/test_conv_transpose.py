@@ -5,23 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
-from reference import enable_x64
+from reference import SPATIAL_LETTERS, draw_geometry, enable_x64
 
 import jaxconv
 
 CONV = {1: jaxconv.conv1d, 2: jaxconv.conv2d, 3: jaxconv.conv3d}
 TRANSPOSE = {1: jaxconv.conv_transpose1d, 2: jaxconv.conv_transpose2d, 3: jaxconv.conv_transpose3d}
-LETTERS = {1: "W", 2: "HW", 3: "DHW"}
 
 
 def draw(seed, dims, *, symmetric=False, extra_below_dilation=False):
     """A random transposed convolution: x ``[N, *out, O]``, the conv's kernel ``[*taps, C // G, O]``, options."""
     rng = np.random.default_rng(seed)
-    groups = int(rng.choice([1, 2]))
-    c, o = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
-    taps = [int(rng.integers(1, 4)) for _ in range(dims)]
-    stride = [int(rng.integers(1, 4)) for _ in range(dims)]
-    dilation = [int(rng.integers(1, 3)) for _ in range(dims)]
+    groups, c, o, taps, stride, dilation = draw_geometry(rng, dims, max_stride=3)
     bound = max if extra_below_dilation else (lambda s, d: s)
     extra = [int(rng.integers(0, bound(s, d))) for s, d in zip(stride, dilation, strict=True)]
     reach = [(k - 1) * d for k, d in zip(taps, dilation, strict=True)]
@@ -91,7 +86,9 @@ def test_channels_first_equals_pytorch_values_and_gradients(dims, seed):
     t_out.backward(torch.tensor(ct))
     with enable_x64():
         out, vjp = jax.vjp(
-            lambda a, w, b: TRANSPOSE[dims](a, w, b, output_padding=extra, layout=f"NC{LETTERS[dims]}", **options),
+            lambda a, w, b: TRANSPOSE[dims](
+                a, w, b, output_padding=extra, layout=f"NC{SPATIAL_LETTERS[dims]}", **options
+            ),
             *(jnp.asarray(a) for a in (yf, weight, bias)),
         )
         grads = vjp(jnp.asarray(ct))
