@@ -231,3 +231,60 @@ def test_phases_split_the_taps():
         assert reached == list(range(kernel))
         for r, p in enumerate(split):
             assert all((a * dilation - r) % stride == 0 for a in range(kernel)[p.taps][: p.reaching])
+
+
+def _lax_padded(padding, dilation):
+    """lax's convolution of an explicitly padded input: its autodiff is right for any padding
+    (the window's own padding is not, beyond the kernel's reach on CPU)."""
+
+    def conv(x, k):
+        xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)])
+        return lax.conv_general_dilated(xp, k, (1, 1), "VALID", rhs_dilation=dilation, dimension_numbers=DN)
+
+    return conv
+
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("seed", range(3))
+def test_xla_on_all_threads_matches_lax(monkeypatch, threads, seed):
+    """The "xla" strategy on XLA:CPU's threads (stride 1, ungrouped, float32, kernels >= 3x3: one extra output row,
+    cropped; lax's transposes as derivatives), forced on and off whatever this machine's core count, on seeded random
+    geometry (padding up to beyond the reach), against lax: forward, gradients, JVP, reverse-over-reverse,
+    vmap over the kernel."""
+    from jaxconv.conv import _strategies
+
+    monkeypatch.setattr(_strategies, "xla_cpu_threads", lambda: threads)
+    jax.clear_caches()
+    rng = np.random.default_rng(seed)
+    taps = tuple(int(t) for t in rng.integers(3, 6, 2))
+    dilation = tuple(int(d) for d in rng.integers(1, 3, 2))
+    extent = [(t - 1) * d + 1 for t, d in zip(taps, dilation, strict=True)]
+    padding = tuple(tuple(int(p) for p in rng.integers(0, e + 2, 2)) for e in extent)
+    hw = [int(rng.integers(e + 2, e + 9)) for e in extent]
+    c, o = (int(v) for v in rng.integers(1, 13, 2))
+    x = jnp.asarray(rng.standard_normal((int(rng.integers(1, 4)), *hw, c)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((*taps, c, o)), jnp.float32)
+    ours = lambda x, k: jaxconv.conv2d(x, k, padding=padding, dilation=dilation, strategy="xla")  # noqa: E731
+    ref = _lax_padded(padding, dilation)
+    case = f"taps {taps} dilation {dilation} padding {padding} x {x.shape} o {o}"
+    routed = "jaxconv_correlate" in str(jax.make_jaxpr(ours)(x, k))
+    assert routed == (threads > 1 and jax.default_backend() == "cpu"), case
+    np.testing.assert_allclose(jax.jit(ours)(x, k), ref(x, k), rtol=1e-5, atol=1e-4, err_msg=case)
+    grads = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, k)
+    expected = jax.grad(loss(ref), argnums=(0, 1))(x, k)
+    for name, a, b in zip(("x", "kernel"), grads, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3, err_msg=f"d/d{name}: {case}")
+    tangents = (jnp.cos(x), jnp.sin(k))
+    np.testing.assert_allclose(
+        jax.jvp(ours, (x, k), tangents)[1], jax.jvp(ref, (x, k), tangents)[1], rtol=1e-4, atol=1e-3, err_msg=case
+    )
+    rr = jax.grad(lambda k: jnp.sum(jax.grad(loss(ours))(x, k) ** 2))(k)
+    rr_ref = jax.grad(lambda k: jnp.sum(jax.grad(loss(ref))(x, k) ** 2))(k)
+    np.testing.assert_allclose(rr, rr_ref, rtol=1e-3, atol=1e-2, err_msg=case)
+    ks = jnp.stack([k, -0.5 * k])
+    np.testing.assert_allclose(
+        jax.vmap(ours, (None, 0))(x, ks), jax.vmap(ref, (None, 0))(x, ks), rtol=1e-5, atol=1e-4, err_msg=case
+    )

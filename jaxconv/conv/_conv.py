@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxconv.conv._primitive import correlate
 from jaxconv.conv._spec import SPATIAL_LETTERS, ConvSpec, Layout, PaddingMode, Strategy, check_layout, make_spec
-from jaxconv.conv._strategies import DIRECT_MAX_UNROLLED, lax_conv
+from jaxconv.conv._strategies import DIRECT_MAX_UNROLLED, lax_conv, spreads_over_threads
 
 # On GPU, "window" (one gather, one dot) beat cuDNN with few input channels up to about this many gathered values
 # and lost beyond it (BENCHMARKS.md, GPU section).
@@ -45,7 +45,11 @@ def pad_image(x: jax.Array, spec: ConvSpec) -> jax.Array:
 
 
 def _xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """``lax.conv_general_dilated``, the reference (non-zero padding modes are padded first)."""
+    """``lax.conv_general_dilated``, the reference (non-zero padding modes are padded first); where
+    :func:`~jaxconv.conv._strategies.spreads_over_threads`, through the primitive, whose forward runs XLA:CPU's
+    convolution on all threads and whose derivatives are lax's own transposes."""
+    if spreads_over_threads(spec, x.dtype):
+        return _gathered(x, kernel, dataclasses.replace(spec, strategy="xla"))
     if spec.padding_mode == "zeros":
         return lax_conv(x, kernel, spec, spec.padding)
     return lax_conv(pad_image(x, spec), kernel, spec)

@@ -43,6 +43,7 @@ from jaxconv.conv._strategies import (
     DIRECT_MAX_UNROLLED,
     halves_kernel_gradient,
     kernel_gradient,
+    lax_conv,
     pad_or_crop,
     xla_input_gradient,
     xla_kernel_gradient,
@@ -77,7 +78,8 @@ def _padded_correlate(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Ar
 
 
 def correlate(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """Zero-padded cross-correlation by ``spec.strategy`` (``"window"``, ``"shift"``, ``"direct"``), differentiable.
+    """Zero-padded cross-correlation by ``spec.strategy`` (``"window"``, ``"shift"``, ``"direct"``, ``"xla"``),
+    differentiable.
 
     Args:
       x: the input ``[N, *spatial, C]`` (e.g. ``[N, H, W, C]``); ``spec.in_shape`` must equal its shape and
@@ -90,7 +92,10 @@ def correlate(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """
     if any(_varies_over_manual_axes(v) for v in (x, kernel)):
         # Inside shard_map, values that vary over a manual mesh axis carry that in their type, which the
-        # primitive's rules do not track: use the same computation with JAX's own autodiff there.
+        # primitive's rules do not track: use the same computation with JAX's own autodiff there (for "xla",
+        # lax's convolution as such: JAX's transposes of the one-row-longer form run on Eigen's slow paths).
+        if spec.strategy == "xla":
+            return lax_conv(x, kernel, spec, spec.padding).astype(x.dtype)
         return _padded_correlate(x, kernel, spec)
     return correlate_p.bind(x, kernel, spec=spec)
 

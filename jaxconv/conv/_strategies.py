@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from typing import Any, NamedTuple
 
 import jax
@@ -306,10 +307,55 @@ def lax_conv(
     )
 
 
+def xla_cpu_threads() -> int:
+    """The threads XLA:CPU's intra-op pool runs on: one per core this process may run on (``taskset`` sets it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def spreads_over_threads(spec: ConvSpec, dtype: Any) -> bool:
+    """Whether XLA's convolution for ``spec`` is given one extra output row (:func:`xla_correlate`) so that XLA:CPU
+    runs it on all its threads.
+
+    XLA:CPU hands a convolution with symmetric padding to YNNPACK, which runs it on one thread, and any other
+    convolution to Eigen's, which runs on every thread of its pool. With two threads or more the Eigen route measured
+    faster for float32, 2-D, ungrouped, stride-1 convolutions whose kernel is at least 3 taps in both dims, and slower
+    for 1x1 kernels and strided ones; with one thread YNNPACK's is faster (BENCHMARKS.md, "two threads").
+
+    Examples:
+      >>> from jaxconv.conv._spec import make_spec
+      >>> opts = dict(padding="SAME", dilation=1, groups=1, padding_mode="zeros", precision=None, strategy="xla")
+      >>> many = make_spec((8, 64, 64, 32), (3, 3, 32, 32), stride=1, **opts)
+      >>> spreads_over_threads(many, jnp.float32) == (jax.default_backend() == "cpu" and xla_cpu_threads() > 1)
+      True
+      >>> spreads_over_threads(make_spec((8, 64, 64, 32), (3, 3, 32, 32), stride=2, **opts), jnp.float32)
+      False
+    """
+    *taps, _, _ = spec.kernel_shape
+    return (
+        spec.spatial_dims == 2
+        and spec.groups == 1
+        and all(s == 1 for s in spec.stride)
+        and min(taps) >= 3
+        and jnp.dtype(dtype) == jnp.float32
+        and jax.default_backend() == "cpu"
+        and xla_cpu_threads() > 1
+    )
+
+
 def xla_correlate(xp: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """XLA's own valid convolution, for the transposed correlations that measured faster through it (see
-    ``_primitive``)."""
-    return lax_conv(xp, kernel, spec).astype(xp.dtype)
+    """XLA's own valid convolution: the ``"xla"`` strategy where :func:`spreads_over_threads` (the primitive's
+    forward, see ``_primitive``), and the transposed correlations that measured faster through it.
+
+    Where :func:`spreads_over_threads`, the convolution is padded below (or right of, whichever output dim is longer)
+    by one stride of zeros, which makes its padding asymmetric, and the extra output row (column) is cropped: the
+    same numbers, with ``1 / Ho`` more work, on every thread.
+    """
+    if not spreads_over_threads(spec, xp.dtype):
+        return lax_conv(xp, kernel, spec).astype(xp.dtype)
+    dim = max(range(spec.spatial_dims), key=lambda i: spec.out_hw[i])
+    extra = tuple((0, spec.stride[i] if i == dim else 0) for i in range(spec.spatial_dims))
+    out = lax_conv(xp, kernel, spec, extra)
+    return lax.slice_in_dim(out, 0, spec.out_hw[dim], axis=dim + 1).astype(xp.dtype)
 
 
 def xla_input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
