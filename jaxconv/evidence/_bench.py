@@ -479,6 +479,7 @@ def environment(torch_threads: int | None, torch_dev: str | None) -> dict[str, A
         "torch_device": torch_dev,
         **versions(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
     }
     if torch_threads is not None:
         import torch  # noqa: PLC0415
@@ -707,6 +708,9 @@ def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
 
 def _torch_setup(no_torch: bool) -> tuple[bool, int | None, str | None]:
     """``(use_torch, torch_threads, torch_device)``: torch on as many threads as XLA:CPU uses, if it can run here."""
+    # Before torch (and its OpenMP runtime) loads: its idle threads sleep after a call instead of spinning, which
+    # would take the cores from whichever contender is timed next (multi-threaded ones most). A user's setting stays.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if no_torch or not _torch_available():
         return False, None, None
     import torch  # noqa: PLC0415
