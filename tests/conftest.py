@@ -1,8 +1,16 @@
 """Test-wide settings: strict rank promotion (as equinox's suite) and hypothesis profiles."""
 
 import os
+import tempfile
 
-import jax
+# One persistent compilation cache for the whole run, set before JAX loads, so that the xdist workers and every
+# subprocess a test starts (which inherit the environment) reuse a program compiled elsewhere in the suite (the
+# experiments' scripts, the CLI's runs and the multi-device children compile the same training steps). Keyed by
+# XLA on the program, the flags and the versions. A user's own settings win.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxconv-tests-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import jax  # noqa: E402
 import pytest
 from hypothesis import HealthCheck, settings
 

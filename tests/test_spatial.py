@@ -7,7 +7,6 @@ it prints one line per case and the pytest side asserts that none failed.
 from __future__ import annotations
 
 import functools
-import itertools
 import sys
 
 import pytest
@@ -20,8 +19,11 @@ def _cases() -> list[tuple[str, dict]]:
     """(name, conv2d options and input shapes) for the forward comparisons."""
     cases = []
     paddings = ["VALID", "SAME", "FULL", 2, (1, 2), ((3, 0), (0, 2))]
-    for padding, mode in itertools.product(paddings, ["zeros", "reflect", "replicate", "circular"]):
-        cases.append((f"padding={padding!r} mode={mode}", dict(padding=padding, padding_mode=mode)))
+    modes = ["zeros", "reflect", "replicate", "circular"]
+    # Each padding with two modes, each mode with two or more paddings (the whole product cost a minute of compiles).
+    for i, padding in enumerate(paddings):
+        for mode in (modes[i % 4], modes[(i + 1) % 4]):
+            cases.append((f"padding={padding!r} mode={mode}", dict(padding=padding, padding_mode=mode)))
     for stride, dilation, mode in [
         (2, 1, "zeros"),
         (3, 1, "circular"),

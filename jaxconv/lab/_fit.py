@@ -284,7 +284,7 @@ def fit(
       >>> result = jaxconv.fit(task, steps=150, batch_size=8, steps_per_dispatch=150, eval_images=50)
       >>> result.params["kernel"].shape, len(result.history), result.metrics["f1"]
       ((2, 3, 1, 1), 150, 1.0)
-      >>> result = jaxconv.fit(task, eval_images=50)
+      >>> result = jaxconv.fit(task, batch_size=8, eval_images=50)
       >>> result.validation["errors"], len(result.history) % 50, result.metrics["f1"]
       (0, 0, 1.0)
     """
