@@ -61,6 +61,7 @@ def _gloo_available() -> bool:
     return hasattr(_jax, "make_gloo_tcp_collectives")
 
 
+@pytest.mark.slow  # three CLI runs, a minute; the lost-peer and signal tests run two processes over gloo in the suite
 @pytest.mark.skipif(not _gloo_available(), reason="this jaxlib has no gloo CPU collectives")
 def test_two_processes_equal_one(tmp_path):
     address = f"127.0.0.1:{_free_port()}"
