@@ -5,12 +5,14 @@ JAX's own autodiff of lax's convolution — first and second order, forward and 
 in half precision — and the gradient is checked to contain no scatter (the slow path it replaces).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from reference import enable_x64
+from reference import enable_x64, lax_conv2d
 
 import jaxconv
 
@@ -233,20 +235,6 @@ def test_phases_split_the_taps():
             assert all((a * dilation - r) % stride == 0 for a in range(kernel)[p.taps][: p.reaching])
 
 
-def _lax_padded(padding, dilation):
-    """lax's convolution of an explicitly padded input: its autodiff is right for any padding
-    (the window's own padding is not, beyond the kernel's reach on CPU)."""
-
-    def conv(x, k):
-        xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)])
-        return lax.conv_general_dilated(xp, k, (1, 1), "VALID", rhs_dilation=dilation, dimension_numbers=DN)
-
-    return conv
-
-
-DN = ("NHWC", "HWIO", "NHWC")
-
-
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("seed", range(2))
 def test_xla_on_all_threads_matches_lax(monkeypatch, threads, seed):
@@ -268,7 +256,9 @@ def test_xla_on_all_threads_matches_lax(monkeypatch, threads, seed):
     x = jnp.asarray(rng.standard_normal((int(rng.integers(1, 4)), *hw, c)), jnp.float32)
     k = jnp.asarray(rng.standard_normal((*taps, c, o)), jnp.float32)
     ours = lambda x, k: jaxconv.conv2d(x, k, padding=padding, dilation=dilation, strategy="xla")  # noqa: E731
-    ref = _lax_padded(padding, dilation)
+    # jnp.pad, then lax's valid convolution: its autodiff is right for any padding (the window's own is not on CPU,
+    # beyond the kernel's reach)
+    ref = functools.partial(lax_conv2d, dilation=dilation, pads=padding)
     case = f"taps {taps} dilation {dilation} padding {padding} x {x.shape} o {o}"
     routed = "jaxconv_correlate" in str(jax.make_jaxpr(ours)(x, k))
     assert routed == (threads > 1 and jax.default_backend() == "cpu"), case

@@ -54,6 +54,7 @@ from jaxconv._env import versions
 from jaxconv._files import write_atomic
 from jaxconv.conv._conv import conv2d, resolve_strategy
 from jaxconv.conv._spec import ConvSpec, Pads, make_spec
+from jaxconv.conv._strategies import xla_cpu_threads
 
 JAXCONV_STRATEGIES = ("auto", "window", "shift", "direct", "xla")
 MODES = ("fwd", "fwd_bwd")
@@ -467,14 +468,12 @@ def environment(torch_threads: int | None, torch_dev: str | None) -> dict[str, A
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     env: dict[str, Any] = {
         "backend": jax.default_backend(),
         "device": f"{dev.platform}: {dev.device_kind}",
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
-        # XLA:CPU runs one intra-op thread per core the process may run on (taskset sets it).
-        "xla_cpu_threads": affinity,
+        "xla_cpu_threads": xla_cpu_threads(),
         "torch_threads": torch_threads,
         "torch_device": torch_dev,
         **versions(),
@@ -719,8 +718,7 @@ def _torch_setup(no_torch: bool) -> tuple[bool, int | None, str | None]:
     if device is None:
         print("torch has no CUDA here: the torch column is skipped")
         return False, None, None
-    # XLA:CPU runs one intra-op thread per core available to the process; give torch the same number.
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    torch.set_num_threads(xla_cpu_threads())
     return True, torch.get_num_threads(), device
 
 
