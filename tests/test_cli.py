@@ -106,3 +106,29 @@ def test_gaussian_auto_says_it_decayed_and_calibrated(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "trained steps 1-1000 (auto: learning rate decayed to 0; threshold calibrated" in printed
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["decay_steps"] == 1000
+
+
+def test_train_keeps_its_compiled_programs_in_the_user_cache(tmp_path):
+    # the suite's own cache (JAX_COMPILATION_CACHE_DIR, set by conftest) is taken out of the child's environment,
+    # so the child uses the CLI's default: the user's cache folder, here under a temporary XDG_CACHE_HOME
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT"))}
+    argv = [sys.executable, "-m", "jaxconv", *QUICK, "--steps", "2", "--eval-images", "4"]
+
+    def train(run: str, **extra: str) -> str:
+        done = subprocess.run([*argv, "--out", str(tmp_path / run)], env={**env, **extra}, capture_output=True,
+                              text=True, timeout=300, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def entries(home: str) -> set[str]:
+        folder = tmp_path / home / "jaxconv" / "jax"
+        return {p.name for p in folder.iterdir()} if folder.exists() else set()
+
+    printed = train("first", XDG_CACHE_HOME=str(tmp_path / "home"))
+    assert "s compiling; steady state" in printed
+    first = entries("home")
+    assert len(first) >= 3  # the training step, the evaluation and the matched filter's scoring, at least
+    train("second", XDG_CACHE_HOME=str(tmp_path / "home"))
+    assert entries("home") == first  # every program of the second run was read from the cache
+    train("off", XDG_CACHE_HOME=str(tmp_path / "off"), JAXCONV_NO_COMPILE_CACHE="1")
+    assert entries("off") == set()
