@@ -51,10 +51,11 @@ def conv_general_dilated(
     Exactly lax's: the signature, the rejections of lax's shape rules (its messages, at trace time), the result's
     shape and dtype, its values (up to rounding) and its derivatives (``grad``, ``jvp``, ``vmap`` over either
     operand), for every dtype lax takes (``preferred_element_type`` included), under
-    ``jax.numpy_dtype_promotion("strict")``, and with size-0 dims anywhere (zeros of lax's shape, zero derivatives).
-    jaxconv's own, on purpose: the gradients with padding beyond the kernel's reach or with input dilation, right
-    here and wrong from XLA:CPU (openxla/xla #48713, #48715); float32 accumulation of half-precision operands; and
-    the rounding of a strategy that sums in another order than XLA.
+    ``jax.numpy_dtype_promotion("strict")``, and with size-0 dims wherever lax takes them (zeros of lax's shape, zero
+    derivatives). jaxconv's own, on purpose: the gradients with padding beyond the kernel's reach or with input
+    dilation, right here and wrong from XLA:CPU (openxla/xla #48713, #48715); float32 accumulation of half-precision
+    operands; the rounding of a strategy that sums in another order than XLA; and a kernel empty in a spatial dim is
+    refused at trace time with jaxconv's message (lax's fails when lowering).
 
     Args:
       lhs: the input, rank ``S + 2`` for ``S`` in 0, 1, 2, 3.
