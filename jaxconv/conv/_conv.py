@@ -105,6 +105,19 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
     return "xla"
 
 
+def _upcast_dtype(dtype: Any, preferred: Any) -> Any:
+    """The dtype a floating convolution of ``dtype`` operands with a floating ``preferred_element_type`` runs in: the
+    standard promotion of the two (``preferred`` if it holds every ``dtype`` value; float16 with bfloat16: float32),
+    asked for explicitly, so that it holds under ``jax.numpy_dtype_promotion("strict")`` too.
+
+    Examples:
+      >>> _upcast_dtype(jnp.bfloat16, jnp.float32), _upcast_dtype(jnp.float16, jnp.bfloat16)
+      (dtype('float32'), dtype('float32'))
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.promote_types(dtype, preferred)
+
+
 @functools.partial(jax.jit, static_argnames=("spec", "out_dtype"))
 def _conv_nhwc(
     x: jax.Array, kernel: jax.Array, bias: jax.Array | None, spec: ConvSpec, out_dtype: Any = None
@@ -116,7 +129,7 @@ def _conv_nhwc(
         out = lax_conv(pad_image(x, spec), kernel, spec, preferred=out_dtype)
     else:
         if out_dtype is not None:
-            wide = jnp.promote_types(x.dtype, out_dtype)
+            wide = _upcast_dtype(x.dtype, out_dtype)
             x, kernel = x.astype(wide), kernel.astype(wide)
         strategy = resolve_strategy(spec)
         if strategy == "xla":

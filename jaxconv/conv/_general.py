@@ -1,7 +1,7 @@
 """``conv_general_dilated``: a drop-in for ``lax.conv_general_dilated`` that runs jaxconv's convolution.
 
 Same signature, same semantics, same result shape and dtype — checked against lax itself at trace time with
-``jax.eval_shape``, so every call lax rejects is rejected with lax's own message — for any dimension numbers, 1-3
+``jax.eval_shape``, so every call lax rejects is rejected with lax's own message — for any dimension numbers, 0-3
 spatial dims, every padding form and input (lhs) dilation. Flax's ``nnx.Conv(..., conv_general_dilated=...)`` and
 linen's ``Conv(..., conv_general_dilated_cls=...)`` hooks take it as is.
 """
@@ -43,19 +43,28 @@ def conv_general_dilated(
     What runs: floating operands with ``batch_group_count == 1`` (and no ``out_sharding``) go to jaxconv's N-d
     convolution (:func:`jaxconv.conv2d`'s ``"auto"`` strategy; its own derivative rules). Input dilation becomes
     zeros between the input's elements, and negative padding crops the input by a slice — neither is ever handed
-    to XLA as a convolution's negative or interior padding, so the gradients are right also for paddings beyond
-    the kernel's reach, where XLA:CPU's are not (openxla/xla #48713, #48715). Everything else — integer or complex
-    operands, ``batch_group_count > 1``, a non-``None`` ``out_sharding`` or other keyword — is lax's own
-    convolution, after the same dilation and cropping, with ``"VALID"`` padding.
+    to XLA as a convolution's negative or interior padding. Everything else — integer or complex operands,
+    ``batch_group_count > 1``, a non-``None`` ``out_sharding`` or other keyword — is lax's own convolution, after the
+    same dilation and cropping, with ``"VALID"`` padding. No spatial dims (``window_strides=()``, dimension numbers
+    such as ``("NC", "IO", "NC")``: a matrix product per group) is computed as one spatial dim of size 1.
+
+    Exactly lax's: the signature, the rejections of lax's shape rules (its messages, at trace time), the result's
+    shape and dtype, its values (up to rounding) and its derivatives (``grad``, ``jvp``, ``vmap`` over either
+    operand), for every dtype lax takes (``preferred_element_type`` included), under
+    ``jax.numpy_dtype_promotion("strict")``, and with size-0 dims wherever lax takes them (zeros of lax's shape, zero
+    derivatives). jaxconv's own, on purpose: the gradients with padding beyond the kernel's reach or with input
+    dilation, right here and wrong from XLA:CPU (openxla/xla #48713, #48715); float32 accumulation of half-precision
+    operands; the rounding of a strategy that sums in another order than XLA; and a kernel empty in a spatial dim is
+    refused at trace time with jaxconv's message (lax's fails when lowering).
 
     Args:
-      lhs: the input, rank ``S + 2`` for ``S`` in 1, 2, 3.
+      lhs: the input, rank ``S + 2`` for ``S`` in 0, 1, 2, 3.
       rhs: the kernel, rank ``S + 2``.
-      window_strides: ``S`` ints ``>= 1``.
+      window_strides: ``S`` ints ``>= 1`` (``()`` for ``S = 0``).
       padding: ``"VALID"``, ``"SAME"``, ``"SAME_LOWER"`` or ``S`` pairs ``(low, high)`` of ints (negative crops).
       lhs_dilation: ``None`` or ``S`` ints (a transposed convolution).
       rhs_dilation: ``None`` or ``S`` ints (atrous).
-      dimension_numbers: ``None`` (``("NCHW", "OIHW", "NCHW")`` and likewise in 1-D/3-D), three layout strings
+      dimension_numbers: ``None`` (``("NCHW", "OIHW", "NCHW")`` and likewise in 0-D/1-D/3-D), three layout strings
         such as ``("NHWC", "HWIO", "NHWC")``, or a ``lax.ConvDimensionNumbers``.
       feature_group_count: feature groups.
       batch_group_count: batch groups (lax's own).
@@ -79,6 +88,9 @@ def conv_general_dilated(
       >>> out = jaxconv.conv_general_dilated(x, k, (2, 1), ((-1, 2), (1, 1)))
       >>> out.shape, bool(jnp.allclose(out, lax.conv_general_dilated(x, k, (2, 1), ((-1, 2), (1, 1)))))
       ((2, 4, 4, 8), True)
+      >>> jaxconv.conv_general_dilated(jnp.ones((2, 3)), jnp.ones((3, 4)), (), "VALID", None, None, ("NC", "IO", "NC"))
+      Array([[3., 3., 3., 3.],
+             [3., 3., 3., 3.]], dtype=float32)
     """
     options = dict(
         window_strides=window_strides,
@@ -97,6 +109,10 @@ def conv_general_dilated(
     expected = jax.eval_shape(functools.partial(lax.conv_general_dilated, **options), lhs, rhs)
     dims = lhs.ndim - 2
     lhs_spec, rhs_spec, out_spec = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    if dims == 0:  # a matrix product per group: the same as one spatial dim of size 1, appended to both operands
+        options.update(window_strides=(1,), padding="VALID", lhs_dilation=None, rhs_dilation=None)
+        options["dimension_numbers"] = lax.ConvDimensionNumbers((*lhs_spec, 2), (*rhs_spec, 2), (*out_spec, 2))
+        return conv_general_dilated(lhs[..., None], rhs[..., None], **options)[..., 0]
     lhs_dilation = (1,) * dims if lhs_dilation is None else tuple(int(d) for d in lhs_dilation)
     rhs_dilation = (1,) * dims if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)
     if isinstance(padding, str):

@@ -88,8 +88,12 @@ def correlate(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
       spec: the static description.
 
     Returns:
-      ``[N, *out, O]`` (e.g. ``[N, Ho, Wo, O]``) in ``x``'s dtype.
+      ``[N, *out, O]`` (e.g. ``[N, Ho, Wo, O]``) in ``x``'s dtype; zeros where the result is empty or nothing is
+      summed (no input channels, e.g. a kernel batch of size 0 under ``vmap``, which becomes zero feature groups) —
+      lax's values, and constant, so their derivatives are lax's zeros too.
     """
+    if 0 in spec.out_shape or 0 in spec.kernel_shape:
+        return jnp.zeros(spec.out_shape, x.dtype)
     if any(_varies_over_manual_axes(v) for v in (x, kernel)):
         # Inside shard_map, values that vary over a manual mesh axis carry that in their type, which the
         # primitive's rules do not track: use the same computation with JAX's own autodiff there (for "xla",
