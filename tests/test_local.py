@@ -284,7 +284,7 @@ K = np.zeros((4, 4, 3, 3, 3, 5), np.float32)  # VALID 3x3 on 6x6: 4x4 output pos
 CASES = [
     ("x_rank5", np.zeros((1, 2, 6, 6, 3), np.float32), K, {}, ValueError, "x"),
     ("kernel_rank4", X, np.zeros((3, 3, 3, 5), np.float32), {}, ValueError, "kernel"),
-    ("kernel_rank4_for_plain_x_wrong", np.zeros((6, 6), np.float32), K, {}, ValueError, "kernel"),
+    ("kernel_rank6_for_plain_x", np.zeros((6, 6), np.float32), K, {}, ValueError, "kernel"),
     ("kernel_positions_not_output", X, np.zeros((6, 6, 3, 3, 3, 5), np.float32), {}, ValueError, "kernel"),
     ("kernel_positions_with_stride", X, K, {"stride": 2}, ValueError, "kernel"),
     ("channel_mismatch", X, np.zeros((4, 4, 3, 3, 2, 5), np.float32), {}, ValueError, "kernel"),
