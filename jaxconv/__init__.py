@@ -14,9 +14,13 @@ from jaxconv.conv import conv1d as conv1d
 from jaxconv.conv import conv2d as conv2d
 from jaxconv.conv import conv3d as conv3d
 from jaxconv.conv import conv_general_dilated as conv_general_dilated
+from jaxconv.conv import conv_general_dilated_local as conv_general_dilated_local
 from jaxconv.conv import conv_transpose1d as conv_transpose1d
 from jaxconv.conv import conv_transpose2d as conv_transpose2d
 from jaxconv.conv import conv_transpose3d as conv_transpose3d
+from jaxconv.conv import local_conv1d as local_conv1d
+from jaxconv.conv import local_conv2d as local_conv2d
+from jaxconv.conv import local_conv3d as local_conv3d
 from jaxconv.conv import spatial_conv2d as spatial_conv2d
 
 if TYPE_CHECKING:
@@ -80,6 +84,10 @@ __all__ = [
     "conv_transpose2d",
     "conv_transpose3d",
     "conv_general_dilated",
+    "local_conv1d",
+    "local_conv2d",
+    "local_conv3d",
+    "conv_general_dilated_local",
     "spatial_conv2d",
     *_LAB_NAMES,
 ]

@@ -7,6 +7,10 @@ from jaxconv.conv._conv import conv1d as conv1d
 from jaxconv.conv._conv import conv2d as conv2d
 from jaxconv.conv._conv import conv3d as conv3d
 from jaxconv.conv._general import conv_general_dilated as conv_general_dilated
+from jaxconv.conv._local import conv_general_dilated_local as conv_general_dilated_local
+from jaxconv.conv._local import local_conv1d as local_conv1d
+from jaxconv.conv._local import local_conv2d as local_conv2d
+from jaxconv.conv._local import local_conv3d as local_conv3d
 from jaxconv.conv._spatial import spatial_conv2d as spatial_conv2d
 from jaxconv.conv._spec import Layout as Layout
 from jaxconv.conv._spec import PaddingMode as PaddingMode
