@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -70,6 +71,8 @@ KILL_GRACE_S = 15.0
 """Seconds past the per-test limit (or the deadline) before a pytest that has not moved on is killed."""
 MAX_ATTEMPTS = 5
 """pytest starts at most (each after a kill, on the tests not yet run)."""
+PROGRESS_EVERY_S = 30.0
+"""Seconds between the progress lines printed while the tests run."""
 LOG_TAIL = 20_000
 """Characters of a pytest log kept as the message of a test that was killed or crashed (the log is kept whole)."""
 
@@ -252,10 +255,17 @@ def _watch(
 ) -> tuple[str | None, list[str]]:
     """Waits for pytest, killing it (its whole process group) when a test runs past ``limit + grace`` or the run past
     ``deadline + grace``; returns ``(why it was killed or None, the tests it was killed on)``."""
+    shown = time.time()
     while proc.poll() is None:
         time.sleep(0.25)
         events.poll()
         now = time.time()
+        if now - shown >= PROGRESS_EVERY_S:
+            shown = now
+            done = sum(map(events.finished, events.started))
+            print(
+                f"  tests: {done} finished, {len(events.in_flight())} running, {deadline - now:.0f} s left", flush=True
+            )
         running = events.in_flight()
         hung = [i for i, t in running.items() if now - t > limit + grace]
         why = "timed_out" if hung else ("interrupted" if now > deadline + grace else None)
@@ -405,24 +415,29 @@ def device_info(env: dict[str, str]) -> dict[str, Any]:
         for d in importlib.metadata.distributions()
         if re.match(r"(jax[-_]cuda|nvidia[-_])", d.metadata["Name"] or "", re.I)
     }
-    done = subprocess.run([sys.executable, "-c", _DEVICE_INFO], capture_output=True, text=True, env=env, timeout=300)
-    if done.returncode == 0:
-        info.update(json.loads(done.stdout.strip().splitlines()[-1]))
-    else:
-        info["error"] = done.stdout + done.stderr
-    if shutil.which("nvidia-smi"):
-        query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
-        smi = subprocess.run(query, capture_output=True, text=True, timeout=60)
-        info["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
-        header = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=60).stdout
-        found = re.search(r"CUDA Version:\s*([\d.]+)", header)
-        info["driver_cuda"] = found.group(1) if found else None
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _DEVICE_INFO], capture_output=True, text=True, env=env, timeout=120
+        )
+        if done.returncode == 0:
+            info.update(json.loads(done.stdout.strip().splitlines()[-1]))
+        else:
+            info["error"] = done.stdout + done.stderr
+        if shutil.which("nvidia-smi"):
+            query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
+            smi = subprocess.run(query, capture_output=True, text=True, timeout=30)
+            info["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
+            header = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+            found = re.search(r"CUDA Version:\s*([\d.]+)", header)
+            info["driver_cuda"] = found.group(1) if found else None
+    except subprocess.TimeoutExpired as err:
+        info["error"] = f"{' '.join(err.cmd[:2])}: no answer in {err.timeout:.0f} s"
     return info
 
 
 def run_train(folder: Path, *, extra: Sequence[str], timeout_s: float, env: dict[str, str]) -> dict[str, Any]:
     """``jaxconv train`` (its defaults, and ``extra``) into ``folder``: status, F1, steps, wall time."""
-    command = [sys.executable, "-m", "jaxconv", "train", "--out", str(folder), "--no-progress", *extra]
+    command = [sys.executable, "-m", "jaxconv", "train", "--out", folder.name, "--no-progress", *extra]
     result: dict[str, Any] = {"command": ["jaxconv", *command[3:]]}
     start = time.perf_counter()
     try:
@@ -453,7 +468,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """``jaxconv bench --grid GRID`` into ``folder``: status, validity, floors passed, and where its JSON is."""
     command = [sys.executable, "-m", "jaxconv", "bench", "--grid", grid, "--strategies", strategies, "--out"]
-    command += [str(folder), *extra]
+    command += [folder.name, *extra]
     result: dict[str, Any] = {"command": ["jaxconv", *command[3:]]}
     start = time.perf_counter()
     try:
@@ -504,8 +519,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="results folder ($OUT if set, else runs/accel-<time>)")
     parser.add_argument("--dry-run", action="store_true", help="on the CPU, tiny: a few test files, train, bench")
     parser.add_argument("--budget", type=float, default=None, help="seconds for the whole check (480; dry run 110)")
-    parser.add_argument("--train-reserve", type=float, default=None, help="seconds kept for train (60; dry 25)")
-    parser.add_argument("--bench-reserve", type=float, default=None, help="seconds kept for the bench (200; dry 30)")
+    parser.add_argument("--train-reserve", type=float, default=None, help="seconds kept for train (60; dry 30)")
+    parser.add_argument("--bench-reserve", type=float, default=None, help="seconds kept for the bench (200; dry 40)")
     parser.add_argument("--test-limit", type=float, default=None, help="seconds one test may run (120; dry 60)")
     parser.add_argument("--workers", type=int, default=None, help="pytest-xdist workers (CPUs/2, at most 8; dry 2)")
     parser.add_argument("--tests", nargs="+", default=None, metavar="PATH", help="test paths (the suite)")
@@ -517,13 +532,16 @@ def _defaults(args: argparse.Namespace) -> None:
     dry = args.dry_run
     for name, full, tiny in (
         ("budget", 480.0, 110.0),
-        ("train_reserve", 60.0, 25.0),
-        ("bench_reserve", 200.0, 30.0),
+        ("train_reserve", 60.0, 30.0),
+        ("bench_reserve", 200.0, 40.0),
         ("test_limit", 120.0, 60.0),
         ("workers", max(1, min(8, (os.cpu_count() or 2) // 2)), 2),
     ):
         if getattr(args, name) is None:
             setattr(args, name, tiny if dry else full)
+    if importlib.util.find_spec("xdist") is None and args.workers > 1:
+        print("pytest-xdist is not installed (the [dev] extra): the tests run in one process")
+        args.workers = 1
     if args.tests is None:
         args.tests = list(DRY_RUN_TESTS) if dry else []
     if args.out is None:
@@ -535,9 +553,13 @@ def _defaults(args: argparse.Namespace) -> None:
 
 
 def _save(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Writes the results atomically, the checkout's and the results folder's paths made relative (commitable)."""
     from jaxconv.evidence import write_json
 
-    write_json(str(args.out / RESULTS_NAME), results)
+    text = json.dumps(results)
+    for folder in (args.out, ROOT):
+        text = text.replace(json.dumps(str(folder) + os.sep)[1:-1], "")
+    write_json(str(args.out / RESULTS_NAME), json.loads(text))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -579,8 +601,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.tests, args.out / "tests", budget_s=budget, test_limit_s=args.test_limit, workers=args.workers,
             env=env,
         )  # fmt: skip
-        counts = results["tests"]["counts"]
-        print(f"tests: {counts}; failures in {RESULTS_NAME}", flush=True)
+        for failure in results["tests"]["failures"]:
+            print(f"  {failure['outcome']}: {failure['id']}")
+        print(f"tests: {results['tests']['counts']}; every failure's message in {RESULTS_NAME}", flush=True)
         _save(args, results)
     if "train" not in args.skip:
         timeout = max(left() - args.bench_reserve * ("bench" not in args.skip), args.train_reserve)

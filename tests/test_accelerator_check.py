@@ -137,7 +137,9 @@ def test_dry_run(tmp_path):
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    results = json.loads((tmp_path / check.RESULTS_NAME).read_text())
+    text = (tmp_path / check.RESULTS_NAME).read_text()
+    assert str(tmp_path) not in text and ROOT not in text  # paths relative: the JSON can be committed
+    results = json.loads(text)
     tests = results["tests"]
     assert tests["counts"]["failed"] == 0 and tests["counts"]["passed"] == tests["total"] > 10
     assert list(tests["tiers"]) == ["conv", "lab", "rest"]  # run in priority order, given in reverse
