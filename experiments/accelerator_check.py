@@ -244,7 +244,18 @@ def _tail(path: Path) -> str:
 def _pytest_command(
     paths: Sequence[str], folder: Path, deadline: float, limit: float, grace: float, workers: int
 ) -> list[str]:
-    command = [sys.executable, "-m", "pytest", "-p", "accelerator_check", *paths, "-q", "--tb=long", "-rN"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "accelerator_check",
+        *paths,
+        "-q",
+        "--tb=long",
+        "-rN",
+        "--capture=tee-sys",
+    ]
     command += ["--continue-on-collection-errors", "-o", f"faulthandler_timeout={limit + grace / 2:g}"]
     command += ["--check-events", str(folder), "--check-deadline", repr(deadline), "--check-test-limit", f"{limit:g}"]
     return command + (["-n", str(workers), "--dist", "load"] if workers > 1 else [])
@@ -333,10 +344,10 @@ def run_tests(
             break
     result = verdict(events, dead, budget_s=budget_s)
     result.update(attempts=attempts, workers=workers, test_limit_s=test_limit_s, wall_s=round(time.time() - start, 1))
-    if not events.order:
-        result["failures"].append(
-            {"id": "pytest", "tier": "rest", "outcome": "crashed", "message": _tail(folder / attempts[-1]["log"])}
-        )
+    if not attempts[-1]["killed"] and (selection or not events.order):  # pytest itself broke (a bad option, ...)
+        why = f"pytest exited with status {attempts[-1]['returncode']}, {len(selection)} tests not run; its log's end"
+        message = f"{why}:\n{_tail(folder / attempts[-1]['log'])}"
+        result["failures"].append({"id": "pytest", "tier": "rest", "outcome": "crashed", "message": message})
         result["counts"]["failed"] += 1
     return result
 

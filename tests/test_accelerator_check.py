@@ -96,6 +96,36 @@ def test_whole_messages_per_test_limit_and_a_kill_then_the_rest(tmp_path):
     assert [a["killed"] for a in result["attempts"]] == ["timed_out", None]  # killed, then the rest ran
 
 
+def test_a_test_that_takes_its_pytest_down_is_a_failure_and_the_rest_run(tmp_path):
+    suite = _suite(tmp_path, """
+        import os
+
+        def test_before():
+            pass
+
+        def test_dies():
+            print("last words", flush=True)
+            os._exit(3)  # as a segfault in compiled code would
+
+        def test_after():
+            pass
+    """)  # fmt: skip
+    result = check.run_tests(["test_suite.py"], tmp_path / "out", budget_s=120, test_limit_s=60, cwd=suite)
+    assert result["counts"] == {"passed": 2, "failed": 1, "skipped": 0, "not_reached": 0}
+    (died,) = result["failures"]
+    assert died["id"] == "test_suite.py::test_dies" and died["outcome"] == "crashed"
+    assert "last words" in died["message"]
+    assert [a["returncode"] for a in result["attempts"]] == [3, 0]
+
+
+def test_a_pytest_that_cannot_run_is_a_failure(tmp_path):
+    suite = _suite(tmp_path, "def test_never(:\n    pass\n")
+    result = check.run_tests(["test_suite.py", "--no-such-option"], tmp_path / "out", budget_s=60, test_limit_s=60,
+                             cwd=suite)  # fmt: skip
+    (broke,) = result["failures"]
+    assert broke["id"] == "pytest" and "--no-such-option" in broke["message"] and result["total"] == 0
+
+
 BUDGET = """
     import time
 
