@@ -446,23 +446,36 @@ def device_info(env: dict[str, str]) -> dict[str, Any]:
     return info
 
 
-def run_train(folder: Path, *, extra: Sequence[str], timeout_s: float, env: dict[str, str]) -> dict[str, Any]:
-    """``jaxconv train`` (its defaults, and ``extra``) into ``folder``: status, F1, steps, wall time."""
-    command = [sys.executable, "-m", "jaxconv", "train", "--out", folder.name, "--no-progress", *extra]
+def _jaxconv(args: Sequence[str], folder: Path, *, timeout_s: float, env: dict[str, str]) -> dict[str, Any]:
+    """Runs ``jaxconv ARGS --out FOLDER`` from ``folder``'s parent; returns its ``command``, ``status`` (``"ok"``:
+    exit status 0, ``"failed"``, or ``"timed out after N s"``), ``wall_s``, ``returncode`` and ``output``."""
+    command = [sys.executable, "-m", "jaxconv", *args, "--out", folder.name]
     result: dict[str, Any] = {"command": ["jaxconv", *command[3:]]}
     start = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=folder.parent)
     except subprocess.TimeoutExpired as err:
-        output = (err.stdout or b"").decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        output = "".join(o.decode() if isinstance(o, bytes) else o for o in (err.stdout, err.stderr) if o)
         return {**result, "status": f"timed out after {timeout_s:.0f} s", "output": output}
-    result.update(wall_s=round(time.perf_counter() - start, 2), returncode=done.returncode)
-    result["output"] = done.stdout + done.stderr
-    if done.returncode != 0 or not (folder / "metrics.json").exists():
-        return {**result, "status": "failed"}
+    status = "ok" if done.returncode == 0 else "failed"
+    wall = round(time.perf_counter() - start, 2)
+    return {
+        **result,
+        "status": status,
+        "wall_s": wall,
+        "returncode": done.returncode,
+        "output": done.stdout + done.stderr,
+    }
+
+
+def run_train(folder: Path, *, extra: Sequence[str], timeout_s: float, env: dict[str, str]) -> dict[str, Any]:
+    """``jaxconv train`` (its defaults, and ``extra``) into ``folder``: status, F1, steps, wall time."""
+    result = _jaxconv(["train", "--no-progress", *extra], folder, timeout_s=timeout_s, env=env)
+    if result["status"] != "ok":
+        return result
     metrics = json.loads((folder / "metrics.json").read_text())
     steps = len((folder / "history.jsonl").read_text().splitlines())
-    result.update(status="ok", f1=metrics["f1"], steps=steps, matched_filter_f1=metrics["matched_filter"]["f1"])
+    result.update(f1=metrics["f1"], steps=steps, matched_filter_f1=metrics["matched_filter"]["f1"])
     result["train_s"] = metrics["timing"]["wall_s"]
     return result
 
@@ -478,22 +491,13 @@ def run_bench(
     folder: Path, grid: str, strategies: str, *, extra: Sequence[str], timeout_s: float, env: dict[str, str]
 ) -> dict[str, Any]:
     """``jaxconv bench --grid GRID`` into ``folder``: status, validity, floors passed, and where its JSON is."""
-    command = [sys.executable, "-m", "jaxconv", "bench", "--grid", grid, "--strategies", strategies, "--out"]
-    command += [folder.name, *extra]
-    result: dict[str, Any] = {"command": ["jaxconv", *command[3:]]}
-    start = time.perf_counter()
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=folder.parent)
-    except subprocess.TimeoutExpired as err:
-        output = (err.stdout or b"").decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
-        return {**result, "status": f"timed out after {timeout_s:.0f} s", "output": output}
-    result.update(wall_s=round(time.perf_counter() - start, 1), returncode=done.returncode)
-    result["output"] = done.stdout + done.stderr
-    if done.returncode != 0 or not (folder / "bench.json").exists():
-        return {**result, "status": "failed"}
+    args = ["bench", "--grid", grid, "--strategies", strategies, *extra]
+    result = _jaxconv(args, folder, timeout_s=timeout_s, env=env)
+    if result["status"] != "ok":
+        return result
     bench = json.loads((folder / "bench.json").read_text())
     floors = bench["floors"]
-    result.update(status="ok", validity=bench["validity"], rounds=bench["rounds"], json=f"{folder.name}/bench.json")
+    result.update(validity=bench["validity"], rounds=bench["rounds"], json=f"{folder.name}/bench.json")
     result["floors_passed"] = f"{sum(f['pass'] for f in floors)}/{len(floors)}"
     return result
 
