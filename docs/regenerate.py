@@ -45,7 +45,8 @@ EXPERIMENTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "gaussian_snr": ([], {}),
     "pattern_sweep": ([], {}),
 }  # fmt: skip
-"""Every script in ``experiments/`` but ``benchmark.py`` (``jaxconv bench``; BENCHMARKS.md says how to run it)."""
+"""Every script in ``experiments/`` but ``benchmark.py`` (``jaxconv bench``; BENCHMARKS.md says how to run it) and
+``accelerator_check.py`` (the check on a GPU; docs/gpu.md)."""
 
 OUT_IS_A_FILE = {"remedies": "results.json", "gaussian_remedies": "results.json"}
 """Experiments whose ``--out`` names their JSON file rather than a folder."""

@@ -9,15 +9,20 @@ import tempfile
 # XLA on the program, the flags and the versions. A user's own settings win.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxconv-tests-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# On GPUs float32 dots and convolutions default to TF32 (a 10-bit mantissa, errors near 1e-3): the suite compares
+# against float64 references, so it asks for full float32 — through the environment, so that every subprocess a
+# test starts (the CLI runs test_checkpoint compares bit for bit with one run in this process) computes alike.
+# `precision=` tests set their own (tests/reference.py's `contraction_rtol` says what each precision may lose).
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+# The xdist workers and the subprocesses tests start share one GPU: each allocates what it needs, not 75% up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402
 import pytest
 from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
-# On GPUs float32 dots and convolutions default to TF32 (a 10-bit mantissa, errors near 1e-3): the suite compares
-# against float64 references, so it asks for full float32. `precision=` tests set their own.
-jax.config.update("jax_default_matmul_precision", "highest")
+jax.config.update("jax_default_matmul_precision", os.environ["JAX_DEFAULT_MATMUL_PRECISION"])  # if JAX loaded first
 
 # Each new shape is a compile, so examples are few and slow, and their timing erratic: no deadline. CI's
 # profile is derandomized (the same examples every run); `HYPOTHESIS_PROFILE=long` (or pytest's

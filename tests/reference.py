@@ -15,6 +15,26 @@ def enable_x64():
     return legacy_enable_x64()
 
 
+CONTRACTION_RTOL = {"float32": 1e-6, "bfloat16_3x": 1e-5, "tensorfloat32": 3e-3, "bfloat16": 2e-2}
+"""The relative error (Frobenius norm of the error over the reference's) the suite allows a float32 dot or
+convolution computed in each arithmetic: float32 keeps 23 mantissa bits, TF32 10, bfloat16 7 (three passes ~16)."""
+
+ARITHMETIC = {("gpu", "default"): "tensorfloat32", ("gpu", "high"): "tensorfloat32", ("tpu", "default"): "bfloat16",
+              ("tpu", "high"): "bfloat16_3x"}  # fmt: skip
+"""XLA's arithmetic for a float32 contraction at a precision on a backend, where it is not float32 (a CPU: never)."""
+
+
+def contraction_rtol(precision=None):
+    """:data:`CONTRACTION_RTOL` of the arithmetic a float32 contraction at ``precision`` runs in on the default
+    backend (``None``: ``jax_default_matmul_precision``, which tests/conftest.py sets to ``"highest"``)."""
+    name = jax.config.jax_default_matmul_precision if precision is None else precision
+    name = str(getattr(name, "name", name) or "default").lower()  # a lax.Precision, its name, or unset
+    backend = jax.default_backend()
+    if name in CONTRACTION_RTOL:  # an arithmetic named outright, e.g. "tensorfloat32"
+        return CONTRACTION_RTOL["float32" if backend == "cpu" else name]
+    return CONTRACTION_RTOL[ARITHMETIC.get((backend, name), "float32")]
+
+
 NUMPY_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import enable_x64, numpy_conv2d
+from reference import CONTRACTION_RTOL, contraction_rtol, enable_x64, numpy_conv2d
 
 import jaxconv
 from jaxconv.conv._conv import _conv_nhwc
@@ -130,8 +130,21 @@ def test_inside_lax_scan(strategy):
 def test_precision_passes_through(precision):
     x, kernel = operands(seed=6)
     out = jaxconv.conv2d(x, kernel, precision=precision, strategy="shift")
-    # Explicit DEFAULT is TF32 on GPUs (relative error ~1e-3); everything else here is full float32.
-    tf32 = precision == jax.lax.Precision.DEFAULT and jax.default_backend() == "gpu"
+    # Explicit DEFAULT is TF32 on GPUs (relative error ~1e-3); None is the suite's "highest".
     expected = numpy_conv2d(x, kernel)
     error = np.linalg.norm(np.asarray(out) - expected) / np.linalg.norm(expected)
-    assert error < (3e-3 if tf32 else 1e-6), error
+    assert error < contraction_rtol(precision), error
+
+
+@pytest.mark.parametrize(("arithmetic", "mantissa_bits"), [("tensorfloat32", 10), ("bfloat16", 7)])
+@pytest.mark.parametrize("seed", [6, 7])
+def test_each_arithmetic_fits_its_tolerance_and_not_float32s(arithmetic, mantissa_bits, seed):
+    """A GPU's TF32 (a TPU's bfloat16) rounds a float32 contraction's operands to 10 (7) mantissa bits and sums in
+    float32: simulated on the CPU, its error fits that arithmetic's tolerance and fails float32's."""
+    x, kernel = operands(seed=seed)
+    rounded = [
+        np.asarray(jax.lax.reduce_precision(a, exponent_bits=8, mantissa_bits=mantissa_bits)) for a in (x, kernel)
+    ]
+    expected = numpy_conv2d(x, kernel)
+    error = np.linalg.norm(numpy_conv2d(*rounded) - expected) / np.linalg.norm(expected)
+    assert CONTRACTION_RTOL["float32"] < error < CONTRACTION_RTOL[arithmetic], error
