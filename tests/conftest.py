@@ -24,17 +24,24 @@ from hypothesis import HealthCheck, settings
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", os.environ["JAX_DEFAULT_MATMUL_PRECISION"])  # if JAX loaded first
 
-# Each new shape is a compile, so examples are few and slow, and their timing erratic: no deadline. CI's
-# profile is derandomized (the same examples every run); `HYPOTHESIS_PROFILE=long` (or pytest's
-# `--hypothesis-profile=long`) runs thousands of fresh ones.
-settings.register_profile(
-    "ci", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True,
-    print_blob=True,
-)  # fmt: skip
+# Each new shape is a compile, so examples are few and slow, and their timing erratic: no deadline. The fast tier's
+# profile draws 10 examples, the slow tier's (`--runslow`, what CI runs) 30; both are derandomized (the same
+# examples every run). `HYPOTHESIS_PROFILE=long` (or pytest's `--hypothesis-profile=long`) runs thousands of
+# fresh ones.
+for _name, _examples in (("fast", 10), ("ci", 30)):
+    settings.register_profile(
+        _name, max_examples=_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+        derandomize=True, print_blob=True,
+    )  # fmt: skip
 settings.register_profile(
     "long", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
 )
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config):
+    if config.getoption("hypothesis_profile", None) is None:  # hypothesis's own option wins
+        tier = "ci" if config.getoption("--runslow") else "fast"
+        settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or tier)
 
 
 def pytest_addoption(parser):

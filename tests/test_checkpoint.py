@@ -151,6 +151,7 @@ def test_debug_nans_flag_raises_at_the_first_nan(nan_when_corner_pixel_is_one, t
     assert main([*args, "--eval-images", "20", "--out", str(tmp_path / "b")]) == 0  # without: skipped, counted
 
 
+@pytest.mark.slow  # two CLI processes
 def test_same_seed_same_result_twice(tmp_path):
     args = ["train", "--steps", "30", "--batch-size", "4", "--image-size", "10", "--eval-images", "20"]
     args += ["--no-progress", "--no-figures"]
@@ -191,6 +192,7 @@ def _arrays(out):
         return {k: f[k] for k in f.files}
 
 
+@pytest.mark.slow  # three CLI processes killed and resumed; test_fit_resume_is_bit_identical resumes in the fast tier
 def test_sigkill_twice_then_resume_is_bit_identical(tmp_path):
     reference = tmp_path / "reference"  # uninterrupted, in this process: also "same seed, two processes"
     assert main([*CLI[3:], "--out", str(reference)]) == 0

@@ -38,6 +38,7 @@ def test_train_writes_its_files(tmp_path, capsys):
     assert "learned" in table and "matched filter" in table
 
 
+@pytest.mark.slow  # a full default run on a 5x5 pattern
 def test_a_typed_binary_pattern_is_learned_perfectly_on_the_defaults(tmp_path, capsys):
     # rows drawn once at random (numpy default_rng(3), 5x5, p = 1/2), not chosen; nothing else changed but the
     # held-out count and the figures, which do not touch training
@@ -108,6 +109,7 @@ def test_gaussian_auto_says_it_decayed_and_calibrated(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["decay_steps"] == 1000
 
 
+@pytest.mark.slow  # three CLI processes compiling without the suite's cache
 def test_train_keeps_its_compiled_programs_in_the_user_cache(tmp_path):
     # the suite's own cache (JAX_COMPILATION_CACHE_DIR, set by conftest) is taken out of the child's environment,
     # so the child uses the CLI's default: the user's cache folder, here under a temporary XDG_CACHE_HOME

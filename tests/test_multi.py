@@ -148,6 +148,7 @@ def test_matched_filters_side_by_side_find_every_binary_occurrence():
     assert np.asarray(m["confusion"]).shape == (3, 4)
 
 
+@pytest.mark.slow  # a K = 3 training run to the end
 def test_learned_kernels_specialise_and_beat_the_per_pattern_matched_filters_on_confusion():
     task = jaxconv.PlantedPatternTask(
         patterns=("hedge", "ring"), image_shape=14, instances=(1, 2), background="gaussian", amplitude=4.0
@@ -249,6 +250,7 @@ def _separated(result):
     assert result.metrics["f1"] == [1.0, 1.0, 1.0], result.metrics
 
 
+@pytest.mark.slow  # a 4-device subprocess and resumes; the fast tier keeps K = 3 sampling, loss and full-batch training
 def test_k3_fit_checkpoints_resumes_and_runs_on_devices():
     result = run_on_cpu_devices([__file__], devices=4)
     assert result.returncode == 0 and "FAIL" not in result.stdout, result.stdout + result.stderr

@@ -139,7 +139,7 @@ def _arrays(out):
         return {k: f[k] for k in f.files}
 
 
-@pytest.mark.slow  # five 2-process launches; the suite keeps test_checkpoint's SIGKILL-and-resume and the tests below
+@pytest.mark.slow  # five 2-process launches; the fast tier keeps the one-process signal test above
 @needs_gloo
 def test_two_processes_killed_three_times_resume_bit_identical(tmp_path, cache):
     steps = ["--steps", str(STEPS)]
@@ -168,6 +168,7 @@ def test_two_processes_killed_three_times_resume_bit_identical(tmp_path, cache):
     print(f"killed at random moments after checkpoints; delays {[round(d, 3) for d in delays]} s; last {last}")
 
 
+@pytest.mark.slow  # two processes over gloo, then a resume
 @needs_gloo
 def test_sigterm_to_one_process_stops_both_then_resume_on_one_process(tmp_path, cache):
     two, other = tmp_path / "two", tmp_path / "other"
@@ -197,6 +198,7 @@ def test_sigterm_to_one_process_stops_both_then_resume_on_one_process(tmp_path, 
         np.testing.assert_allclose(_arrays(two)[key], value, rtol=RTOL, atol=ATOL, err_msg=key)
 
 
+@pytest.mark.slow  # two processes over gloo, one killed
 @needs_gloo
 def test_a_lost_peer_ends_the_others_within_the_peer_timeout(tmp_path, cache):
     out = tmp_path / "run"

@@ -178,6 +178,7 @@ def _child() -> int:
     return 1 if check.failures else 0
 
 
+@pytest.mark.slow  # an 8-device subprocess; the one-device tests below stay in the fast tier
 def test_spatial_conv2d_on_8_devices_equals_conv2d():
     result = run_on_cpu_devices([__file__], devices=8)
     report = result.stdout + result.stderr

@@ -63,6 +63,7 @@ def test_loss_gradient_pushes_the_right_way():
         assert g[0] < 0 and bool(jnp.all(g[1:] > 0)), (name, g)
 
 
+@pytest.mark.slow  # three chunkings of one run; the fit doctest and test_checkpoint resume cover chunking in the suite
 def test_train_steps_under_jit_compiles_once_and_does_not_depend_on_chunking():
     config = TrainConfig(SMALL, batch_size=4)
     state = init_state(config)
@@ -93,6 +94,7 @@ def test_fit_tiny_config_learns_the_pattern():
     assert again.metrics == {}
 
 
+@pytest.mark.slow  # a run per pattern; the fast tier trains the seed pattern (test_fit_tiny_config_learns_the_pattern)
 @pytest.mark.parametrize("name", ["cross", "corner"])
 def test_named_patterns_reach_f1_one(name):
     task = PlantedPatternTask(name, image_shape=(16, 16))
@@ -100,6 +102,7 @@ def test_named_patterns_reach_f1_one(name):
     assert result.metrics["f1"] == 1.0, result.metrics
 
 
+@pytest.mark.slow  # three losses trained side by side
 def test_imbalance_handling_matters():
     task = PlantedPatternTask("corner", image_shape=(16, 16))
     kwargs = {"steps": 200, "batch_size": 16, "eval_images": 250}
@@ -132,6 +135,7 @@ def test_fit_rejects_bad_arguments(kwargs, error, words):
         jaxconv.fit(SMALL, **kwargs)
 
 
+@pytest.mark.slow  # a 4x5-kernel run; test_penalties_add_to_the_loss_and_round_trip round-trips a config (fast)
 def test_config_round_trips_and_larger_kernel_trains():
     config = TrainConfig(SMALL, kernel_shape=(4, 5), optimizer="sgd", loss="balanced", seed=2)
     assert TrainConfig.from_dict(config.to_dict()) == config
@@ -151,6 +155,7 @@ def test_penalties_add_to_the_loss_and_round_trip():
     np.testing.assert_allclose(penalised - plain, 0.01 * np.abs(k).sum() + 0.02 * (k**2).sum(), rtol=1e-5)
 
 
+@pytest.mark.slow  # four auto runs
 def test_training_validation_and_held_out_streams_are_separate_and_held_out_decides_nothing():
     from jaxconv.lab._fit import VALIDATION_IMAGES
     from jaxconv.lab._metrics import held_out_key
@@ -176,6 +181,7 @@ def test_training_validation_and_held_out_streams_are_separate_and_held_out_deci
     assert a.metrics["positions"] == b.metrics["positions"] and a.metrics["tp"] != b.metrics["tp"]
 
 
+@pytest.mark.slow  # auto runs to separation; the fit doctest runs auto in the fast tier
 def test_auto_steps_stop_on_a_separated_validation_draw_with_the_bias_mid_gap():
     from jaxconv.lab._fit import AUTO_MAX_STEPS, CHECK_EVERY, validation_check
 
@@ -193,6 +199,7 @@ def test_auto_steps_stop_on_a_separated_validation_draw_with_the_bias_mid_gap():
         jaxconv.fit(SMALL, steps="many")
 
 
+@pytest.mark.slow  # a full default run on 40x40
 def test_the_issues_4x4_checkerboard_is_learned_perfectly_on_the_defaults():
     # The case that left 280 false alarms on the old defaults (400 steps, no near misses, no calibration).
     task = PlantedPatternTask([[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]], image_shape=(40, 40))
@@ -250,6 +257,7 @@ def test_decay_steps_defaults_by_background_and_rejects_bad_values():
         jaxconv.fit(gaussian, decay_steps=2.5)
 
 
+@pytest.mark.slow  # 1000 steps; test_cli runs the gaussian auto path end to end
 def test_gaussian_auto_trains_to_the_end_of_the_decay_then_calibrates_once():
     task = PlantedPatternTask("seed", image_shape=12, background="gaussian", amplitude=3.0)
     result = jaxconv.fit(task, decay_steps=120, steps_per_dispatch=50, eval_images=0)
