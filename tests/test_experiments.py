@@ -173,3 +173,19 @@ def test_lax_padding_bug(tmp_path):
         assert max(issue[f"{name} eager"]["dx"], issue[f"{name} jit"]["dx"]) < 1e-5
     assert set(results["environment"]) >= {"jax", "jaxlib", "cpu"}
     assert len(results["timing"]) == 2 and all(t["ratio_jaxconv_over_lax"] > 0 for t in results["timing"])
+
+
+def test_textures_smoke(tmp_path):
+    pytest.importorskip("skimage")
+    pytest.importorskip("sklearn")
+    code = run_experiment("textures.py", "--textures", "brick", "grass", "--photo-size", "96", "--train-rows", "64",
+                          "--crop", "16", "--kernels", "2", "--kernel-size", "5", "--steps", "100", "--batch", "8",
+                          "--eval-crops", "20", "--out", str(tmp_path))  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert code == 0 and results["chance"] == 0.5 and 0 <= results["held_out_accuracy"] <= 1
+    assert sum(map(sum, results["confusion"]["counts"])) == 40 and len(results["kernels"]) == 2
+    for kernel in results["kernels"]:
+        assert 0 <= kernel["orientation_deg"] < 180 and 0 < kernel["frequency"] <= 0.75
+        assert 0 <= kernel["selectivity"] <= 1 and kernel["prefers"] in ("brick", "grass")
+    assert (tmp_path / "texture_kernels.png").stat().st_size > 0
+
