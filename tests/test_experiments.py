@@ -188,4 +188,3 @@ def test_textures_smoke(tmp_path):
         assert 0 <= kernel["orientation_deg"] < 180 and 0 < kernel["frequency"] <= 0.75
         assert 0 <= kernel["selectivity"] <= 1 and kernel["prefers"] in ("brick", "grass")
     assert (tmp_path / "texture_kernels.png").stat().st_size > 0
-

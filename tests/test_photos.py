@@ -2,6 +2,8 @@
 against closed forms and NumPy loops, and the bundled photographs."""
 
 import dataclasses
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -114,3 +116,12 @@ def test_bundled_photos_are_read_from_the_installed_packages():
     assert 0 <= photos.min() and photos.max() <= 1 and all(p.std() > 0.01 for p in photos)
     with pytest.raises(ValueError, match="`names` must be names from"):
         bundled_photos(["no_such_photo"], (8, 8))
+
+
+def test_the_package_loads_no_image_library_until_a_photograph_is_read():
+    code = (
+        "import sys, jaxconv, jaxconv.lab, jaxconv.theory, jaxconv.evidence; "
+        "print([m for m in ('skimage', 'sklearn') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
