@@ -17,6 +17,7 @@ from jaxconv.conv import conv_general_dilated as conv_general_dilated
 from jaxconv.conv import conv_transpose1d as conv_transpose1d
 from jaxconv.conv import conv_transpose2d as conv_transpose2d
 from jaxconv.conv import conv_transpose3d as conv_transpose3d
+from jaxconv.conv import match_template as match_template
 from jaxconv.conv import spatial_conv2d as spatial_conv2d
 
 if TYPE_CHECKING:
@@ -81,5 +82,6 @@ __all__ = [
     "conv_transpose3d",
     "conv_general_dilated",
     "spatial_conv2d",
+    "match_template",
     *_LAB_NAMES,
 ]
