@@ -44,6 +44,8 @@ EXPERIMENTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "gaussian_remedies": ([], {}),
     "gaussian_snr": ([], {}),
     "pattern_sweep": ([], {}),
+    "real_photos": ([], {"real_photos.png": "real_photos.png"}),
+    "textures": ([], {"texture_kernels.png": "texture_kernels.png"}),
 }  # fmt: skip
 """Every script in ``experiments/`` but ``benchmark.py`` (``jaxconv bench``; BENCHMARKS.md says how to run it) and
 ``accelerator_check.py`` (the check on a GPU; docs/gpu.md)."""

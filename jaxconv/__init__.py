@@ -21,6 +21,7 @@ from jaxconv.conv import conv_transpose3d as conv_transpose3d
 from jaxconv.conv import local_conv1d as local_conv1d
 from jaxconv.conv import local_conv2d as local_conv2d
 from jaxconv.conv import local_conv3d as local_conv3d
+from jaxconv.conv import match_template as match_template
 from jaxconv.conv import spatial_conv2d as spatial_conv2d
 
 if TYPE_CHECKING:
@@ -89,5 +90,6 @@ __all__ = [
     "local_conv3d",
     "conv_general_dilated_local",
     "spatial_conv2d",
+    "match_template",
     *_LAB_NAMES,
 ]

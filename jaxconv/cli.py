@@ -213,7 +213,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N|MIN,MAX",
         help="planted copies per image (1,3)",
     )
-    task.add_argument("--background", choices=BACKGROUNDS, default=d["background"], help="(binary)")
+    # A photo background needs its photographs as an array: it is made in Python, not on the command line.
+    choices = [b for b in BACKGROUNDS if b != "photo"]
+    task.add_argument("--background", choices=choices, default=d["background"], help="(binary)")
     task.add_argument(
         "--density",
         type=_float_where("a number in [0, 1]", lambda v: 0 <= v <= 1),

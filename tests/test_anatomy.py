@@ -93,3 +93,17 @@ def test_patches_are_the_windows(padding, mode, dilation):
 def test_patches_rejects_bad_kernel_shape():
     with pytest.raises(ValueError, match="`kernel_shape`"):
         jaxconv.lab.patches(jnp.ones((5, 5)), (0, 2))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kernel_spectrum_reads_a_gabor_orientation_and_frequency(seed):
+    rng = np.random.default_rng(seed)
+    theta, f = rng.uniform(0, np.pi), rng.uniform(0.12, 0.35)
+    y, x = np.mgrid[-7:8, -7:8].astype(np.float64)
+    up = -y  # rows run down; orientation is counter-clockwise from the columns' axis
+    gabor = np.exp(-(x**2 + y**2) / (2 * 3.5**2)) * np.cos(2 * np.pi * f * (x * np.cos(theta) + up * np.sin(theta)))
+    d = jaxconv.lab.kernel_spectrum(gabor, size=128)
+    gap = abs(d["orientation_deg"] - np.degrees(theta)) % 180
+    assert min(gap, 180 - gap) < 3 and abs(d["frequency"] - f) < 0.02 and d["selectivity"] > 0.6
+    blob = np.exp(-(x**2 + y**2) / 4) - 0.5 * np.exp(-(x**2 + y**2) / 16)  # round: no orientation preferred
+    assert jaxconv.lab.kernel_spectrum(blob, size=128)["selectivity"] < 0.05

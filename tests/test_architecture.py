@@ -109,11 +109,12 @@ def test_the_checker_catches_each_kind_of_violation(edges, expected):
     assert len(found) == 1 and expected in found[0]
 
 
-@pytest.mark.parametrize("statement", ["import jaxconv.conv", "from jaxconv import conv2d"])
+@pytest.mark.parametrize(
+    "statement", ["import jaxconv.conv", "from jaxconv import conv2d", "from jaxconv import match_template"]
+)
 def test_the_convolution_loads_without_the_lab(statement):
-    code = (
-        f"import sys; {statement}; "
-        "heavy = [m for m in ('optax', 'tqdm', 'matplotlib', 'jaxconv.lab') if m in sys.modules]; print(heavy)"
-    )
+    # Nor the image libraries match_template is tested against (the `images` extra).
+    heavy = ("optax", "tqdm", "matplotlib", "jaxconv.lab", "skimage", "cv2", "scipy")
+    code = f"import sys; {statement}; heavy = [m for m in {heavy!r} if m in sys.modules]; print(heavy)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

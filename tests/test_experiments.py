@@ -173,3 +173,37 @@ def test_lax_padding_bug(tmp_path):
         assert max(issue[f"{name} eager"]["dx"], issue[f"{name} jit"]["dx"]) < 1e-5
     assert set(results["environment"]) >= {"jax", "jaxlib", "cpu"}
     assert len(results["timing"]) == 2 and all(t["ratio_jaxconv_over_lax"] > 0 for t in results["timing"])
+
+
+def test_textures_smoke(tmp_path):
+    pytest.importorskip("skimage")
+    pytest.importorskip("sklearn")
+    code = run_experiment("textures.py", "--textures", "brick", "grass", "--photo-size", "96", "--train-rows", "64",
+                          "--crop", "16", "--kernels", "2", "--kernel-size", "5", "--steps", "100", "--batch", "8",
+                          "--eval-crops", "20", "--out", str(tmp_path))  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert code == 0 and results["chance"] == 0.5 and 0 <= results["held_out_accuracy"] <= 1
+    assert sum(map(sum, results["confusion"]["counts"])) == 40 and len(results["kernels"]) == 2
+    for kernel in results["kernels"]:
+        assert 0 <= kernel["orientation_deg"] < 180 and 0 < kernel["frequency"] <= 0.75
+        assert 0 <= kernel["selectivity"] <= 1 and kernel["prefers"] in ("brick", "grass")
+    assert (tmp_path / "texture_kernels.png").stat().st_size > 0
+
+
+def test_real_photos_smoke(tmp_path):
+    pytest.importorskip("skimage")
+    pytest.importorskip("sklearn")
+    code = run_experiment("real_photos.py", "--train-photos", "camera", "--held-out-photos", "coins",
+                          "--photo-size", "64", "--image-size", "16", "--steps", "20", "--spectrum-images", "20",
+                          "--eval-images", "250", "--out", str(tmp_path))  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    detectors = results["detectors"]
+    assert code == 0 and results["training_steps"] == 20
+    linear = {"learned", "matched_filter", "zero_mean_matched_filter", "whitened_matched_filter"}
+    assert set(detectors) == linear | {"match_template"}
+    assert all(0 < d[c]["average_precision"] <= 1 for d in detectors.values() for c in ("held_out", "fixed_exposure"))
+    # The whitened filter's predicted d' is the largest any linear kernel can have (Cauchy-Schwarz).
+    best = detectors["whitened_matched_filter"]["predicted_d_prime"]
+    assert all(detectors[name]["predicted_d_prime"] <= best + 1e-9 for name in linear)
+    assert all(-1 <= c["plain"] <= 1 for c in results["cosines"].values())
+    assert (tmp_path / "real_photos.png").stat().st_size > 0

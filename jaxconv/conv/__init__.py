@@ -15,6 +15,7 @@ from jaxconv.conv._spatial import spatial_conv2d as spatial_conv2d
 from jaxconv.conv._spec import Layout as Layout
 from jaxconv.conv._spec import PaddingMode as PaddingMode
 from jaxconv.conv._spec import Strategy as Strategy
+from jaxconv.conv._template import match_template as match_template
 from jaxconv.conv._transpose import conv_transpose1d as conv_transpose1d
 from jaxconv.conv._transpose import conv_transpose2d as conv_transpose2d
 from jaxconv.conv._transpose import conv_transpose3d as conv_transpose3d

@@ -5,6 +5,7 @@ The benchmark itself is ``jaxconv bench`` (:mod:`jaxconv.evidence._bench`).
 
 from jaxconv._env import versions as versions
 from jaxconv.evidence._bench import environment as environment
+from jaxconv.evidence._photos import bundled_photos as bundled_photos
 from jaxconv.evidence._report import default_out as default_out
 from jaxconv.evidence._report import figure as figure
 from jaxconv.evidence._report import prepare_out as prepare_out

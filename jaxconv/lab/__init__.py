@@ -4,6 +4,7 @@ The names most runs need are also on ``jaxconv`` itself; closed-form theory is i
 """
 
 from jaxconv.lab._anatomy import kernel_gradient_sources as kernel_gradient_sources
+from jaxconv.lab._anatomy import kernel_spectrum as kernel_spectrum
 from jaxconv.lab._anatomy import patches as patches
 from jaxconv.lab._anatomy import shift_error as shift_error
 from jaxconv.lab._checkpoint import CheckpointError as CheckpointError

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -35,8 +36,45 @@ PATTERNS: Mapping[str, Pattern] = {
 }
 """Named binary patterns (rows of 0/1); ``"seed"`` is ``[[1,1,0],[1,0,0]]``."""
 
-Background = Literal["binary", "gaussian"]
+Background = Literal["binary", "gaussian", "photo"]
 BACKGROUNDS: tuple[str, ...] = get_args(Background)
+PHOTO_ONLY = {"photos": None, "contrast": (1.0, 1.0), "brightness": (0.0, 0.0)}
+"""The fields only a photo background uses, with the values every other background keeps (and leaves out of
+:meth:`PlantedPatternTask.to_dict`)."""
+
+
+class Photos:
+    """Grey photographs ``[N, PH, PW]`` float32 as a hashable value: equal when shapes and pixels are equal.
+
+    A :class:`PlantedPatternTask` holds its photographs as one (its ``photos`` field), so the task stays a hashable
+    static argument; the pixels reach jitted code as :attr:`TaskValues.photos`, an array argument. A placeholder
+    (``pixels=None``, what :meth:`PlantedPatternTask.skeleton` holds) keeps only the shape.
+
+    Attributes:
+      pixels: ``[N, PH, PW]`` float32 (read-only), or ``None`` for a placeholder.
+      shape: ``(N, PH, PW)``.
+      digest: the SHA-256 of the pixels (hex), or ``"placeholder"``.
+    """
+
+    __slots__ = ("pixels", "shape", "digest")
+
+    def __init__(self, pixels: np.ndarray | None, shape: tuple[int, int, int] | None = None) -> None:
+        if pixels is None:
+            self.pixels, self.shape, self.digest = None, tuple(shape or ()), "placeholder"
+        else:
+            self.pixels = np.array(pixels, dtype=np.float32)
+            self.pixels.flags.writeable = False
+            self.shape = self.pixels.shape
+            self.digest = hashlib.sha256(self.pixels.tobytes()).hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Photos) and (self.shape, self.digest) == (other.shape, other.digest)
+
+    def __hash__(self) -> int:
+        return hash((self.shape, self.digest))
+
+    def __repr__(self) -> str:
+        return f"Photos(shape={self.shape}, sha256={self.digest[:12]})"
 
 
 class Sample(NamedTuple):
@@ -46,7 +84,7 @@ class Sample(NamedTuple):
       images: ``[B, H, W, 1]`` float32.
       targets: ``[B, Ho, Wo]`` float32 for one pattern, ``[B, Ho, Wo, K]`` for K > 1 (``Ho = H - PH + 1``,
         ``Wo = W - PW + 1``, ``PH x PW`` the common window): 1 where a copy of the pattern (``k``) has its
-        top-left corner (binary: every exact occurrence, planted or accidental; gaussian: the planted ones).
+        top-left corner (binary: every exact occurrence, planted or accidental; gaussian, photo: the planted ones).
       positions: ``[B, K * max_instances, 2]`` int32, the planted top-left corners ``(row, col)``, slot ``s``
         holding a copy of pattern ``s // max_instances``; unused slots are ``-1``.
     """
@@ -66,12 +104,14 @@ class TaskValues(NamedTuple):
       density: ``[]`` float32.
       noise_std: ``[]`` float32.
       amplitude: ``[]`` float32.
+      photos: ``[N, PH, PW]`` float32, the photographs of a photo background (``None`` for the others).
     """
 
     pattern: Any
     density: Any
     noise_std: Any
     amplitude: Any
+    photos: Any = None
 
 
 def _fail(argument: str, allowed: str, given: Any, error: type[Exception] = ValueError) -> Exception:
@@ -156,13 +196,22 @@ class PlantedPatternTask:
       instances: ``(min, max)`` planted copies *of each pattern* per image (or one int), ``0 <= min <= max``; the
         count is uniform in that range, drawn per pattern. All ``K * max`` copies must fit without overlap wherever
         the earlier ones landed: ``(K * max - 1) * (2PH - 1) * (2PW - 1) < Ho * Wo``.
-      background: ``"binary"`` (each pixel is 1 with probability ``density``, the pattern's pixels pasted over it)
-        or ``"gaussian"`` (white noise of std ``noise_std`` with ``amplitude * pattern`` added at each copy).
+      background: ``"binary"`` (each pixel is 1 with probability ``density``, the pattern's pixels pasted over it),
+        ``"gaussian"`` (white noise of std ``noise_std`` with ``amplitude * pattern`` added at each copy) or
+        ``"photo"``: a random ``H x W`` crop ``c`` of one of ``photos`` (photograph and place uniform), a gain
+        ``g`` and an offset ``b`` drawn uniformly from ``contrast`` and ``brightness``, and white noise ``n`` of
+        std ``noise_std``: the image is ``g * (c + amplitude * copies) + b + n`` (the pattern is part of the
+        scene, so it changes contrast with it).
       density: binary background's probability of a 1, in ``[0, 1]``.
-      noise_std: gaussian background's std, ``> 0``.
-      amplitude: gaussian background's pattern amplitude, ``> 0``.
+      noise_std: gaussian (and photo) background's noise std, ``> 0``.
+      amplitude: gaussian (and photo) background's pattern amplitude, ``> 0``.
       patterns: ``K >= 1`` patterns, each as ``pattern``, in a tuple (stored unpadded, each a tuple of float
         rows; with K = 1 the task is stored as ``pattern=`` and equals the one made that way).
+      photos: photo background only (required there): grey photographs ``[N, PH, PW]`` (an array-like, pixels
+        usually in ``[0, 1]``, each at least ``image_shape``), stored as :class:`Photos`. Hold out photographs by
+        giving the held-out task other ones: ``dataclasses.replace(task, photos=held_out)``.
+      contrast: photo background only: ``(min, max)`` of the gain (or one number), ``0 < min <= max``.
+      brightness: photo background only: ``(min, max)`` of the offset (or one number), ``min <= max``.
 
     Raises:
       ValueError: an invalid value (pattern bigger than the image, empty or constant pattern, more instances
@@ -194,6 +243,16 @@ class PlantedPatternTask:
       >>> images, targets, positions = task.sample(jax.random.key(0), 4)
       >>> images.shape, targets.shape, positions.shape
       ((4, 16, 16, 1), (4, 14, 14, 3), (4, 3, 2))
+
+      Crops of photographs (here two random 20x24 "photos"), under contrast and brightness changes:
+
+      >>> photos = np.random.default_rng(0).random((2, 20, 24))
+      >>> task = jaxconv.PlantedPatternTask("ring", image_shape=12, background="photo", photos=photos,
+      ...                                   amplitude=0.5, noise_std=0.01, contrast=(0.5, 2), brightness=(-1, 1))
+      >>> task.photos
+      Photos(shape=(2, 20, 24), sha256=...)
+      >>> task.sample(jax.random.key(0), 4).images.shape
+      (4, 12, 12, 1)
     """
 
     pattern: Any = None
@@ -204,6 +263,9 @@ class PlantedPatternTask:
     noise_std: float = 1.0
     amplitude: float = 1.0
     patterns: Any = None
+    photos: Any = None
+    contrast: Any = (1.0, 1.0)
+    brightness: Any = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         patterns = _as_patterns(self.pattern, self.patterns)
@@ -233,6 +295,7 @@ class PlantedPatternTask:
         density = _as_float("density", self.density, "a number in [0, 1]", lambda v: 0 <= v <= 1)
         noise_std = _as_float("noise_std", self.noise_std, "a number > 0", lambda v: v > 0)
         amplitude = _as_float("amplitude", self.amplitude, "a number > 0", lambda v: v > 0)
+        photo = self._photo_fields(image_shape)
         for name, value in [
             ("pattern", patterns[0] if k == 1 else None),
             ("patterns", None if k == 1 else patterns),
@@ -241,8 +304,37 @@ class PlantedPatternTask:
             ("density", density),
             ("noise_std", noise_std),
             ("amplitude", amplitude),
+            *photo.items(),
         ]:
             object.__setattr__(self, name, value)
+
+    def _photo_fields(self, image_shape: tuple[int, int]) -> dict[str, Any]:
+        """``photos``, ``contrast`` and ``brightness`` checked: set on a photo background, defaults elsewhere."""
+        if self.background != "photo":
+            for name, default in PHOTO_ONLY.items():
+                value = getattr(self, name)
+                if value is not None and (default is None or _as_range(name, value) != default):
+                    raise _fail(name, f"{default} unless background is 'photo'", value)
+            return dict(PHOTO_ONLY)
+        photos = self.photos
+        if isinstance(photos, dict):
+            raise _fail("photos", "an array [N, PH, PW] (a saved task records only their digest)", photos, TypeError)
+        if photos is None:
+            raise _fail("photos", "an array [N, PH, PW] of grey photographs on a photo background", None, TypeError)
+        if not isinstance(photos, Photos):
+            try:
+                array = np.asarray(photos, dtype=np.float32)
+            except (TypeError, ValueError) as err:
+                raise _fail("photos", "an array [N, PH, PW] of numbers", type(photos).__name__, TypeError) from err
+            if array.ndim != 3 or array.shape[0] < 1:
+                raise _fail("photos", "an array [N, PH, PW] with N >= 1", f"shape {array.shape}")
+            if not np.all(np.isfinite(array)):
+                raise _fail("photos", "finite", "non-finite pixels")
+            photos = Photos(array)
+        if photos.shape[1] < image_shape[0] or photos.shape[2] < image_shape[1]:
+            raise _fail("photos", f"at least the image shape {image_shape} in each photograph", f"{photos.shape}")
+        contrast = _as_range("contrast", self.contrast, low=0.0)
+        return {"photos": photos, "contrast": contrast, "brightness": _as_range("brightness", self.brightness)}
 
     @property
     def all_patterns(self) -> tuple[Pattern, ...]:
@@ -311,13 +403,17 @@ class PlantedPatternTask:
         placeholders = tuple(
             tuple(tuple(float(i == j == 0) for j in range(len(p[0]))) for i in range(len(p))) for p in self.all_patterns
         )
-        shapes = dict(pattern=placeholders[0]) if self.patterns is None else dict(patterns=placeholders)
+        shapes: dict[str, Any] = dict(pattern=placeholders[0]) if self.patterns is None else dict(patterns=placeholders)
+        if self.photos is not None:
+            shapes["photos"] = Photos(None, self.photos.shape)
         return dataclasses.replace(self, **shapes, density=0.5, noise_std=1.0, amplitude=1.0)
 
     def values(self) -> TaskValues:
         """The numbers that :meth:`skeleton` leaves out, as NumPy float32 arrays (see :class:`TaskValues`)."""
         pattern = self.pattern_array if self.patterns is None else self.templates
-        return TaskValues(pattern, np.float32(self.density), np.float32(self.noise_std), np.float32(self.amplitude))
+        photos = None if self.photos is None else self.photos.pixels
+        numbers = (np.float32(self.density), np.float32(self.noise_std), np.float32(self.amplitude))
+        return TaskValues(pattern, *numbers, photos)
 
     def sample_with(self, key: jax.Array, batch_size: int, values: TaskValues) -> Sample:
         """:meth:`sample` with the task's numbers taken from ``values`` (arrays, may be traced) instead of
@@ -335,9 +431,14 @@ class PlantedPatternTask:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict that ``PlantedPatternTask(**d)`` turns back into an equal task (``pattern`` for
-        K = 1, ``patterns`` for K > 1: the field left ``None`` is left out)."""
-        left_out = "patterns" if self.patterns is None else "pattern"
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != left_out}
+        K = 1, ``patterns`` for K > 1: the field left ``None`` is left out; the photo background's fields only on
+        a photo background). A photo task records its photographs' shape and SHA-256, not their pixels: its dict
+        identifies it (a checkpoint's config compares equal) but does not rebuild it."""
+        left_out = {"patterns" if self.patterns is None else "pattern", *(PHOTO_ONLY if self.photos is None else ())}
+        out = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in left_out}
+        if self.photos is not None:
+            out["photos"] = {"shape": list(self.photos.shape), "sha256": self.photos.digest}
+        return out
 
     def sample(self, key: jax.Array, batch_size: int) -> Sample:
         """Draws ``batch_size`` images with their target maps; pure, jittable and vmappable.
@@ -386,9 +487,13 @@ class PlantedPatternTask:
         if self.background == "binary":
             noise = jax.random.uniform(k_rest, (h * w + k * hi * ho * wo,), jnp.float32)
             image = (noise[: h * w] < values.density).astype(jnp.float32).reshape(h, w)
-        else:
+        elif self.background == "gaussian":
             noise = jax.random.normal(k_rest, (h * w + k * hi * ho * wo,), jnp.float32)
             image = values.noise_std * noise[: h * w].reshape(h, w)
+        else:
+            k_rest, k_crop = jax.random.split(k_rest)
+            noise = jax.random.normal(k_rest, (h * w + k * hi * ho * wo,), jnp.float32)
+            image, (gain, offset) = self._crop(k_crop, values.photos)
         # Any continuous noise ranks the free positions in a uniformly random order; argmax picks the first.
         slot_noise = noise[h * w :].reshape(k * hi, ho * wo)
         which = np.arange(k * hi) // max(hi, 1)
@@ -416,6 +521,8 @@ class PlantedPatternTask:
         slots = (jnp.arange(k * hi), slot_noise, patterns[which], jnp.asarray(masks[which]), jnp.asarray(which))
         (image, _), positions = lax.scan(place, (image, free), slots)
         positions = positions.reshape(k * hi, 2)
+        if self.background == "photo":
+            image = gain * image + offset + values.noise_std * noise[: h * w].reshape(h, w)
 
         if self.background == "binary":
             targets = _exact_targets(image, patterns, masks)
@@ -428,6 +535,16 @@ class PlantedPatternTask:
                 index = at + (jnp.asarray(which),)
                 targets = jnp.zeros((ho, wo, k), jnp.float32).at[index].set(1.0, mode="drop")
         return Sample(image[:, :, None], targets, positions)
+
+    def _crop(self, key: jax.Array, photos: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """A uniformly random ``[H, W]`` crop of a uniformly random photograph, and the gain and offset to apply."""
+        (n, ph, pw), (h, w) = self.photos.shape, self.image_shape
+        bits = jax.random.uniform(key, (5,), jnp.float32)
+        counts = np.array([n, ph - h + 1, pw - w + 1])
+        which = jnp.minimum((bits[:3] * counts).astype(jnp.int32), counts - 1)  # each uniform in range(count)
+        crop = lax.dynamic_slice(jnp.asarray(photos, jnp.float32), (which[0], which[1], which[2]), (1, h, w))[0]
+        (c0, c1), (b0, b1) = self.contrast, self.brightness
+        return crop, (c0 + (c1 - c0) * bits[3], b0 + (b1 - b0) * bits[4])
 
 
 @functools.partial(jax.jit, static_argnames=("task", "batch_size"))
@@ -544,6 +661,18 @@ def plant_near_misses(
     return Sample(images, targets, batch.positions)
 
 
+def _as_range(name: str, value: Any, low: float | None = None) -> tuple[float, float]:
+    """``(min, max)`` floats from a number or a pair, ``min <= max`` (and ``min > low`` when ``low`` is given)."""
+    allowed = "a number or a pair (min, max) with min <= max" + ("" if low is None else f" and min > {low}")
+    pair = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, (int, float, np.integer, np.floating)) for v in pair):
+        raise _fail(name, allowed, value, TypeError)
+    lo, hi = float(pair[0]), float(pair[1])
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi and (low is None or lo > low)):
+        raise _fail(name, allowed, value)
+    return lo, hi
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
@@ -553,6 +682,8 @@ def _jsonable(value: Any) -> Any:
 __all__ = [
     "PATTERNS",
     "BACKGROUNDS",
+    "PHOTO_ONLY",
+    "Photos",
     "PlantedPatternTask",
     "Sample",
     "TaskValues",

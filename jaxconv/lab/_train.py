@@ -40,12 +40,13 @@ Batch = tuple[jax.Array, jax.Array]
 
 NEAR_MISSES = 2
 """Default near misses pasted into each training image (binary backgrounds)."""
-DEFAULT_LOSS = {"binary": "hard_negative", "gaussian": "balanced"}
+DEFAULT_LOSS = {"binary": "hard_negative", "gaussian": "balanced", "photo": "balanced"}
 """The loss ``TrainConfig(loss=None)`` picks for each background."""
-DEFAULT_DECAY_STEPS = {"binary": 0, "gaussian": 1000}
+DEFAULT_DECAY_STEPS = {"binary": 0, "gaussian": 1000, "photo": 1000}
 """The learning-rate decay ``TrainConfig(decay_steps=None)`` picks for each background: none on a binary one
 (separable: training stops at the first separating kernel), a cosine decay to 0 over this many steps on a gaussian
-one (not separable: at a constant rate the kernel keeps wandering around the optimum with the batch noise)."""
+one and on a photo one (not separable: at a constant rate the kernel keeps wandering around the optimum with the
+batch noise)."""
 
 
 def make_optimizer(name: str, learning_rate: float, decay_steps: int = 0) -> optax.GradientTransformation:
@@ -213,7 +214,7 @@ class TrainConfig:
     decay_steps: int | None = _knob(
         None,
         "decay the learning rate to 0 (cosine) over N steps, 0: constant; None: 0 on binary, "
-        f"{DEFAULT_DECAY_STEPS['gaussian']} on gaussian (where auto trains to its end)",
+        f"{DEFAULT_DECAY_STEPS['gaussian']} on gaussian or photo (where auto trains to its end)",
         Allowed("int", low=0),
     )
     steps: int | str = _knob(
