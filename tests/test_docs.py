@@ -1,4 +1,4 @@
-"""The README's and the guide's ``>>>`` examples print what the text says they print.
+"""The ``>>>`` examples of the README and of every page in ``docs/`` print what the text says they print.
 
 The ```` ```python ```` blocks that start with ``>>>`` run in order in one namespace per file, as a reader
 would type them, statement by statement. The lines under a statement are its expected output (arrays as NumPy
@@ -54,7 +54,14 @@ def collapsed(text: str) -> str:
     return " ".join(text.split())
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/guide.md"])
+DOCS = sorted(str(p.relative_to(ROOT)) for p in [ROOT / "README.md", *ROOT.glob("docs/*.md")] if ">>>" in p.read_text())
+
+
+def test_the_readme_and_the_guide_have_examples():
+    assert {"README.md", "docs/guide.md"} <= set(DOCS)
+
+
+@pytest.mark.parametrize("doc", DOCS)
 def test_the_examples_print_what_the_text_shows(doc):
     blocks = examples((ROOT / doc).read_text())
     assert blocks, f"{doc} has no >>> examples"
