@@ -224,7 +224,7 @@ def test_bench_quick_writes_table_json_and_plot(tmp_path, capsys):
     assert env["jax"] and env["xla_cpu_threads"] >= 1 and len(result["loadavg"]["start"]) == 3
     for record in result["records"]:
         for mode in ("fwd", "fwd_bwd"):
-            assert {"auto", "window", "shift", "direct", "xla", "lax"} <= set(record["ms"][mode])
+            assert {"auto", "window", "shift", "direct", "xla", "fft", "lax"} <= set(record["ms"][mode])
             assert all(len(s) == 2 and min(s) > 0 for s in record["samples_ms"][mode].values())
             assert record["program"][mode]["auto"] == record["program"][mode][record["auto_strategy"]]
         assert all(err < 1e-4 for err in record["max_abs_err"].values())

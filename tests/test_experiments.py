@@ -173,3 +173,11 @@ def test_lax_padding_bug(tmp_path):
         assert max(issue[f"{name} eager"]["dx"], issue[f"{name} jit"]["dx"]) < 1e-5
     assert set(results["environment"]) >= {"jax", "jaxlib", "cpu"}
     assert len(results["timing"]) == 2 and all(t["ratio_jaxconv_over_lax"] > 0 for t in results["timing"])
+
+
+def test_fft_sweep(tmp_path):
+    assert run_experiment("fft_sweep.py", "--kernels", "3", "9", "--images", "8", "--rounds", "1",
+                          "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [p["kernel"] for p in results["points"]] == [3]  # a kernel larger than the image is skipped
+    assert set(results["points"][0]["ms"]) == {"direct", "xla", "fft"} and results["environment"]["jax"]
