@@ -238,3 +238,18 @@ def test_bench_gpu_grid_quick_runs_on_cpu(tmp_path, capsys):
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["grid"] == "gpu" and [r["label"] for r in result["records"]] == ["1x64x64 1->1 k3"]
     assert set(result["records"][0]["ms"]["fwd"]) == {"auto", "direct", "xla", "lax"}
+
+
+def test_bench_template_grid_quick_runs(tmp_path, capsys):
+    pytest.importorskip("skimage")
+    pytest.importorskip("cv2")
+    argv = ["bench", "--grid", "template", "--quick", "--reps", "2", "--warmup", "0", "--seed", "3"]
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 0
+    assert "jaxconv's medians of per-round ratios" in capsys.readouterr().out
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["grid"] == "template" and result["seed"] == 3 and result["environment"]["opencv_threads"] >= 1
+    assert [r["label"] for r in result["records"]] == ["1x32^2 t8", "2x24^2 t5"]
+    for record in result["records"]:
+        assert set(record["ms"]) == {"jaxconv", "skimage", "opencv"}
+        assert all(len(s) == 2 and min(s) > 0 for s in record["samples_ms"].values())
+        assert record["max_abs_err"]["jaxconv"] < 1e-4 and record["max_abs_err"]["opencv"] < 1e-3
