@@ -68,10 +68,23 @@ def box_sums(x: jax.Array, size: int, axis: int = -1) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("pad_input", "mode", "constant_values"))
 def _match(image: jax.Array, template: jax.Array, pad_input: bool, mode: str, constant_values: float) -> jax.Array:
-    """:func:`match_template` on a checked ``[..., H, W, C]`` image and ``[h, w, C]`` template of one float dtype."""
+    """:func:`match_template` on a checked ``[..., H, W, C]`` image and ``[h, w, C]`` template of one float dtype.
+
+    On CPU a batch is scored one image at a time (``lax.map``), so that each image's intermediates stay in cache
+    (measured faster on 16 images of 1024^2 here); elsewhere all at once.
+    """
     *lead, height, width, channels = image.shape
-    h, w, _ = template.shape
     x = image.reshape(-1, height, width, channels)
+    if x.shape[0] > 1 and jax.default_backend() == "cpu":
+        out = lax.map(lambda one: _scores(one[None], template, pad_input, mode, constant_values)[0], x)
+    else:
+        out = _scores(x, template, pad_input, mode, constant_values)
+    return out.reshape(*lead, *out.shape[1:])
+
+
+def _scores(x: jax.Array, template: jax.Array, pad_input: bool, mode: str, constant_values: float) -> jax.Array:
+    """The scores ``[N, Ho, Wo]`` of ``[N, H, W, C]`` images."""
+    h, w, channels = template.shape
     if pad_input:
         fill = {"constant_values": constant_values} if mode == "constant" else {}
         x = jnp.pad(x, ((0, 0), (h // 2, (h - 1) // 2), (w // 2, (w - 1) // 2), (0, 0)), mode=mode, **fill)
@@ -89,8 +102,7 @@ def _match(image: jax.Array, template: jax.Array, pad_input: bool, mode: str, co
     scale = lax.stop_gradient(jnp.mean(x**2, axis=(1, 2, 3), keepdims=True)[..., 0])
     flat = (spread <= tol * (s2 + n * scale)) | (ssd <= tol * jnp.sum(template**2))
     denominator = jnp.sqrt(jnp.where(flat, 1, spread * ssd))  # never the root of 0: gradients stay finite
-    out = jnp.where(flat, 0, jnp.clip(cross / denominator, -1, 1))
-    return out.reshape(*lead, *out.shape[1:])
+    return jnp.where(flat, 0, jnp.clip(cross / denominator, -1, 1))
 
 
 def _array(name: str, value: Any) -> jax.Array:
