@@ -10,6 +10,11 @@ in ``[-1, 1]``, and ``0`` where the window or the template is flat. The cross te
 ``"auto"`` strategy: the Fourier transform for large templates, where measured faster); the window's sum and sum
 of squares are separable box sums by doubling (:func:`box_sums`), each summed from its own window's values only —
 their rounding is relative to the window's own magnitude, not to the whole image's, as cumulative sums' would be.
+
+Accuracy: the window's variance comes from ``sum(X^2) - sum(X)^2 / n`` (after centring by the image's mean), so a
+score's rounding error is about ``eps`` over the window's variance relative to its mean square plus the image's;
+below :data:`FLAT_TOLERANCE` ``* eps`` of that the window counts as flat and scores 0 (tests/test_template.py checks
+both against scikit-image in float64).
 """
 
 from __future__ import annotations
