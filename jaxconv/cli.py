@@ -336,9 +336,10 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     )
     bench.add_argument(
         "--grid",
-        choices=tuple(GRIDS),
+        choices=(*GRIDS, "template"),
         default="main",
-        help="main: the CPU grid; gpu: sizes for a GPU; local: locally connected layers against lax's (main)",
+        help="main: the CPU grid; gpu: sizes for a GPU; local: locally connected layers against lax's; template: "
+        "match_template against scikit-image and OpenCV (the images extra; --strategies and torch do not apply) (main)",
     )
     bench.add_argument("--quick", action="store_true", help="a tiny version of the grid (smoke test), 2 rounds")
     bench.add_argument(
@@ -377,13 +378,20 @@ def run_bench(args: argparse.Namespace) -> int:
     from jaxconv.evidence import _bench
 
     fail = (getattr(args, "parser", None) or build_parser()).error
-    size = len(_bench.grid_for(args.grid, args.quick))
+    if args.grid == "template":
+        from jaxconv.evidence import _template_bench
+
+        size = len(_template_bench.template_grid(args.quick))
+    else:
+        size = len(_bench.grid_for(args.grid, args.quick))
     bad = [i for i in args.only or () if i >= size]
     if bad:
         which = f"--grid {args.grid}" + (" --quick" if args.quick else "")
         fail(f"argument --only: indices must be in [0, {size - 1}] ({which} has {size} points); got {bad[0]}")
     if args.out.exists() and not args.out.is_dir():
         fail(f"argument --out: must be a directory; got the file {str(args.out)!r}")
+    if args.grid == "template":
+        return _template_bench.run(args)
     return _bench.run(args)
 
 

@@ -207,3 +207,11 @@ def test_real_photos_smoke(tmp_path):
     assert all(detectors[name]["predicted_d_prime"] <= best + 1e-9 for name in linear)
     assert all(-1 <= c["plain"] <= 1 for c in results["cosines"].values())
     assert (tmp_path / "real_photos.png").stat().st_size > 0
+
+
+def test_fft_sweep(tmp_path):
+    assert run_experiment("fft_sweep.py", "--kernels", "3", "9", "--images", "8", "--rounds", "1",
+                          "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [p["kernel"] for p in results["points"]] == [3]  # a kernel larger than the image is skipped
+    assert set(results["points"][0]["ms"]) == {"direct", "xla", "fft"} and results["environment"]["jax"]

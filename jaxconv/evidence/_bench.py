@@ -61,7 +61,7 @@ from jaxconv.conv._local import conv_general_dilated_local
 from jaxconv.conv._spec import ConvSpec, Pads, make_spec
 from jaxconv.conv._strategies import xla_cpu_threads
 
-JAXCONV_STRATEGIES = ("auto", "window", "shift", "direct", "xla")
+JAXCONV_STRATEGIES = ("auto", "window", "shift", "direct", "xla", "fft")
 MODES = ("fwd", "fwd_bwd")
 PEAK_SAMPLES = 5
 FAMILY_CONFIDENCE = 0.95
@@ -161,7 +161,7 @@ class Point:
         return self.groups > 1 and self.groups == self.c
 
 
-# The main CPU grid (NHWC, f32, SAME, stride 1) plus stride-2, dilated and depthwise points.
+# The main CPU grid (NHWC, f32, SAME, stride 1) plus stride-2, dilated, depthwise and large-kernel points.
 GRID: tuple[Point, ...] = (
     Point(32, 64, 64, 1, 1, 3),
     Point(32, 64, 64, 1, 8, 5),
@@ -174,6 +174,9 @@ GRID: tuple[Point, ...] = (
     Point(16, 64, 64, 16, 32, 3, stride=2),
     Point(8, 64, 64, 8, 8, 3, dilation=2),
     Point(8, 64, 64, 32, 32, 3, groups=32),
+    # Large single-channel kernels (template matching), where auto takes "fft".
+    Point(4, 256, 256, 1, 1, 17),
+    Point(1, 256, 256, 1, 1, 33),
 )
 
 # Sized for a GPU: a ResNet stem, a ResNet block, a depthwise layer, one large single-channel image.
