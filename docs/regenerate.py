@@ -44,6 +44,7 @@ EXPERIMENTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "gaussian_remedies": ([], {}),
     "gaussian_snr": ([], {}),
     "pattern_sweep": ([], {}),
+    "weight_sharing": ([], {"n_star.png": "weight_sharing.png", "unseen_positions.png": "unseen_positions.png"}),
 }  # fmt: skip
 """Every script in ``experiments/`` but ``benchmark.py`` (``jaxconv bench``; BENCHMARKS.md says how to run it)."""
 

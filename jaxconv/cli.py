@@ -91,6 +91,8 @@ def parse_instances(text: str) -> tuple[int, int]:
 
 def parse_columns(text: str) -> tuple[int, int]:
     """``--train-columns``: ``LO,HI`` (ints >= 0; the config checks ``LO < HI <= Wo``)."""
+    if text.count(",") != 1:
+        raise argparse.ArgumentTypeError(f"must be LO,HI with ints >= 0, e.g. 0,14; got {text!r}")
     return _pair(text, ",", 0, "LO,HI with ints >= 0, e.g. 0,14")
 
 

@@ -210,7 +210,7 @@ def logit_map(params: Params, images: jax.typing.ArrayLike) -> jax.Array:
                 f"[B, H, W, 1] with H * W = {matrix.shape[0]} (the matrix's rows)",
                 f"shape {images.shape}",
             )
-        logits = (images.reshape(images.shape[0], -1) @ matrix).reshape(-1, *bias.shape) + bias
+        logits = (images.reshape(images.shape[0], -1) @ matrix).reshape(-1, *bias.shape) + bias[None]
     return logits[..., 0] if logits.shape[-1] == 1 else logits
 
 
