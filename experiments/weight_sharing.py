@@ -38,12 +38,14 @@ trains ``--steps`` steps of ``--batch-size`` whatever n is, so a large n is seen
 every detector uses the hard-negative loss and a cosine decay of the learning rate over the run. No validation
 draw is used (no auto stopping, no threshold calibration): the n images are all the labelled data a run sees.
 
-Writes results.json, n_star.png (n* against image size, log-log) and unseen_positions.png under --out.
+Writes results.json, n_star.png (n* against image size, log-log) and unseen_positions.png under --out
+(``--replot results.json`` redraws the figures of a finished run).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -125,27 +127,28 @@ def plot_n_star(path: str, results: dict) -> None:
     cap = results["config"]["cap"]
     for col, background in enumerate(backgrounds):
         ax, curves = axes[0, col], axes[1, col]
-        for model, marker in zip(MODELS, "osD", strict=True):
-            stars, above = [], []
+        for index, (model, marker) in enumerate(zip(MODELS, "osD", strict=True)):
+            color, stars, above = f"C{index}", [], []
             for size, by_model in results["sweeps"][background].items():
                 for one in by_model[model]:
                     (stars if one["n_star"] else above).append((int(size), one["n_star"] or cap))
                 runs = [r for one in by_model[model] for r in one["runs"] if r["seed"] == 0]
                 curves.plot([r["n"] for r in runs], [r["f1"] for r in runs], marker=marker, markersize=4,
                             label=f"{model} {size}x{size}")  # fmt: skip
-            color = None
             if stars:
                 xs, ys = np.array(sorted(stars)).T
-                color = ax.plot(xs, ys, marker=marker, label=f"{model}: n*")[0].get_color()
+                ax.scatter(xs, ys, marker=marker, color=color, label=f"{model}: n* (each seed)")
+                ax.plot(np.unique(xs), [np.median(ys[xs == x]) for x in np.unique(xs)], color=color)
             if above:
                 xs, ys = np.array(above).T
-                ax.scatter(xs, ys, marker="^", s=60, facecolors="none", edgecolors=color,
+                ax.scatter(xs, ys * 1.4**index, marker="^", s=60, facecolors="none", edgecolors=color,
                            label=f"{model}: n* > {cap} (not reached)")  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("image size H (H x H images)")
         ax.set_ylabel(f"training images n* for held-out F1 >= {TARGET_F1}")
-        ax.set_title(f"{background} background: n* (one point per seed)")
+        ax.set_title(f"{background} background: n* (line: median over seeds)")
+        ax.minorticks_off()
         ax.set_xticks(results["config"]["sizes"], [str(s) for s in results["config"]["sizes"]])
         ax.legend(fontsize=7)
         curves.set_xscale("log")
@@ -187,7 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-images", type=int, default=1000)
     parser.add_argument("--unseen-size", type=int, default=24, help="image size of the unseen-positions test (24)")
     parser.add_argument("--out", help="output directory (default runs/weight_sharing-<timestamp>)")
+    parser.add_argument("--replot", metavar="RESULTS_JSON", help="only redraw the figures of a results.json into --out")
     args = parser.parse_args(argv)
+    if args.replot:
+        with open(args.replot) as f:
+            results = json.load(f)
+        out = args.out or os.path.dirname(args.replot)
+        plot_n_star(os.path.join(out, "n_star.png"), results)
+        plot_unseen(os.path.join(out, "unseen_positions.png"), results)
+        return 0
     if args.seeds < 1 or args.cap < 1:
         parser.error(f"--seeds and --cap must be >= 1; got {args.seeds} and {args.cap}")
     try:
