@@ -32,11 +32,12 @@ PREDICTIONS (written before measuring). P = Ho Wo positions (P ~ H W); each imag
 - unseen positions: conv's F1 on the never-planted right half equals its F1 on the left (its one kernel is the
   same at every position: equivariance); local's is that of its untouched random filters, ~0; dense ~0.
 
-Budget: on the 2-core machine this runs in ~20 min under load (each new shape compiles for ~15 s; a run
-trains ``--steps`` steps of ``--batch-size`` whatever n is, so a large n is seen fewer times per image:
-``steps * batch / n`` epochs). Gaussian backgrounds use amplitude 5 (the matched filter's held-out AP ~0.999);
-every detector uses the hard-negative loss and a cosine decay of the learning rate over the run. No validation
-draw is used (no auto stopping, no threshold calibration): the n images are all the labelled data a run sees.
+Budget: on the 2-core machine, shared with other jobs, the committed run took 1525 s (25 min, load average ~14;
+each new shape compiles for ~15 s there; a run trains ``--steps`` steps of ``--batch-size`` whatever n is, so a
+large n is seen fewer times per image: ``steps * batch / n`` epochs). Gaussian backgrounds use amplitude 5 (the
+matched filter's held-out AP ~0.999); every detector uses the hard-negative loss and a cosine decay of the
+learning rate over the run. No validation draw is used (no auto stopping, no threshold calibration): the n images
+are all the labelled data a run sees.
 
 Writes results.json, n_star.png (n* against image size, log-log) and unseen_positions.png under --out
 (``--replot results.json`` redraws the figures of a finished run).

@@ -177,6 +177,11 @@ def matched_filter(task: PlantedPatternTask, kernel_shape: tuple[int, int] | Non
     ``-A^2 |p|^2 / (2 s^2) + log(pi / (1 - pi))`` (``pi``: the prior share of positive positions), so logit > 0
     is the MAP decision at each position taken alone.
 
+    It is a ``"conv"`` detector: the ``"local"`` and ``"dense"`` detectors (:data:`~jaxconv.lab._detector.MODELS`)
+    are compared with it by their :func:`evaluate` scores only (held-out F1 and AP), not weight by weight — the
+    kernel cosine, :func:`worst_case` and the closed-form theory (:mod:`jaxconv.theory`) are about one shared
+    kernel and say nothing of them.
+
     With K > 1 patterns: each pattern's own matched filter, side by side (kernel ``k`` has zeros on pattern
     ``k``'s padding, so on a binary background it fires on exactly the exact occurrences of pattern ``k``).
     Each is optimal for its pattern against the background alone — not against the *other* patterns, which
@@ -235,7 +240,8 @@ def worst_case(params: Params, pattern: jax.typing.ArrayLike) -> dict[str, Any]:
     ``max_{x != p} w_in . x + sum(max(w_out, 0)) + b``, where the best ``x`` sets the pixels of positive weight
     — or, if that is ``p`` itself, flips the pattern's pixel of smallest ``|w_in|``. So the detector finds
     every occurrence in every binary image, with no false alarm, iff the first is ``> 0`` and the second
-    ``<= 0``: a certificate, where a held-out F1 is a sample.
+    ``<= 0``: a certificate, where a held-out F1 is a sample. For a ``"conv"`` detector only (one kernel is
+    checked; a ``"local"`` or ``"dense"`` one raises ``TypeError``).
 
     Args:
       params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
