@@ -303,7 +303,10 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         "(set them with taskset).",
     )
     bench.add_argument(
-        "--grid", choices=tuple(GRIDS), default="main", help="main: the CPU grid; gpu: sizes for a GPU (main)"
+        "--grid",
+        choices=tuple(GRIDS),
+        default="main",
+        help="main: the CPU grid; gpu: sizes for a GPU; local: locally connected layers against lax's (main)",
     )
     bench.add_argument("--quick", action="store_true", help="a tiny version of the grid (smoke test), 2 rounds")
     bench.add_argument(

@@ -160,3 +160,53 @@ def draw_geometry(rng, dims, *, max_stride):
     stride = [int(rng.integers(1, max_stride + 1)) for _ in range(dims)]
     dilation = [int(rng.integers(1, 3)) for _ in range(dims)]
     return groups, c, o, taps, stride, dilation
+
+
+def numpy_local_convnd(x, kernel, *, stride, dilation, pads, lhs_dilation=None, mode="zeros", cotangent=None):
+    """Locally connected cross-correlation of channels-last ``x`` ``[N, *spatial, C]`` with ``kernel``
+    ``[*out, *taps, C, O]`` (a filter per output position), one output position and tap at a time, in float64.
+
+    ``x`` is first dilated (``lhs_dilation - 1`` zeros between elements), then padded in ``mode`` (negative pads crop).
+    With ``cotangent`` ``[N, *out, O]`` (``mode="zeros"`` only) also returns the gradients ``(dx, dkernel)`` of
+    ``sum(out * cotangent)``: every output position sends ``ct @ k.T`` back to the pixel its tap read, and
+    ``pixel.T @ ct`` to the tap, then back through the crop, the padding and the dilation.
+    """
+    x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
+    dims = x.ndim - 2
+    lhs_dilation = (1,) * dims if lhs_dilation is None else lhs_dilation
+    sizes = [(s - 1) * d + 1 for s, d in zip(x.shape[1:-1], lhs_dilation, strict=True)]
+    every = (slice(None), *(slice(None, None, d) for d in lhs_dilation), slice(None))
+    xd = np.zeros((x.shape[0], *sizes, x.shape[-1]))
+    xd[every] = x
+    grow = ((0, 0), *((max(lo, 0), max(hi, 0)) for lo, hi in pads), (0, 0))
+    xg = np.pad(xd, grow, mode=NUMPY_PAD_MODE[mode])
+    crop = (
+        slice(None),
+        *(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(pads, xg.shape[1:-1], strict=True)),
+        slice(None),
+    )
+    xp = xg[crop]
+    out_sizes, taps = kernel.shape[:dims], kernel.shape[dims:-2]
+    expected = [
+        (p - (k - 1) * d - 1) // s + 1 for p, k, d, s in zip(xp.shape[1:-1], taps, dilation, stride, strict=True)
+    ]
+    assert list(out_sizes) == expected, (out_sizes, expected)
+    out = np.zeros((x.shape[0], *out_sizes, kernel.shape[-1]))
+    reads = []
+    for pos in np.ndindex(*out_sizes):
+        for tap in np.ndindex(*taps):
+            pixel = (slice(None), *(i * s + a * d for i, s, a, d in zip(pos, stride, tap, dilation, strict=True)))
+            out[(slice(None), *pos)] += xp[pixel] @ kernel[(*pos, *tap)]
+            reads.append((pos, tap, pixel))
+    if cotangent is None:
+        return out
+    assert mode == "zeros"
+    ct = np.asarray(cotangent, np.float64)
+    dxp, dk = np.zeros_like(xp), np.zeros_like(kernel)
+    for pos, tap, pixel in reads:
+        dxp[pixel] += ct[(slice(None), *pos)] @ kernel[(*pos, *tap)].T
+        dk[(*pos, *tap)] += xp[pixel].T @ ct[(slice(None), *pos)]
+    dxg = np.zeros_like(xg)
+    dxg[crop] = dxp
+    unpad = (slice(None), *(slice(lo, lo + n) for (lo, _), n in zip(grow[1:-1], sizes, strict=True)), slice(None))
+    return out, dxg[unpad][every], dk

@@ -238,3 +238,13 @@ def test_bench_gpu_grid_quick_runs_on_cpu(tmp_path, capsys):
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["grid"] == "gpu" and [r["label"] for r in result["records"]] == ["1x64x64 1->1 k3"]
     assert set(result["records"][0]["ms"]["fwd"]) == {"auto", "direct", "xla", "lax"}
+
+
+def test_bench_local_grid_quick_times_jaxconv_against_lax(tmp_path, capsys):
+    argv = ["bench", "--grid", "local", "--quick", "--reps", "1", "--warmup", "0", "--no-plot", "--no-torch"]
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["grid"] == "local" and all(r["label"].endswith(" local") for r in result["records"])
+    for record in result["records"]:
+        assert set(record["ms"]["fwd"]) == set(record["ms"]["fwd_bwd"]) == {"auto", "lax"}
+        assert record["max_abs_err"]["auto"] < 1e-4  # the same numbers as lax's own local op

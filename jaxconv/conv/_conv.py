@@ -195,8 +195,9 @@ class Canonical(NamedTuple):
 
     Attributes:
       x: ``[N, *spatial, C]`` (e.g. ``[N, H, W, C]``), in the result dtype.
-      kernel: ``[*taps, C // groups, O]`` (e.g. HWIO), in the result dtype.
-      bias: ``[O]`` in the result dtype, or ``None``.
+      kernel: ``[*taps, C // groups, O]`` (e.g. HWIO; a locally connected one ``[*out, *taps, C, O]``), in the result
+        dtype.
+      bias: ``[O]`` (a locally connected one also ``[*out, O]``) in the result dtype, or ``None``.
       spec: the validated static description.
       layout: the caller's layout.
       ndim: the rank of the caller's ``x`` (``S + 2``, ``S + 1``, or ``S`` for a plain single-channel input).

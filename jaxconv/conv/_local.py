@@ -39,6 +39,9 @@ from jaxconv.conv._spec import SPATIAL_LETTERS, ConvSpec, Layout, PaddingMode, c
 from jaxconv.conv._strategies import accumulator, pad_or_crop, window_columns
 
 _GENERAL = "conv_general_dilated_local"
+# lax's own op, bound at import: Flax's ConvLocal calls `lax.conv_general_dilated_local` by name, so the way to inject
+# the drop-in there is to put it in lax's place, and its shape check must not then call itself.
+_LAX_LOCAL = lax.conv_general_dilated_local
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "out_dtype", "channels_outer"))
@@ -387,7 +390,7 @@ def conv_general_dilated_local(
     )
     lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
     # lax's own checks and result type (shapes only: nothing is computed).
-    expected = jax.eval_shape(functools.partial(lax.conv_general_dilated_local, **options), lhs, rhs)
+    expected = jax.eval_shape(functools.partial(_LAX_LOCAL, **options), lhs, rhs)
     dims = lhs.ndim - 2
     taps = tuple(int(t) for t in filter_shape)
     lhs_spec, rhs_spec, out_spec = lax.conv_dimension_numbers(lhs.shape, (1, 1, *taps), dimension_numbers)

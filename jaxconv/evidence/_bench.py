@@ -24,6 +24,10 @@ Floors (:func:`floors`): ``auto <= lax`` per point (forward, forward+backward); 
 ``<= 0.8`` both ways; depthwise forward+backward ``<= 1.5x`` torch; channel-heavy points forward at ``>= 70%`` of
 the matmul peak.
 
+The ``local`` grid times locally connected layers instead (a filter per output position): jaxconv's
+``conv_general_dilated_local`` (as ``auto``) against ``lax.conv_general_dilated_local`` itself, called with the same
+arguments (NHWC, lax's ``[Ho, Wo, C*KH*KW, O]`` kernel, SAME), forward and forward+backward; PyTorch has no such layer.
+
 Results: a table on screen, ``bench.json`` (every sample) and ``bench.png`` in the output directory.
 """
 
@@ -53,6 +57,7 @@ from jax import lax
 from jaxconv._env import versions
 from jaxconv._files import write_atomic
 from jaxconv.conv._conv import conv2d, resolve_strategy
+from jaxconv.conv._local import conv_general_dilated_local
 from jaxconv.conv._spec import ConvSpec, Pads, make_spec
 from jaxconv.conv._strategies import xla_cpu_threads
 
@@ -67,7 +72,8 @@ PEAK_FRACTION_FLOOR = 0.70
 
 @dataclasses.dataclass(frozen=True)
 class Point:
-    """One benchmark configuration: NHWC input ``[n, h, w, c]``, kernel ``k x k``, SAME padding, float32."""
+    """One benchmark configuration: NHWC input ``[n, h, w, c]``, kernel ``k x k``, SAME padding, float32; ``local``:
+    a locally connected layer (ungrouped, a ``k x k`` filter per output position) instead of a convolution."""
 
     n: int
     h: int
@@ -78,6 +84,7 @@ class Point:
     stride: int = 1
     dilation: int = 1
     groups: int = 1
+    local: bool = False
 
     @property
     def label(self) -> str:
@@ -87,7 +94,7 @@ class Point:
             for name, value in (("s", self.stride), ("d", self.dilation), ("g", self.groups))
             if value != 1
         )
-        return f"{self.n}x{self.h}x{self.w} {self.c}->{self.o} k{self.k}{extra}"
+        return f"{self.n}x{self.h}x{self.w} {self.c}->{self.o} k{self.k}{extra}" + (" local" if self.local else "")
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -108,6 +115,13 @@ class Point:
             strategy="auto",
             precision=None,
         )
+
+    @property
+    def kernel_shape(self) -> tuple[int, ...]:
+        """HWIO ``(k, k, c // groups, o)``; locally connected: lax's ``(Ho, Wo, c * k * k, o)``."""
+        if self.local:
+            return (*self.out_hw, self.c * self.k * self.k, self.o)
+        return (self.k, self.k, self.c // self.groups, self.o)
 
     @property
     def padding(self) -> Pads:
@@ -138,8 +152,8 @@ class Point:
 
     @property
     def channel_heavy(self) -> bool:
-        """The channel-heavy class (its floor: a share of the matmul peak): ``C, O >= 32``, ungrouped."""
-        return self.c >= 32 and self.o >= 32 and self.groups == 1
+        """The channel-heavy class (its floor: a share of the matmul peak): ``C, O >= 32``, ungrouped, a convolution."""
+        return self.c >= 32 and self.o >= 32 and self.groups == 1 and not self.local
 
     @property
     def depthwise(self) -> bool:
@@ -170,8 +184,19 @@ GPU_GRID: tuple[Point, ...] = (
     Point(1, 4096, 4096, 1, 1, 3),
 )
 
-GRIDS = {"main": GRID, "gpu": GPU_GRID}
+# Locally connected layers: the lab's detectors (one channel in, few out, image sizes 16 to 48), more channels, a
+# stride and a dilation.
+LOCAL_GRID = (
+    Point(64, 16, 16, 1, 1, 3, local=True),
+    Point(32, 48, 48, 1, 1, 3, local=True),
+    Point(32, 28, 28, 1, 8, 5, local=True),
+    Point(8, 32, 32, 16, 16, 3, local=True),
+    Point(8, 64, 64, 3, 8, 3, stride=2, local=True),
+    Point(16, 32, 32, 4, 4, 3, dilation=2, local=True),
+)
+GRIDS = {"main": GRID, "gpu": GPU_GRID, "local": LOCAL_GRID}
 QUICK_GRIDS = {
+    "local": (Point(2, 8, 8, 1, 2, 3, local=True), Point(2, 9, 8, 2, 3, 3, stride=2, local=True)),
     "main": (Point(2, 16, 16, 1, 4, 3), Point(2, 12, 12, 8, 8, 3, stride=2, groups=2)),
     "gpu": (
         Point(2, 28, 28, 3, 16, 7, stride=2),
@@ -183,7 +208,7 @@ QUICK_GRIDS = {
 
 
 def grid_for(name: str, quick: bool) -> tuple[Point, ...]:
-    """The named grid (``"main"`` or ``"gpu"``), or its tiny ``quick`` version."""
+    """The named grid (``"main"``, ``"gpu"`` or ``"local"``), or its tiny ``quick`` version."""
     return (QUICK_GRIDS if quick else GRIDS)[name]
 
 
@@ -380,7 +405,24 @@ def matmul_gflops(size: int, calls: int = 3) -> float:
 
 
 def _jax_contenders(point: Point, strategies: Sequence[str]) -> dict[str, Callable[..., jax.Array]]:
-    """``conv2d`` per strategy, and ``lax.conv_general_dilated`` called directly, on NHWC/HWIO arrays."""
+    """``conv2d`` per strategy, and ``lax.conv_general_dilated`` called directly, on NHWC/HWIO arrays; for a
+    locally connected point, jaxconv's ``conv_general_dilated_local`` (as ``auto``) and lax's, on the same arguments."""
+    if point.local:
+        window, dilation = (point.k,) * 2, (point.dilation,) * 2
+        return {
+            name: (
+                lambda x, k, fn=fn: fn(
+                    x,
+                    k,
+                    (point.stride,) * 2,
+                    "SAME",
+                    window,
+                    rhs_dilation=dilation,
+                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                )  # fmt: skip
+            )
+            for name, fn in (("auto", conv_general_dilated_local), ("lax", lax.conv_general_dilated_local))
+        }
     opts: dict[str, Any] = dict(stride=point.stride, dilation=point.dilation, groups=point.groups, padding="SAME")
     fns: dict[str, Callable[..., jax.Array]] = {
         name: (lambda x, k, name=name: conv2d(x, k, strategy=name, **opts)) for name in strategies
@@ -589,8 +631,10 @@ def bench_point(
     Args:
       point: the configuration.
       rng: draws each round's order of the contenders.
-      strategies: the ``conv2d`` strategies to time (``lax`` is always timed; torch when ``use_torch``).
-      use_torch: include PyTorch's ``conv2d`` (needs torch, and CUDA on a GPU backend).
+      strategies: the ``conv2d`` strategies to time (``lax`` is always timed; torch when ``use_torch``); a locally
+        connected point times ``auto`` and ``lax`` only.
+      use_torch: include PyTorch's ``conv2d`` (needs torch, and CUDA on a GPU backend; not on a locally connected
+        point).
       warmup: untimed rounds before timing.
       rounds: timed rounds; each contender is called once per round, in a fresh random order.
 
@@ -601,13 +645,13 @@ def bench_point(
     """
     kx, kk, kc = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, (point.n, point.h, point.w, point.c), jnp.float32)
-    k = jax.random.normal(kk, (point.k, point.k, point.c // point.groups, point.o), jnp.float32)
+    k = jax.random.normal(kk, point.kernel_shape, jnp.float32)
     k = k / math.sqrt(point.k * point.k * point.c // point.groups)
     ct = jax.random.normal(kc, (point.n, *point.out_hw, point.o), jnp.float32)
 
     compiled = _compile_contenders(point, strategies, x, k, ct)
     thunks, compile_s, memory, prints, failed, outputs = compiled
-    torch_peak = _add_torch(point, x, k, ct, thunks, failed, outputs) if use_torch else None
+    torch_peak = _add_torch(point, x, k, ct, thunks, failed, outputs) if use_torch and not point.local else None
     samples = {mode: interleaved(thunks[mode], warmup=warmup, rounds=rounds, rng=rng) for mode in MODES}
     program = {
         mode: {name: sorted(set(prints[mode].values())).index(fp) for name, fp in prints[mode].items()}
@@ -618,7 +662,7 @@ def bench_point(
         "point": dataclasses.asdict(point),
         "label": point.label,
         "flops": point.flops,
-        "auto_strategy": resolve_strategy(point.spec),
+        "auto_strategy": "window" if point.local else resolve_strategy(point.spec),  # local: the window gather
         "ms": {mode: {name: statistics.median(s) for name, s in samples[mode].items()} for mode in MODES},
         "samples_ms": {mode: {n: [round(v, 5) for v in s] for n, s in samples[mode].items()} for mode in MODES},
         "compile_s": compile_s,
