@@ -23,6 +23,11 @@ from jaxconv.conv._strategies import DIRECT_MAX_UNROLLED, lax_conv, spreads_over
 # and lost beyond it (BENCHMARKS.md, GPU section).
 GPU_WINDOW_MAX_COLUMNS = 2**23
 
+# On CPU, "direct" (one fused loop of broadcast multiply-adds, no blocking across output positions) beat XLA's
+# convolution up to about this many multiply-adds per output position and group (taps x input channels x output
+# channels, per group) and lost to it beyond (a ResNet stem 3->64 k7: 147 x 64, about 4x slower; BENCHMARKS.md).
+DIRECT_MAX_PRODUCTS = 1024
+
 _JNP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
@@ -69,7 +74,9 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
     """The concrete strategy for ``spec``: itself, or for ``"auto"`` the one measured fastest for such shapes.
 
     Deterministic: a function of the backend and the static shapes only (BENCHMARKS.md has the measurements).
-    On CPU, ``"direct"`` for at most ``DIRECT_MAX_UNROLLED`` input channels per group, else ``"xla"``. On GPU,
+    On CPU, ``"direct"`` for at most ``DIRECT_MAX_UNROLLED`` input channels per group and at most
+    ``DIRECT_MAX_PRODUCTS`` multiply-adds per output position and group (``prod(taps) * C/G * O/G``), else ``"xla"``.
+    On GPU,
     ``"window"`` for ungrouped convolutions with at most ``DIRECT_MAX_UNROLLED`` input channels whose gathered
     windows (``N * prod(out spatial) * prod(kernel spatial) * C`` values, in 2-D ``N * Ho * Wo * KH * KW * C``)
     number at most ``GPU_WINDOW_MAX_COLUMNS``, else ``"xla"`` (cuDNN). Other backends: ``"xla"``.
@@ -87,6 +94,9 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
       >>> many = make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="auto", **opts)
       >>> resolve_strategy(many, "cpu"), resolve_strategy(many, "gpu")
       ('xla', 'xla')
+      >>> stem = make_spec((4, 224, 224, 3), (7, 7, 3, 64), strategy="auto", **opts)  # 7 * 7 * 3 * 64 products
+      >>> resolve_strategy(stem, "cpu")
+      'xla'
       >>> resolve_strategy(make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="window", **opts))
       'window'
       >>> volume = make_spec((8, 64, 64, 64, 1), (3, 3, 3, 1, 1), strategy="auto", **opts)
@@ -96,8 +106,9 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
     if spec.strategy != "auto":
         return spec.strategy
     backend = jax.default_backend() if backend is None else backend
-    *taps, cg, _ = spec.kernel_shape
-    if backend == "cpu" and cg <= DIRECT_MAX_UNROLLED:
+    *taps, cg, o = spec.kernel_shape
+    products = math.prod(taps) * cg * o // spec.groups
+    if backend == "cpu" and cg <= DIRECT_MAX_UNROLLED and products <= DIRECT_MAX_PRODUCTS:
         return "direct"
     if backend == "gpu" and spec.groups == 1 and cg <= DIRECT_MAX_UNROLLED:
         if spec.in_shape[0] * math.prod(spec.out_hw) * math.prod(taps) * cg <= GPU_WINDOW_MAX_COLUMNS:
