@@ -46,6 +46,8 @@ EXPERIMENTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "pattern_sweep": ([], {}),
     "real_photos": ([], {"real_photos.png": "real_photos.png"}),
     "textures": ([], {"texture_kernels.png": "texture_kernels.png"}),
+    "fft_sweep": ([], {}),
+    "weight_sharing": ([], {"n_star.png": "weight_sharing.png", "unseen_positions.png": "unseen_positions.png"}),
 }  # fmt: skip
 """Every script in ``experiments/`` but ``benchmark.py`` (``jaxconv bench``; BENCHMARKS.md says how to run it) and
 ``accelerator_check.py`` (the check on a GPU; docs/gpu.md)."""

@@ -122,6 +122,13 @@ def parse_instances(text: str) -> tuple[int, int]:
     return _pair(text, ",", 0, "N or MIN,MAX with ints >= 0, e.g. 1,3")
 
 
+def parse_columns(text: str) -> tuple[int, int]:
+    """``--train-columns``: ``LO,HI`` (ints >= 0; the config checks ``LO < HI <= Wo``)."""
+    if text.count(",") != 1:
+        raise argparse.ArgumentTypeError(f"must be LO,HI with ints >= 0, e.g. 0,14; got {text!r}")
+    return _pair(text, ",", 0, "LO,HI with ints >= 0, e.g. 0,14")
+
+
 def parse_pattern(text: str) -> Any:
     """``--pattern``: a name from ``PATTERNS`` or rows of 0/1 digits separated by commas (``110,100``)."""
     from jaxconv.lab._data import PATTERNS
@@ -186,6 +193,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, groups: dict[str, Any]) -
         options: dict[str, Any] = {"default": default, "dest": field.name}
         if field.metadata.get("cli") == "size":
             options.update(type=parse_size, metavar="N|HxW")
+        elif field.metadata.get("cli") == "columns":
+            options.update(type=parse_columns, metavar="LO,HI")
         elif allowed.kind == "choice":
             options["choices"] = allowed.choices
         else:
@@ -336,9 +345,10 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     )
     bench.add_argument(
         "--grid",
-        choices=tuple(GRIDS),
+        choices=(*GRIDS, "template"),
         default="main",
-        help="main: the CPU grid; gpu: sizes for a GPU; local: locally connected layers against lax's (main)",
+        help="main: the CPU grid; gpu: sizes for a GPU; local: locally connected layers against lax's; template: "
+        "match_template against scikit-image and OpenCV (the images extra; --strategies and torch do not apply) (main)",
     )
     bench.add_argument("--quick", action="store_true", help="a tiny version of the grid (smoke test), 2 rounds")
     bench.add_argument(
@@ -377,13 +387,20 @@ def run_bench(args: argparse.Namespace) -> int:
     from jaxconv.evidence import _bench
 
     fail = (getattr(args, "parser", None) or build_parser()).error
-    size = len(_bench.grid_for(args.grid, args.quick))
+    if args.grid == "template":
+        from jaxconv.evidence import _template_bench
+
+        size = len(_template_bench.template_grid(args.quick))
+    else:
+        size = len(_bench.grid_for(args.grid, args.quick))
     bad = [i for i in args.only or () if i >= size]
     if bad:
         which = f"--grid {args.grid}" + (" --quick" if args.quick else "")
         fail(f"argument --only: indices must be in [0, {size - 1}] ({which} has {size} points); got {bad[0]}")
     if args.out.exists() and not args.out.is_dir():
         fail(f"argument --out: must be a directory; got the file {str(args.out)!r}")
+    if args.grid == "template":
+        return _template_bench.run(args)
     return _bench.run(args)
 
 
@@ -576,7 +593,8 @@ def _report_run(args: argparse.Namespace, config: Any, result: Any, out: str, wa
     _report.write_params(os.path.join(out, "final_params.npz"), result.params)
     if not args.no_figures:
         cosine = result.metrics["kernel_cosine"]
-        _report.plot_kernels(os.path.join(out, "kernel.png"), task, result.params, baseline, cosine)
+        if config.model == "conv":  # the other detectors have no one kernel to show beside the matched filter
+            _report.plot_kernels(os.path.join(out, "kernel.png"), task, result.params, baseline, cosine)
         _report.plot_detections(os.path.join(out, "detections.png"), task, result.params)
         _report.plot_history(os.path.join(out, "training.png"), result.history)
     print(_report.format_table({"learned": result.metrics, "matched filter": baseline_metrics}))

@@ -159,11 +159,13 @@ def test_idle_gap_follows_the_named_contender_untimed_and_outlasts_its_spinning_
         threading.Thread(target=spin).start()
 
     fns = {"spinner": spins_after_return, "other": lambda: None}
-    samples, tails = _bench.interleaved(fns, warmup=1, rounds=3, rng=random.Random(0), idle_after=("spinner",))
+    tails: list[float] = []
+    samples = _bench.interleaved(fns, warmup=1, rounds=3, rng=random.Random(0), idle_after=("spinner",), tails=tails)
     assert len(tails) == 4 and len(samples["spinner"]) == len(samples["other"]) == 3
     assert max(samples["spinner"]) < 1e3 * _bench.IDLE_GAP_S  # the gap is not part of the sample
     assert max(tails) < 0.5  # the spinning thread had stopped before the gap's watched tail
-    _, none = _bench.interleaved(fns, warmup=0, rounds=2, rng=random.Random(0))
+    none: list[float] = []
+    _bench.interleaved(fns, warmup=0, rounds=2, rng=random.Random(0), tails=none)
     assert none == []
 
 
@@ -262,7 +264,7 @@ def test_bench_quick_writes_table_json_and_plot(tmp_path, capsys):
     assert env["jax"] and env["xla_cpu_threads"] >= 1 and len(result["loadavg"]["start"]) == 3
     for record in result["records"]:
         for mode in ("fwd", "fwd_bwd"):
-            assert {"auto", "window", "shift", "direct", "xla", "lax"} <= set(record["ms"][mode])
+            assert {"auto", "window", "shift", "direct", "xla", "fft", "lax"} <= set(record["ms"][mode])
             assert all(len(s) == 2 and min(s) > 0 for s in record["samples_ms"][mode].values())
             assert record["program"][mode]["auto"] == record["program"][mode][record["auto_strategy"]]
         assert all(err < 1e-4 for err in record["max_abs_err"].values())
@@ -286,3 +288,18 @@ def test_bench_local_grid_quick_times_jaxconv_against_lax(tmp_path, capsys):
     for record in result["records"]:
         assert set(record["ms"]["fwd"]) == set(record["ms"]["fwd_bwd"]) == {"auto", "lax"}
         assert record["max_abs_err"]["auto"] < 1e-4  # the same numbers as lax's own local op
+
+
+def test_bench_template_grid_quick_runs(tmp_path, capsys):
+    pytest.importorskip("skimage")
+    pytest.importorskip("cv2")
+    argv = ["bench", "--grid", "template", "--quick", "--reps", "2", "--warmup", "0", "--seed", "3"]
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 0
+    assert "jaxconv's medians of per-round ratios" in capsys.readouterr().out
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["grid"] == "template" and result["seed"] == 3 and result["environment"]["opencv_threads"] >= 1
+    assert [r["label"] for r in result["records"]] == ["1x32^2 t8", "2x24^2 t5"]
+    for record in result["records"]:
+        assert set(record["ms"]) == {"jaxconv", "skimage", "opencv"}
+        assert all(len(s) == 2 and min(s) > 0 for s in record["samples_ms"].values())
+        assert record["max_abs_err"]["jaxconv"] < 1e-4 and record["max_abs_err"]["opencv"] < 1e-3

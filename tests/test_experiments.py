@@ -207,3 +207,34 @@ def test_real_photos_smoke(tmp_path):
     assert all(detectors[name]["predicted_d_prime"] <= best + 1e-9 for name in linear)
     assert all(-1 <= c["plain"] <= 1 for c in results["cosines"].values())
     assert (tmp_path / "real_photos.png").stat().st_size > 0
+
+
+def test_fft_sweep(tmp_path):
+    assert run_experiment("fft_sweep.py", "--kernels", "3", "9", "--images", "8", "--rounds", "1",
+                          "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [p["kernel"] for p in results["points"]] == [3]  # a kernel larger than the image is skipped
+    assert set(results["points"][0]["ms"]) == {"direct", "xla", "fft"} and results["environment"]["jax"]
+
+
+def test_weight_sharing_smoke(tmp_path):
+    assert run_experiment("weight_sharing.py", "--sizes", "10", "--cap", "1", "--seeds", "1", "--steps", "4",
+                          "--eval-images", "20", "--unseen-size", "10", "--backgrounds", "gaussian",
+                          "--out", str(tmp_path)) == 0  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    sweeps = results["sweeps"]["gaussian"]["10"]
+    ho, wo = 9, 8  # the 2x3 pattern's positions in a 10x10 image
+    expected = {"conv": 2 * 3 + 1, "local": (2 * 3 + 1) * ho * wo, "dense": 10 * 10 * ho * wo + ho * wo}
+    for model, parameters in expected.items():
+        (sweep,) = sweeps[model]
+        assert [r["n"] for r in sweep["runs"]] == [1] and sweep["runs"][0]["parameters"] == parameters
+        assert sweep["n_star"] in (None, 1) and 0 <= sweep["runs"][0]["coverage"] <= 1
+        unseen = results["unseen"][model]
+        assert (len(unseen["f1_map"]), len(unseen["f1_map"][0])) == (ho, wo)
+        assert set(unseen["halves"]) == {"left", "right"}
+    assert (tmp_path / "n_star.png").stat().st_size > 0
+    assert (tmp_path / "unseen_positions.png").stat().st_size > 0
+    again = tmp_path / "again"
+    again.mkdir()
+    assert run_experiment("weight_sharing.py", "--replot", str(tmp_path / "results.json"), "--out", str(again)) == 0
+    assert {p.name for p in again.iterdir()} == {"n_star.png", "unseen_positions.png"}

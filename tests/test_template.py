@@ -20,7 +20,7 @@ from jax.test_util import check_grads  # noqa: E402
 from skimage.feature import match_template as skimage_match  # noqa: E402
 
 import jaxconv  # noqa: E402
-from jaxconv.conv._template import FLAT_TOLERANCE, TEMPLATE_MODES  # noqa: E402
+from jaxconv.conv._template import FLAT_TOLERANCE, TEMPLATE_MODES, box_sums  # noqa: E402
 from tests.reference import enable_x64  # noqa: E402
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -116,6 +116,14 @@ def test_equals_opencv_on_grey_images_where_defined():
         resolved = resolution(image, template, valid) > 1e-3  # OpenCV's own flatness test is coarser
         if np.ptp(template) > 0:
             np.testing.assert_allclose(got[resolved], want[resolved], atol=2e-5)
+
+
+def test_box_sums_equal_a_numpy_sliding_sum():
+    rng = np.random.default_rng(8)
+    values = rng.standard_normal((3, 70, 5))
+    for size in (*rng.integers(1, 71, 6), 1, 64, 70):
+        want = np.lib.stride_tricks.sliding_window_view(values, int(size), axis=1).sum(-1)
+        np.testing.assert_allclose(box_sums(jnp.asarray(values, jnp.float32), int(size), axis=1), want, atol=2e-5)
 
 
 def test_a_planted_template_scores_one_under_brightness_and_contrast():

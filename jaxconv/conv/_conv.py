@@ -25,8 +25,15 @@ GPU_WINDOW_MAX_COLUMNS = 2**23
 
 # On CPU, "direct" (one fused loop of broadcast multiply-adds, no blocking across output positions) beat XLA's
 # convolution up to about this many multiply-adds per output position and group (taps x input channels x output
-# channels, per group) and lost to it beyond (a ResNet stem 3->64 k7: 147 x 64, about 4x slower; BENCHMARKS.md).
+# channels, per group) and lost to it beyond where a group has 16 outputs or more (a ResNet stem 3->64 k7: 147 x 64,
+# about 4x slower; BENCHMARKS.md, issue 24). With fewer outputs XLA's convolution is a thin dot and `direct` won.
 DIRECT_MAX_PRODUCTS = 1024
+DIRECT_MANY_OUTPUTS = 16
+
+# On CPU, 2-D correlations with few input channels per group (``"direct"``'s domain) and at least this many kernel taps
+# measured many times faster by the Fourier transform (``"fft"``) on every image size of the sweep, 64^2 to 1024^2;
+# below it ``"direct"`` was as fast or faster (BENCHMARKS.md, "large kernels").
+CPU_FFT_MIN_TAPS = 17 * 17
 
 _JNP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -74,9 +81,10 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
     """The concrete strategy for ``spec``: itself, or for ``"auto"`` the one measured fastest for such shapes.
 
     Deterministic: a function of the backend and the static shapes only (BENCHMARKS.md has the measurements).
-    On CPU, ``"direct"`` for at most ``DIRECT_MAX_UNROLLED`` input channels per group and at most
-    ``DIRECT_MAX_PRODUCTS`` multiply-adds per output position and group (``prod(taps) * C/G * O/G``), else ``"xla"``.
-    On GPU,
+    On CPU, ``"direct"`` for at most ``DIRECT_MAX_UNROLLED`` input channels per group — ``"fft"`` instead for 2-D
+    kernels of at least ``CPU_FFT_MIN_TAPS`` taps (dilation aside), ``"xla"`` instead where a group has at least
+    ``DIRECT_MANY_OUTPUTS`` outputs and more than ``DIRECT_MAX_PRODUCTS`` multiply-adds per output position
+    (``prod(taps) * C/G * O/G``) —, else ``"xla"``. On GPU,
     ``"window"`` for ungrouped convolutions with at most ``DIRECT_MAX_UNROLLED`` input channels whose gathered
     windows (``N * prod(out spatial) * prod(kernel spatial) * C`` values, in 2-D ``N * Ho * Wo * KH * KW * C``)
     number at most ``GPU_WINDOW_MAX_COLUMNS``, else ``"xla"`` (cuDNN). Other backends: ``"xla"``.
@@ -91,12 +99,16 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
       >>> few = make_spec((32, 64, 64, 1), (3, 3, 1, 1), strategy="auto", **opts)
       >>> resolve_strategy(few, "cpu"), resolve_strategy(few, "gpu")
       ('direct', 'window')
+      >>> large = make_spec((1, 256, 256, 1), (17, 17, 1, 1), strategy="auto", **opts)
+      >>> resolve_strategy(large, "cpu"), resolve_strategy(large, "gpu")
+      ('fft', 'xla')
       >>> many = make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="auto", **opts)
       >>> resolve_strategy(many, "cpu"), resolve_strategy(many, "gpu")
       ('xla', 'xla')
       >>> stem = make_spec((4, 224, 224, 3), (7, 7, 3, 64), strategy="auto", **opts)  # 7 * 7 * 3 * 64 products
-      >>> resolve_strategy(stem, "cpu")
-      'xla'
+      >>> thin = make_spec((8, 64, 64, 1), (13, 13, 1, 8), strategy="auto", **opts)  # as many, 8 outputs
+      >>> resolve_strategy(stem, "cpu"), resolve_strategy(thin, "cpu")
+      ('xla', 'direct')
       >>> resolve_strategy(make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="window", **opts))
       'window'
       >>> volume = make_spec((8, 64, 64, 64, 1), (3, 3, 3, 1, 1), strategy="auto", **opts)
@@ -107,9 +119,11 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
         return spec.strategy
     backend = jax.default_backend() if backend is None else backend
     *taps, cg, o = spec.kernel_shape
-    products = math.prod(taps) * cg * o // spec.groups
-    if backend == "cpu" and cg <= DIRECT_MAX_UNROLLED and products <= DIRECT_MAX_PRODUCTS:
-        return "direct"
+    if backend == "cpu" and cg <= DIRECT_MAX_UNROLLED:
+        if spec.spatial_dims == 2 and math.prod(taps) >= CPU_FFT_MIN_TAPS:
+            return "fft"
+        m = o // spec.groups
+        return "xla" if m >= DIRECT_MANY_OUTPUTS and math.prod(taps) * cg * m > DIRECT_MAX_PRODUCTS else "direct"
     if backend == "gpu" and spec.groups == 1 and cg <= DIRECT_MAX_UNROLLED:
         if spec.in_shape[0] * math.prod(spec.out_hw) * math.prod(taps) * cg <= GPU_WINDOW_MAX_COLUMNS:
             return "window"
@@ -391,8 +405,10 @@ def conv2d(
       layout: ``"NHWC"`` or ``"NCHW"``.
       strategy: ``"window"`` (a ``dynamic_slice`` per output position, vmapped), ``"shift"`` (a
         ``dynamic_slice`` per kernel tap, vmapped), ``"direct"`` (one static slice per kernel tap, multiplied and
-        accumulated elementwise — for few channels and depthwise), ``"xla"`` (``lax.conv_general_dilated``) or
-        ``"auto"`` (picked for speed). All give the same numbers.
+        accumulated elementwise — for few channels and depthwise), ``"xla"`` (``lax.conv_general_dilated``),
+        ``"fft"`` (the Fourier transforms multiplied: for large kernels; float32 rounding within
+        ``eps * log2(P) * ||x|| * ||k||`` per output, ``P`` the padded image's positions) or ``"auto"`` (picked
+        for speed). All give the same numbers, up to rounding.
       precision: passed to the contraction, as in ``lax.dot_general`` (``"direct"``'s elementwise products with
         at most 8 channels per group are exact and ignore it).
       preferred_element_type: ``None`` or the result dtype: a floating one (e.g. ``float32`` for ``bfloat16`` or

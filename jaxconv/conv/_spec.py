@@ -19,7 +19,7 @@ from jaxconv._checks import fail
 Layout = Literal["NWC", "NCW", "NHWC", "NCHW", "NDHWC", "NCDHW"]
 """Channels last (``N...C``) or first (``NC...``), for 1, 2 or 3 spatial dims."""
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
-Strategy = Literal["auto", "window", "shift", "direct", "xla"]
+Strategy = Literal["auto", "window", "shift", "direct", "xla", "fft"]
 """How the correlation is computed; ``"auto"`` picks per shape and backend (see ``resolve_strategy``)."""
 
 LAYOUTS = ("NHWC", "NCHW")

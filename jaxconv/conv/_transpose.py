@@ -104,7 +104,8 @@ _ARGS_DOC = """
       output_padding: extra rows at the high end of each spatial dim (``>= 0`` and smaller than the stride or the
         dilation, as PyTorch), to pick one of the input sizes a strided convolution maps to the same output size.
       layout: channels last or first, as ``convNd``.
-      strategy: ``"auto"``, ``"window"``, ``"shift"``, ``"direct"`` or ``"xla"``, for the correlation it runs.
+      strategy: ``"auto"``, ``"window"``, ``"shift"``, ``"direct"``, ``"xla"`` or ``"fft"``, for the correlation it
+        runs.
       precision: passed to the contraction.
 
     Returns:

@@ -62,7 +62,7 @@ from jaxconv.conv._local import conv_general_dilated_local
 from jaxconv.conv._spec import ConvSpec, Pads, make_spec
 from jaxconv.conv._strategies import xla_cpu_threads
 
-JAXCONV_STRATEGIES = ("auto", "window", "shift", "direct", "xla")
+JAXCONV_STRATEGIES = ("auto", "window", "shift", "direct", "xla", "fft")
 MODES = ("fwd", "fwd_bwd")
 PEAK_SAMPLES = 5
 FAMILY_CONFIDENCE = 0.95
@@ -176,8 +176,8 @@ class Point:
         return self.groups > 1 and self.groups == self.c
 
 
-# The main CPU grid (NHWC, f32, SAME, stride 1) plus stride-2, dilated and depthwise points, and first layers: the
-# digits CNN's 1->16 k5, 3->16 k3, a CIFAR-sized 3->32 k3 and a ResNet stem 3->64 k7 s2 at 224².
+# The main CPU grid (NHWC, f32, SAME, stride 1) plus stride-2, dilated, depthwise and large-kernel points, and first
+# layers: the digits CNN's 1->16 k5, 3->16 k3, a CIFAR-sized 3->32 k3 and a ResNet stem 3->64 k7 s2 at 224².
 GRID: tuple[Point, ...] = (
     Point(32, 64, 64, 1, 1, 3),
     Point(32, 64, 64, 1, 8, 5),
@@ -190,6 +190,10 @@ GRID: tuple[Point, ...] = (
     Point(16, 64, 64, 16, 32, 3, stride=2),
     Point(8, 64, 64, 8, 8, 3, dilation=2),
     Point(8, 64, 64, 32, 32, 3, groups=32),
+    # Large single-channel kernels (template matching), where auto takes "fft".
+    Point(4, 256, 256, 1, 1, 17),
+    Point(1, 256, 256, 1, 1, 33),
+    # First layers (with 16x128² 3->16 k3 and 64x28² 1->16 k5 above).
     Point(64, 32, 32, 3, 32, 3),
     Point(4, 224, 224, 3, 64, 7, stride=2),
 )
@@ -406,16 +410,17 @@ def interleaved(
     rng: random.Random,
     idle_after: Sequence[str] = (),
     gap_s: float = IDLE_GAP_S,
-) -> tuple[dict[str, list[float]], list[float]]:
+    tails: list[float] | None = None,
+) -> dict[str, list[float]]:
     """Per-round wall times (ms) of each thunk; every round calls each once, in an order drawn from ``rng``.
 
     After each call of a thunk named in ``idle_after`` the process sleeps ``gap_s`` (untimed), so that threads the
-    call left spinning stop before the next thunk runs. Returns the samples and, per such gap, the process's CPU time
-    over the gap's last :data:`IDLE_TAIL_S` divided by that wall time (busy cores: about 0 when the gap sufficed).
+    call left spinning stop before the next thunk runs; per such gap, the process's CPU time over the gap's last
+    :data:`IDLE_TAIL_S` divided by that wall time (busy cores: about 0 when the gap sufficed) is appended to ``tails``.
     """
     names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in names}
-    tails: list[float] = []
+    tails = [] if tails is None else tails
     for r in range(warmup + rounds):
         order = names[:]
         rng.shuffle(order)
@@ -430,7 +435,7 @@ def interleaved(
                 cpu, wall = time.process_time(), time.perf_counter()
                 time.sleep(IDLE_TAIL_S)
                 tails.append((time.process_time() - cpu) / (time.perf_counter() - wall))
-    return samples, tails
+    return samples
 
 
 def matmul_gflops(size: int, calls: int = 3) -> float:
@@ -695,10 +700,11 @@ def bench_point(
     compiled = _compile_contenders(point, strategies, x, k, ct)
     thunks, compile_s, memory, prints, failed, outputs = compiled
     torch_peak = _add_torch(point, x, k, ct, thunks, failed, outputs) if use_torch and not point.local else None
-    samples, tails = {}, []
-    for mode in MODES:
-        samples[mode], busy = interleaved(thunks[mode], warmup=warmup, rounds=rounds, rng=rng, idle_after=("torch",))
-        tails += busy
+    tails: list[float] = []
+    samples = {
+        mode: interleaved(thunks[mode], warmup=warmup, rounds=rounds, rng=rng, idle_after=("torch",), tails=tails)
+        for mode in MODES
+    }
     program = {
         mode: {name: sorted(set(prints[mode].values())).index(fp) for name, fp in prints[mode].items()}
         for mode in MODES

@@ -18,14 +18,15 @@ import numpy as np
 from jaxconv._checks import fail
 from jaxconv._files import write_atomic
 from jaxconv.lab._data import PlantedPatternTask
-from jaxconv.lab._detector import Params
+from jaxconv.lab._detector import Params, window_shape
 from jaxconv.lab._metrics import held_out_scores
 
 TABLE_COLUMNS = (("precision", "precision"), ("recall", "recall"), ("F1", "f1"), ("AP", "average_precision"))
 
 
 def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
-    """A fixed-width table of detectors (rows) by precision, recall, F1, AP and kernel cosine.
+    """A fixed-width table of detectors (rows) by precision, recall, F1, AP and kernel cosine (``-`` for a
+    detector with no one kernel: ``"local"``, ``"dense"``).
 
     Args:
       rows: ``{name: evaluate(...) dict}``.
@@ -44,7 +45,8 @@ def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     lines = [head]
     for name, m in rows.items():
         cells = "".join(f"{m[key]:>9.3f}" for _, key in TABLE_COLUMNS)
-        lines.append(f"{name:<14}{cells}{m['kernel_cosine']:>12.3f}")
+        cosine = m["kernel_cosine"]
+        lines.append(f"{name:<14}{cells}{'-' if cosine is None else f'{cosine:.3f}':>12}")
     return "\n".join(lines)
 
 
@@ -59,9 +61,10 @@ def write_history(path: str, history: Iterable[Mapping[str, Any]]) -> None:
 
 
 def write_params(path: str, params: Params) -> None:
-    """Writes ``kernel`` and ``bias`` to an ``.npz`` file."""
+    """Writes the detector's arrays (``kernel`` and ``bias`` for a conv detector) to an ``.npz`` file."""
     buffer = io.BytesIO()
-    np.savez(buffer, kernel=np.asarray(params["kernel"]), bias=np.asarray(params["bias"]))
+    arrays: dict[str, Any] = {name: np.asarray(value) for name, value in params.items()}
+    np.savez(buffer, **arrays)
     write_atomic(path, buffer.getvalue())
 
 
@@ -147,7 +150,7 @@ def plot_detections(path: str, task: PlantedPatternTask, params: Params, *, num_
     from matplotlib.patches import Rectangle
 
     images, logits, targets = held_out_scores(params, task, num_images=num_images, seed=seed)
-    kh, kw = np.asarray(params["kernel"]).shape[:2]
+    kh, kw = window_shape(params, task.image_shape)
     fig = figure(2.4 * num_images, 2.9)
     axes = np.atleast_1d(fig.subplots(1, num_images))
     for n, ax in enumerate(axes):

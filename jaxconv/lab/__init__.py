@@ -28,6 +28,7 @@ from jaxconv.lab._metrics import held_out_scores as held_out_scores
 from jaxconv.lab._metrics import kernel_cosine as kernel_cosine
 from jaxconv.lab._metrics import kernel_placement as kernel_placement
 from jaxconv.lab._metrics import matched_filter as matched_filter
+from jaxconv.lab._metrics import position_scores as position_scores
 from jaxconv.lab._metrics import worst_case as worst_case
 from jaxconv.lab._oracle import least_squares_kernel as least_squares_kernel
 from jaxconv.lab._preempt import PeerLostError as PeerLostError
@@ -40,3 +41,4 @@ from jaxconv.lab._train import TrainConfig as TrainConfig
 from jaxconv.lab._train import TrainState as TrainState
 from jaxconv.lab._train import init_state as init_state
 from jaxconv.lab._train import train_steps as train_steps
+from jaxconv.lab._train import training_set as training_set

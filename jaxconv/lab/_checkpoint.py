@@ -152,7 +152,7 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _added_field_defaults() -> dict[str, Any]:
-    return {"l1": 0.0, "l2": 0.0}
+    return {"l1": 0.0, "l2": 0.0, "model": "conv", "train_images": None, "train_columns": None}
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

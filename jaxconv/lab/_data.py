@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv._checks import check_number, fail
+from jaxconv._checks import check_number, fail, is_int
 
 Pattern = tuple[tuple[float, ...], ...]
 
@@ -161,6 +161,16 @@ def _as_pair(name: str, value: Any, low: int) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def _as_columns(value: Any, wo: int) -> tuple[int, int]:
+    allowed = f"None or a pair (lo, hi) of ints with 0 <= lo < hi <= {wo} (the output columns)"
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(is_int(v) for v in value)):
+        raise _fail("plant_columns", allowed, value, TypeError)
+    lo, hi = int(value[0]), int(value[1])
+    if not 0 <= lo < hi <= wo:
+        raise _fail("plant_columns", allowed, value)
+    return lo, hi
+
+
 def _as_float(name: str, value: Any, allowed: str, ok: Any) -> float:
     return check_number("PlantedPatternTask", name, value, allowed=allowed, ok=ok)
 
@@ -212,6 +222,10 @@ class PlantedPatternTask:
         giving the held-out task other ones: ``dataclasses.replace(task, photos=held_out)``.
       contrast: photo background only: ``(min, max)`` of the gain (or one number), ``0 < min <= max``.
       brightness: photo background only: ``(min, max)`` of the offset (or one number), ``min <= max``.
+      plant_columns: ``None`` (copies are planted anywhere) or ``(lo, hi)``, ``0 <= lo < hi <= Wo``: copies are
+        planted only with their top-left corner's column in ``lo <= j < hi`` (e.g. the left half of the positions,
+        so that the rest are positions no training image plants at). On a binary background the targets still
+        mark every exact occurrence, accidental ones anywhere included; near misses go anywhere.
 
     Raises:
       ValueError: an invalid value (pattern bigger than the image, empty or constant pattern, more instances
@@ -266,6 +280,7 @@ class PlantedPatternTask:
     photos: Any = None
     contrast: Any = (1.0, 1.0)
     brightness: Any = (0.0, 0.0)
+    plant_columns: Any = None
 
     def __post_init__(self) -> None:
         patterns = _as_patterns(self.pattern, self.patterns)
@@ -278,13 +293,14 @@ class PlantedPatternTask:
         if instances[0] > instances[1]:
             raise _fail("instances", "a pair (min, max) with min <= max", instances)
         ho, wo = image_shape[0] - ph + 1, image_shape[1] - pw + 1
+        columns = None if self.plant_columns is None else _as_columns(self.plant_columns, wo)
         blocked, k = (2 * ph - 1) * (2 * pw - 1), len(patterns)
-        if (k * instances[1] - 1) * blocked >= ho * wo:
+        if (k * instances[1] - 1) * blocked >= ho * (wo if columns is None else columns[1] - columns[0]):
             fit = ((ho * wo - 1) // blocked + 1) // k
             raise _fail(
                 "instances",
                 f"at most {fit} for {f'a {ph}x{pw} pattern' if k == 1 else f'{k} patterns in a {ph}x{pw} window'} "
-                f"in a {image_shape[0]}x{image_shape[1]} image "
+                f"in a {image_shape[0]}x{image_shape[1]} image{'' if columns is None else f' (columns {columns})'} "
                 "(so that every copy fits without overlap wherever the earlier ones landed)",
                 instances,
             )
@@ -305,6 +321,7 @@ class PlantedPatternTask:
             ("noise_std", noise_std),
             ("amplitude", amplitude),
             *photo.items(),
+            ("plant_columns", columns),
         ]:
             object.__setattr__(self, name, value)
 
@@ -431,10 +448,13 @@ class PlantedPatternTask:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict that ``PlantedPatternTask(**d)`` turns back into an equal task (``pattern`` for
-        K = 1, ``patterns`` for K > 1: the field left ``None`` is left out; the photo background's fields only on
-        a photo background). A photo task records its photographs' shape and SHA-256, not their pixels: its dict
-        identifies it (a checkpoint's config compares equal) but does not rebuild it."""
+        K = 1, ``patterns`` for K > 1: the field left ``None`` is left out, as is ``plant_columns`` when ``None``; the
+        photo background's fields only on a photo background). A photo task records its photographs' shape and
+        SHA-256, not their pixels: its dict identifies it (a checkpoint's config compares equal) but does not rebuild
+        it."""
         left_out = {"patterns" if self.patterns is None else "pattern", *(PHOTO_ONLY if self.photos is None else ())}
+        if self.plant_columns is None:
+            left_out.add("plant_columns")  # as dicts from before it existed
         out = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in left_out}
         if self.photos is not None:
             out["photos"] = {"shape": list(self.photos.shape), "sha256": self.photos.digest}
@@ -518,6 +538,8 @@ class PlantedPatternTask:
             return (image, free), position
 
         free = jnp.ones((ho, wo), bool)
+        if self.plant_columns is not None:
+            free &= (cols >= self.plant_columns[0]) & (cols < self.plant_columns[1])
         slots = (jnp.arange(k * hi), slot_noise, patterns[which], jnp.asarray(masks[which]), jnp.asarray(which))
         (image, _), positions = lax.scan(place, (image, free), slots)
         positions = positions.reshape(k * hi, 2)

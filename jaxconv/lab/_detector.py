@@ -3,6 +3,15 @@
 Decision rule, everywhere in jaxconv: the logit map is ``conv2d(image, kernel) + bias`` (VALID, NHWC,
 kernel HWIO ``[KH, KW, 1, K]``: one output channel per pattern), and a detection of pattern ``k`` at output
 ``(i, j)`` means logit ``> 0`` there. For one pattern (K = 1) the channel axis is dropped: ``[B, Ho, Wo]``.
+
+Two alternatives to weight sharing give a logit map of the same shape, so that the same loss, training loop
+and evaluation take them (:data:`MODELS`; which one a params dict is, its keys say — :func:`model_of`):
+
+- ``"conv"``: ``{"kernel": [KH, KW, 1, K], "bias": [K]}``, one kernel slid everywhere (the default);
+- ``"local"``: ``{"kernels": [Ho, Wo, KH, KW, 1, K], "bias": [Ho, Wo, K]}``, a locally connected layer (one
+  ``KH x KW`` filter and bias per output position, :func:`jaxconv.local_conv2d`): the same windows, no sharing;
+- ``"dense"``: ``{"matrix": [H * W, Ho * Wo * K], "bias": [Ho, Wo, K]}``, one weight matrix from the whole image
+  to the whole logit map: no windows and no sharing.
 """
 
 from __future__ import annotations
@@ -13,11 +22,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._checks import check_int, fail
+from jaxconv._checks import check_choice, check_int, fail, is_int
 from jaxconv.conv._conv import conv2d
+from jaxconv.conv._local import local_conv2d
 
 Params = dict[str, jax.Array]
-"""``{"kernel": [KH, KW, 1, K] (HWIO), "bias": [K]}``, K the number of patterns."""
+"""``{"kernel": [KH, KW, 1, K] (HWIO), "bias": [K]}``, K the number of patterns (or a ``"local"`` or ``"dense"``
+detector's dict, see the module's docstring)."""
+
+Model = Literal["conv", "local", "dense"]
+MODELS: tuple[str, ...] = get_args(Model)
+WEIGHTS = {"conv": "kernel", "local": "kernels", "dense": "matrix"}
+"""The key of each model's weights (the entry besides ``"bias"``)."""
 
 Loss = Literal["hard_negative", "balanced", "bce", "mse"]
 LOSSES: tuple[str, ...] = get_args(Loss)
@@ -25,19 +41,36 @@ LOSSES: tuple[str, ...] = get_args(Loss)
 HARD_NEGATIVES_PER_POSITIVE = 3
 
 
-def init_params(key: jax.Array, kernel_shape: tuple[int, int], num_patterns: int = 1) -> Params:
-    """A random kernel (normal, std ``1 / sqrt(KH * KW)``) and a zero bias, one of each per pattern.
+def init_params(
+    key: jax.Array,
+    kernel_shape: tuple[int, int],
+    num_patterns: int = 1,
+    *,
+    model: str = "conv",
+    image_shape: tuple[int, int] | None = None,
+) -> Params:
+    """Random weights scaled by their fan-in and a zero bias: a detector of ``model`` for ``num_patterns`` patterns.
+
+    Every logit starts as a sum of ``F`` weights of std ``1 / sqrt(F)`` over its inputs, ``F`` its fan-in:
+    ``KH * KW`` for a ``"conv"`` kernel and for each of a ``"local"`` detector's filters, ``H * W`` (the whole
+    image) for a ``"dense"`` matrix — so each starts with logits of the same scale on the same images.
 
     Args:
       key: a PRNG key.
-      kernel_shape: ``(KH, KW)``.
+      kernel_shape: ``(KH, KW)``, the window of one output (``"dense"``: only its output map's size,
+        ``Ho, Wo = H - KH + 1, W - KW + 1``).
       num_patterns: ``K >= 1``, the output channels.
+      model: one of :data:`MODELS`.
+      image_shape: ``(H, W)``, at least ``kernel_shape``; needed by ``"local"`` and ``"dense"``.
 
     Returns:
-      ``{"kernel": [KH, KW, 1, K], "bias": [K]}``, float32.
+      float32 ``{"kernel": [KH, KW, 1, K], "bias": [K]}`` (``"conv"``), ``{"kernels": [Ho, Wo, KH, KW, 1, K],
+      "bias": [Ho, Wo, K]}`` (``"local"``) or ``{"matrix": [H * W, Ho * Wo * K], "bias": [Ho, Wo, K]}``
+      (``"dense"``).
 
     Raises:
-      ValueError: ``kernel_shape`` is not a pair of ints ``>= 1``; ``num_patterns < 1``.
+      ValueError: ``kernel_shape`` is not a pair of ints ``>= 1``; ``num_patterns < 1``; an unknown ``model``;
+        ``image_shape`` missing or smaller than the kernel for ``"local"`` or ``"dense"``.
       TypeError: ``num_patterns`` is not an int.
 
     Examples:
@@ -46,11 +79,72 @@ def init_params(key: jax.Array, kernel_shape: tuple[int, int], num_patterns: int
       >>> params = init_params(jax.random.key(0), (2, 3))
       >>> params["kernel"].shape, params["bias"].tolist()
       ((2, 3, 1, 1), [0.0])
+      >>> local = init_params(jax.random.key(0), (2, 3), model="local", image_shape=(5, 6))
+      >>> local["kernels"].shape, local["bias"].shape
+      ((4, 4, 2, 3, 1, 1), (4, 4, 1))
+      >>> init_params(jax.random.key(0), (2, 3), model="dense", image_shape=(5, 6))["matrix"].shape
+      (30, 16)
     """
     kh, kw = check_kernel_shape(kernel_shape)
     k = check_int("init_params", "num_patterns", num_patterns, low=1)
-    kernel = jax.random.normal(key, (kh, kw, 1, k), jnp.float32) / np.sqrt(kh * kw)
-    return {"kernel": kernel, "bias": jnp.zeros((k,), jnp.float32)}
+    check_choice("init_params", "model", model, MODELS)
+    if model == "conv":
+        kernel = jax.random.normal(key, (kh, kw, 1, k), jnp.float32) / np.sqrt(kh * kw)
+        return {"kernel": kernel, "bias": jnp.zeros((k,), jnp.float32)}
+    if not (
+        isinstance(image_shape, (tuple, list))
+        and len(image_shape) == 2
+        and all(is_int(v) and v >= d for v, d in zip(image_shape, (kh, kw), strict=True))
+    ):
+        raise fail("init_params", "image_shape", f"a pair (H, W) of ints >= the kernel's {(kh, kw)}", image_shape)
+    h, w = int(image_shape[0]), int(image_shape[1])
+    ho, wo = h - kh + 1, w - kw + 1
+    bias = jnp.zeros((ho, wo, k), jnp.float32)
+    if model == "local":
+        return {"kernels": jax.random.normal(key, (ho, wo, kh, kw, 1, k), jnp.float32) / np.sqrt(kh * kw), "bias": bias}
+    return {"matrix": jax.random.normal(key, (h * w, ho * wo * k), jnp.float32) / np.sqrt(h * w), "bias": bias}
+
+
+def model_of(params: Any) -> str:
+    """Which of :data:`MODELS` a params dict is, from its keys (see the module's docstring).
+
+    Raises:
+      TypeError: ``params`` is not a dict of ``"bias"`` and one of ``"kernel"``, ``"kernels"``, ``"matrix"``.
+
+    Examples:
+      >>> from jaxconv.lab._detector import model_of
+      >>> model_of({"kernel": 0, "bias": 0}), model_of({"matrix": 0, "bias": 0})
+      ('conv', 'dense')
+    """
+    if isinstance(params, dict) and len(params) == 2 and "bias" in params:
+        for model, weights in WEIGHTS.items():
+            if weights in params:
+                return model
+    got = sorted(params) if isinstance(params, dict) else type(params).__name__
+    raise TypeError(
+        f"`params` must be a dict with keys 'bias' and one of 'kernel' (conv), 'kernels' (local), 'matrix' (dense); "
+        f"got {got}"
+    )
+
+
+def window_shape(params: Params, image_shape: tuple[int, int]) -> tuple[int, int]:
+    """``(KH, KW)`` such that ``params``'s logit map on ``[H, W]`` images is ``[H - KH + 1, W - KW + 1]``: its
+    kernel's shape (``"conv"``, ``"local"``), or what its output map leaves of the image (``"dense"``).
+
+    Examples:
+      >>> import jax
+      >>> from jaxconv import init_params
+      >>> from jaxconv.lab._detector import window_shape
+      >>> window_shape(init_params(jax.random.key(0), (2, 3), model="dense", image_shape=(5, 6)), (5, 6))
+      (2, 3)
+    """
+    model = model_of(params)
+    if model == "conv":
+        return tuple(params["kernel"].shape[:2])  # type: ignore[return-value]
+    if model == "local":
+        return tuple(params["kernels"].shape[2:4])  # type: ignore[return-value]
+    ho, wo = params["bias"].shape[:2]
+    return image_shape[0] - ho + 1, image_shape[1] - wo + 1
 
 
 def check_kernel_shape(
@@ -75,10 +169,11 @@ def check_kernel_shape(
 
 
 def logit_map(params: Params, images: jax.typing.ArrayLike) -> jax.Array:
-    """The detector's logits ``conv2d(images, kernel) + bias`` over VALID positions.
+    """The detector's logits over VALID positions: ``conv2d(images, kernel) + bias`` for a ``"conv"`` detector,
+    ``local_conv2d(images, kernels) + bias`` for a ``"local"`` one, ``images @ matrix + bias`` for a ``"dense"`` one.
 
     Args:
-      params: ``{"kernel": [KH, KW, 1, K], "bias": [K]}``.
+      params: a detector (:func:`init_params`; :func:`model_of` tells which).
       images: ``[B, H, W, 1]``.
 
     Returns:
@@ -86,7 +181,9 @@ def logit_map(params: Params, images: jax.typing.ArrayLike) -> jax.Array:
       logit ``> 0``.
 
     Raises:
-      ValueError: shapes that ``conv2d`` rejects (the message names the argument).
+      TypeError: ``params`` is none of the detectors.
+      ValueError: shapes that ``conv2d`` or ``local_conv2d`` reject, or images that are not ``[B, H, W, 1]`` with
+        ``H * W`` a ``"dense"`` matrix's rows (the message names the argument).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -94,8 +191,26 @@ def logit_map(params: Params, images: jax.typing.ArrayLike) -> jax.Array:
       >>> params = {"kernel": jnp.array([[1.0, -1.0]]).reshape(1, 2, 1, 1), "bias": jnp.array([-0.5])}
       >>> logit_map(params, jnp.array([[1.0, 0.0, 1.0]]).reshape(1, 1, 3, 1))
       Array([[[ 0.5, -1.5]]], dtype=float32)
+      >>> dense = {"matrix": jnp.array([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]), "bias": jnp.zeros((1, 2, 1))}
+      >>> logit_map(dense, jnp.array([[1.0, 0.0, 1.0]]).reshape(1, 1, 3, 1))
+      Array([[[ 1., -1.]]], dtype=float32)
     """
-    logits = conv2d(images, params["kernel"], params["bias"])
+    model = model_of(params)
+    if model == "conv":
+        logits = conv2d(images, params["kernel"], params["bias"])
+    elif model == "local":
+        logits = local_conv2d(images, params["kernels"], params["bias"])
+    else:
+        images = jnp.asarray(images)
+        matrix, bias = params["matrix"], params["bias"]
+        if images.ndim != 4 or images.shape[3] != 1 or images.shape[1] * images.shape[2] != matrix.shape[0]:
+            raise fail(
+                "logit_map",
+                "images",
+                f"[B, H, W, 1] with H * W = {matrix.shape[0]} (the matrix's rows)",
+                f"shape {images.shape}",
+            )
+        logits = (images.reshape(images.shape[0], -1) @ matrix).reshape(-1, *bias.shape) + bias[None]
     return logits[..., 0] if logits.shape[-1] == 1 else logits
 
 
@@ -255,6 +370,11 @@ def sum_of_largest(values: jax.Array, k: jax.Array) -> jax.Array:
 
 __all__ = [
     "Params",
+    "Model",
+    "MODELS",
+    "WEIGHTS",
+    "model_of",
+    "window_shape",
     "LOSSES",
     "HARD_NEGATIVES_PER_POSITIVE",
     "init_params",

@@ -446,7 +446,8 @@ def _validate(
     finished = check["errors"] == 0 or config.task.background != "binary"
     shift = np.asarray(check["bias_shift"], np.float32)  # [] for one pattern, [K] for K
     if shift.any() and (finished or step == steps):
-        state = state._replace(params=dict(state.params, bias=state.params["bias"] + shift))
+        bias = state.params["bias"]  # [K] (conv) or [Ho, Wo, K] (local, dense): the shift is per pattern
+        state = state._replace(params=dict(state.params, bias=bias + jnp.broadcast_to(shift, bias.shape)))
     checks = 1 + (last["checks"] if last else 0)
     return state, finished, {**check, "checks": checks, "stopped_at": step}
 

@@ -17,7 +17,15 @@ import numpy as np
 
 from jaxconv._checks import check_int
 from jaxconv.lab._data import PlantedPatternTask, TaskValues
-from jaxconv.lab._detector import Params, check_kernel_shape, crop_targets, logit_map
+from jaxconv.lab._detector import (
+    WEIGHTS,
+    Params,
+    check_kernel_shape,
+    crop_targets,
+    logit_map,
+    model_of,
+    window_shape,
+)
 from jaxconv.lab._streams import stream
 
 _EVAL_CHUNK = 250
@@ -169,6 +177,11 @@ def matched_filter(task: PlantedPatternTask, kernel_shape: tuple[int, int] | Non
     ``-A^2 |p|^2 / (2 s^2) + log(pi / (1 - pi))`` (``pi``: the prior share of positive positions), so logit > 0
     is the MAP decision at each position taken alone.
 
+    It is a ``"conv"`` detector: the ``"local"`` and ``"dense"`` detectors (:data:`~jaxconv.lab._detector.MODELS`)
+    are compared with it by their :func:`evaluate` scores only (held-out F1 and AP), not weight by weight — the
+    kernel cosine, :func:`worst_case` and the closed-form theory (:mod:`jaxconv.theory`) are about one shared
+    kernel and say nothing of them.
+
     With K > 1 patterns: each pattern's own matched filter, side by side (kernel ``k`` has zeros on pattern
     ``k``'s padding, so on a binary background it fires on exactly the exact occurrences of pattern ``k``).
     Each is optimal for its pattern against the background alone — not against the *other* patterns, which
@@ -227,7 +240,8 @@ def worst_case(params: Params, pattern: jax.typing.ArrayLike) -> dict[str, Any]:
     ``max_{x != p} w_in . x + sum(max(w_out, 0)) + b``, where the best ``x`` sets the pixels of positive weight
     — or, if that is ``p`` itself, flips the pattern's pixel of smallest ``|w_in|``. So the detector finds
     every occurrence in every binary image, with no false alarm, iff the first is ``> 0`` and the second
-    ``<= 0``: a certificate, where a held-out F1 is a sample.
+    ``<= 0``: a certificate, where a held-out F1 is a sample. For a ``"conv"`` detector only (one kernel is
+    checked; a ``"local"`` or ``"dense"`` one raises ``TypeError``).
 
     Args:
       params: ``{"kernel": [KH, KW, 1, 1], "bias": [1]}``.
@@ -276,8 +290,8 @@ def _skeleton_scores(
     params: Params, task: PlantedPatternTask, key: jax.Array, num_images: int, values: TaskValues
 ) -> tuple[jax.Array, ...]:
     batch = task.sample_with(key, num_images, values)
-    kh, kw = params["kernel"].shape[:2]
-    targets = crop_targets(batch.targets, task.pattern_shape, (kh, kw), per_pattern=task.num_patterns > 1)
+    window = window_shape(params, task.image_shape)
+    targets = crop_targets(batch.targets, task.pattern_shape, window, per_pattern=task.num_patterns > 1)
     return batch.images, logit_map(params, batch.images), targets
 
 
@@ -298,21 +312,44 @@ def held_out_scores(
     """
     if not 1 <= num_images <= _EVAL_CHUNK:
         raise ValueError(f"held_out_scores: `num_images` must be in [1, {_EVAL_CHUNK}]; got {num_images!r}")
-    params = _check_params(params, task.num_patterns)
+    params = _check_params(params, task.num_patterns, task)
     images, logits, targets = _scores(params, task, held_out_key(seed, chunk), _EVAL_CHUNK)
     return tuple(np.asarray(x[:num_images]) for x in (images, logits, targets))  # type: ignore[return-value]
 
 
-def _check_params(params: Any, k: int) -> Params:
-    """``params`` as float32 arrays, checked to hold one kernel and bias for each of ``k`` patterns."""
-    if not isinstance(params, dict) or set(params) != {"kernel", "bias"}:
-        got = sorted(params) if isinstance(params, dict) else type(params).__name__
-        raise TypeError(f"evaluate: `params` must be a dict with keys 'kernel' and 'bias'; got {got}")
-    kernel, bias = jnp.asarray(params["kernel"], jnp.float32), jnp.asarray(params["bias"], jnp.float32)
-    if kernel.ndim != 4 or kernel.shape[2:] != (1, k) or bias.shape != (k,):
-        want = "[KH, KW, 1, 1] and bias [1]" if k == 1 else f"[KH, KW, 1, {k}] and bias [{k}] (one per pattern)"
-        raise ValueError(f"evaluate: `params` must hold kernel {want}; got {kernel.shape} and {bias.shape}")
-    return {"kernel": kernel, "bias": bias}
+def _check_params(params: Any, k: int, task: PlantedPatternTask | None = None) -> Params:
+    """``params`` as float32 arrays, checked to be a detector (:func:`~jaxconv.lab._detector.model_of`; without
+    ``task``, only ``"conv"``) with one kernel and bias for each of ``k`` patterns, of ``task``'s images."""
+    try:
+        model = model_of(params)
+    except TypeError as err:
+        raise TypeError(f"evaluate: {err}") from None
+    if model != "conv" and task is None:
+        raise TypeError(f"`params` must be a conv detector (a 'kernel' and a 'bias'); got a {model} detector")
+    params = {name: jnp.asarray(value, jnp.float32) for name, value in params.items()}
+    bias = params["bias"]
+    if model == "conv":
+        kernel = params["kernel"]
+        if kernel.ndim != 4 or kernel.shape[2:] != (1, k) or bias.shape != (k,):
+            words = "[KH, KW, 1, 1] and bias [1]" if k == 1 else f"[KH, KW, 1, {k}] and bias [{k}] (one per pattern)"
+            raise ValueError(f"evaluate: `params` must hold kernel {words}; got {kernel.shape} and {bias.shape}")
+        return params
+    assert task is not None
+    (h, w), weights = task.image_shape, params[WEIGHTS[model]]
+    want: tuple[int, ...] | None = None
+    if model == "local" and weights.ndim == 6:
+        kh, kw = weights.shape[2:4]
+        ho, wo = h - kh + 1, w - kw + 1
+        want = (ho, wo, kh, kw, 1, k)
+    elif model == "dense" and bias.ndim == 3:
+        ho, wo = bias.shape[:2]
+        want = (h * w, ho * wo * k)
+    if want is None or weights.shape != want or bias.shape != (ho, wo, k) or min(ho, wo, h - ho + 1, w - wo + 1) < 1:
+        raise ValueError(
+            f"evaluate: `params` must be a {model} detector of the task's {h}x{w} images for {k} pattern(s) "
+            f"(see init_params); got {WEIGHTS[model]} {weights.shape} and bias {bias.shape}"
+        )
+    return params
 
 
 def evaluate(params: Params, task: PlantedPatternTask, *, num_images: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -324,7 +361,8 @@ def evaluate(params: Params, task: PlantedPatternTask, *, num_images: int = 1000
     negatives), and a confusion matrix says which kernel fires on which pattern.
 
     Args:
-      params: ``{"kernel": [KH, KW, 1, K], "bias": [K]}``, ``KH x KW`` at least the (common) pattern shape.
+      params: ``{"kernel": [KH, KW, 1, K], "bias": [K]}``, ``KH x KW`` at least the (common) pattern shape; or a
+        ``"local"`` or ``"dense"`` detector of the task's images (:func:`~jaxconv.lab._detector.init_params`).
       task: the :class:`PlantedPatternTask`.
       num_images: ``>= 1`` held-out images (drawn in chunks of 250: the first images do not depend on
         ``num_images``; the same images for every K).
@@ -332,7 +370,8 @@ def evaluate(params: Params, task: PlantedPatternTask, *, num_images: int = 1000
 
     Returns:
       A dict: ``precision``, ``recall``, ``f1``, ``average_precision`` (over all positions, threshold-free),
-      ``kernel_cosine``, and the counts ``tp``, ``fp``, ``fn``, ``positions``, ``num_images``. For K > 1 each
+      ``kernel_cosine`` (a conv detector's; ``None`` for the others, which have no one kernel), and the counts
+      ``tp``, ``fp``, ``fn``, ``positions``, ``num_images``. For K > 1 each
       of the first eight is a list over the K kernels (``kernel_cosine`` against the padded pattern), and
       ``confusion`` ``[K, K + 1]`` is added: row ``k``, column ``j < K`` is the share of pattern ``j``'s target
       positions at which kernel ``k`` fires (``nan`` if pattern ``j`` has none), column ``K`` the share of
@@ -353,23 +392,12 @@ def evaluate(params: Params, task: PlantedPatternTask, *, num_images: int = 1000
       >>> m["f1"], [[round(v, 2) for v in row] for row in m["confusion"]]
       ([1.0, 1.0], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     """
-    if not isinstance(task, PlantedPatternTask):
-        raise TypeError(f"evaluate: `task` must be a PlantedPatternTask; got {type(task).__name__}")
+    z, t, params = _held_out(params, task, num_images, seed)
     k = task.num_patterns
-    params = _check_params(params, k)
-    check_kernel_shape(params["kernel"].shape[:2], task.pattern_shape)
-    num_images = check_int("evaluate", "num_images", num_images, low=1)
-    seed = check_int("evaluate", "seed", seed, low=0)
-    scores, labels = [], []
-    for chunk in range(-(-num_images // _EVAL_CHUNK)):
-        _, chunk_scores, chunk_labels = _scores(params, task, held_out_key(seed, chunk), _EVAL_CHUNK)
-        keep = min(_EVAL_CHUNK, num_images - chunk * _EVAL_CHUNK)
-        scores.append(np.asarray(chunk_scores[:keep]))
-        labels.append(np.asarray(chunk_labels[:keep]))
-    z, t = np.concatenate(scores), np.concatenate(labels)
+    kernel = params.get("kernel")
     if k == 1:
-        return {**_detection(z, t, params["kernel"], task.pattern_array), "num_images": num_images}
-    each = [_detection(z[..., i], t[..., i], params["kernel"][..., i : i + 1], task.templates[i]) for i in range(k)]
+        return {**_detection(z, t, kernel, task.pattern_array), "num_images": num_images}
+    each = [_detection(z[..., i], t[..., i], kernel, task.templates[i], i) for i in range(k)]
     out: dict[str, Any] = {name: [e[name] for e in each] for name in each[0]}
     fired, truth = z > 0, t > 0.5
     confusion = np.full((k, k + 1), math.nan)
@@ -381,8 +409,63 @@ def evaluate(params: Params, task: PlantedPatternTask, *, num_images: int = 1000
     return {**out, "positions": int(t[..., 0].size), "confusion": confusion.tolist(), "num_images": num_images}
 
 
-def _detection(z: np.ndarray, t: np.ndarray, kernel: jax.Array, pattern: np.ndarray) -> dict[str, Any]:
-    """One kernel's counts at logit > 0, precision, recall, F1, AP and kernel cosine (logits ``z``, targets ``t``)."""
+def _held_out(params: Any, task: Any, num_images: Any, seed: Any) -> tuple[np.ndarray, np.ndarray, Params]:
+    """:func:`evaluate`'s checks, then its logits and targets on the held-out images, and the checked params."""
+    if not isinstance(task, PlantedPatternTask):
+        raise TypeError(f"evaluate: `task` must be a PlantedPatternTask; got {type(task).__name__}")
+    params = _check_params(params, task.num_patterns, task)
+    check_kernel_shape(window_shape(params, task.image_shape), task.pattern_shape, "evaluate")
+    num_images = check_int("evaluate", "num_images", num_images, low=1)
+    seed = check_int("evaluate", "seed", seed, low=0)
+    scores, labels = [], []
+    for chunk in range(-(-num_images // _EVAL_CHUNK)):
+        _, chunk_scores, chunk_labels = _scores(params, task, held_out_key(seed, chunk), _EVAL_CHUNK)
+        keep = min(_EVAL_CHUNK, num_images - chunk * _EVAL_CHUNK)
+        scores.append(np.asarray(chunk_scores[:keep]))
+        labels.append(np.asarray(chunk_labels[:keep]))
+    return np.concatenate(scores), np.concatenate(labels), params
+
+
+def position_scores(
+    params: Params, task: PlantedPatternTask, *, num_images: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """:func:`evaluate`'s counts at each output position, over the same held-out images: where a detector works.
+
+    Args:
+      params: a detector, as for :func:`evaluate`.
+      task: the :class:`PlantedPatternTask`.
+      num_images: ``>= 1`` held-out images (the first ``num_images`` that :func:`evaluate` scores).
+      seed: picks the held-out set.
+
+    Returns:
+      ``{"tp", "fp", "fn": int64 [Ho, Wo], "f1": float64 [Ho, Wo]}`` (``[Ho, Wo, K]`` for K > 1), summed over the
+      images; ``f1`` is ``2TP / (2TP + FP + FN)``, ``nan`` where that is ``0 / 0`` (no pattern, no detection).
+      Summing the counts over every position gives :func:`evaluate`'s.
+
+    Raises:
+      As :func:`evaluate`.
+
+    Examples:
+      >>> import jaxconv
+      >>> from jaxconv.lab import position_scores
+      >>> task = jaxconv.PlantedPatternTask("seed", image_shape=(8, 8))
+      >>> maps = position_scores(jaxconv.matched_filter(task), task, num_images=20)
+      >>> maps["f1"].shape, int(maps["fp"].sum() + maps["fn"].sum()), int(maps["tp"].sum()) > 0
+      ((7, 6), 0, True)
+    """
+    z, t, _ = _held_out(params, task, num_images, seed)
+    detected, positive = z > 0, t > 0.5
+    tp, fp, fn = ((a & b).sum(axis=0) for a, b in [(detected, positive), (detected, ~positive), (~detected, positive)])
+    with np.errstate(invalid="ignore"):
+        f1 = 2 * tp / (2 * tp + fp + fn)
+    return {"tp": tp, "fp": fp, "fn": fn, "f1": f1}
+
+
+def _detection(
+    z: np.ndarray, t: np.ndarray, kernel: jax.Array | None, pattern: np.ndarray, k: int = 0
+) -> dict[str, Any]:
+    """One kernel's counts at logit > 0, precision, recall, F1, AP and kernel cosine (logits ``z``, targets ``t``;
+    ``kernel[..., k]`` of a conv detector, ``None`` for the others)."""
     detected, positive = z > 0, t > 0.5
     tp = int(np.sum(detected & positive))
     fp = int(np.sum(detected & ~positive))
@@ -392,7 +475,7 @@ def _detection(z: np.ndarray, t: np.ndarray, kernel: jax.Array, pattern: np.ndar
         "recall": tp / (tp + fn) if tp + fn else 1.0,
         "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
         "average_precision": average_precision(z, t),
-        "kernel_cosine": kernel_cosine(kernel, pattern),
+        "kernel_cosine": None if kernel is None else kernel_cosine(kernel[..., k : k + 1], pattern),
         "tp": tp,
         "fp": fp,
         "fn": fn,
@@ -406,6 +489,7 @@ __all__ = [
     "kernel_placement",
     "matched_filter",
     "evaluate",
+    "position_scores",
     "held_out_key",
     "held_out_scores",
     "worst_case",

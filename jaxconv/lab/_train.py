@@ -19,11 +19,14 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxconv._checks import Allowed, check_choice, check_number, fail
+from jaxconv._checks import Allowed, check_choice, check_number, fail, is_int
 from jaxconv.lab._data import PlantedPatternTask, TaskValues, plant_near_misses
 from jaxconv.lab._detector import (
     LOSSES,
+    MODELS,
+    WEIGHTS,
     Loss,
+    Model,
     Params,
     check_kernel_shape,
     crop_targets,
@@ -125,6 +128,7 @@ class StepConfig(NamedTuple):
     l2: float
     near_misses: int
     decay_steps: int
+    model: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +158,15 @@ class TrainConfig:
       decay_steps: ``None`` for the background's default (:data:`DEFAULT_DECAY_STEPS`), 0 for a constant
         learning rate, or ``N >= 1``: a cosine decay of the rate to 0 over the first ``N`` steps (see
         :func:`make_optimizer`); ``steps="auto"`` then trains ``N`` steps on a gaussian background.
+      model: the detector, one of :data:`~jaxconv.lab._detector.MODELS`: ``"conv"`` (one shared kernel, the
+        default), ``"local"`` (a kernel per output position) or ``"dense"`` (one matrix from the image to the logit
+        map); see :func:`~jaxconv.lab._detector.init_params` for each one's initialisation.
+      train_images: ``None`` (every step draws fresh images) or ``n >= 1``: a fixed training set of ``n`` images
+        (:func:`training_set`), which the steps' batches of ``batch_size`` cycle through in order
+        (:func:`set_indices`). Not part of the compiled step: runs that differ only in ``n`` share one compile.
+      train_columns: ``None`` or ``(lo, hi)``: training images (and the validation draw) plant the pattern only at
+        output columns ``lo <= j < hi`` (see ``PlantedPatternTask.plant_columns``), while the held-out images of
+        :func:`jaxconv.evaluate` plant it everywhere: the positions outside are never planted in training.
       steps: ``"auto"`` (train until a validation draw is separated, or on a gaussian background to the end of the
         decay; see :func:`jaxconv.fit`) or the total
         optimizer steps, ``>= 1`` (a resumed run continues up to this count).
@@ -217,6 +230,21 @@ class TrainConfig:
         f"{DEFAULT_DECAY_STEPS['gaussian']} on gaussian or photo (where auto trains to its end)",
         Allowed("int", low=0),
     )
+    model: Model = _knob(
+        "conv",
+        "the detector: conv (one shared kernel), local (a kernel per position), dense (one image-to-map matrix)",
+        Allowed("choice", choices=MODELS),
+    )
+    train_images: int | None = _knob(
+        None,
+        "a fixed training set of N images that every step samples its batch from; None: fresh images",
+        Allowed("int", low=1),
+    )
+    train_columns: Any = _knob(
+        None,
+        "plant the pattern in training only at output columns LO <= j < HI (held-out images: everywhere)",
+        cli="columns",
+    )
     steps: int | str = _knob(
         "auto",
         "auto: until a validation draw (not the held-out images) is separated, the bias "
@@ -249,6 +277,18 @@ class TrainConfig:
         pattern_shape = self.task.pattern_shape
         kernel_shape = pattern_shape if self.kernel_shape is None else self.kernel_shape
         object.__setattr__(self, "kernel_shape", check_kernel_shape(kernel_shape, pattern_shape, "TrainConfig"))
+        if self.train_columns is not None:
+            wo = self.task.output_shape[1]
+            columns = self.train_columns
+            if not (
+                isinstance(columns, (tuple, list))
+                and len(columns) == 2
+                and all(is_int(v) for v in columns)
+                and 0 <= columns[0] < columns[1] <= wo
+            ):
+                raise fail("TrainConfig", "train_columns", f"None or (lo, hi), ints with 0 <= lo < hi <= {wo}", columns)
+            object.__setattr__(self, "train_columns", (int(columns[0]), int(columns[1])))
+            self.training_task  # noqa: B018 -- the task must still fit its copies in those columns
         if self.loss is None:
             object.__setattr__(self, "loss", DEFAULT_LOSS[self.task.background])
         if self.decay_steps is None:
@@ -259,13 +299,23 @@ class TrainConfig:
         """What a compiled training step depends on — the static argument of the jitted step: the task's
         :meth:`~PlantedPatternTask.skeleton` (its numbers are traced) and the step's knobs, not the seed or the
         run's length, so runs that differ only in those share one compile."""
-        return StepConfig(self.task.skeleton(), *(getattr(self, name) for name in StepConfig._fields[1:]))
+        return StepConfig(self.training_task.skeleton(), *(getattr(self, name) for name in StepConfig._fields[1:]))
+
+    @property
+    def training_task(self) -> PlantedPatternTask:
+        """The task that training images (and the validation draw) come from: :attr:`task`, planted only in
+        :attr:`train_columns` when they are given."""
+        if self.train_columns is None:
+            return self.task
+        return dataclasses.replace(self.task, plant_columns=self.train_columns)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` turns it back into an equal config."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["task"] = self.task.to_dict()
         out["kernel_shape"] = list(self.kernel_shape)
+        if self.train_columns is not None:
+            out["train_columns"] = list(self.train_columns)
         return out
 
     def trajectory(self) -> dict[str, Any]:
@@ -323,7 +373,13 @@ def init_state(config: TrainConfig) -> TrainState:
     """
     if not isinstance(config, TrainConfig):
         raise fail("init_state", "config", "a TrainConfig", type(config).__name__, TypeError)
-    params = init_params(stream(config.seed, "init"), config.kernel_shape, config.task.num_patterns)
+    params = init_params(
+        stream(config.seed, "init"),
+        config.kernel_shape,
+        config.task.num_patterns,
+        model=config.model,
+        image_shape=config.task.image_shape,
+    )
     decay_steps = cast(int, config.decay_steps)  # resolved on construction
     opt_state = _guarded(make_optimizer(config.optimizer, config.learning_rate, decay_steps)).init(params)
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32), stream(config.seed, "train"))
@@ -337,10 +393,11 @@ def batch_loss(params: Params, config: StepConfig, images: jax.Array, targets: j
     targets = crop_targets(targets, config.task.pattern_shape, config.kernel_shape, per_pattern=per_pattern)
     logits = logit_map(params, images)
     loss = detection_loss(logits, targets, loss=cast(str, config.loss), per_pattern=per_pattern)  # loss: resolved
+    weights = params[WEIGHTS[config.model]]
     if config.l1:
-        loss = loss + config.l1 * jnp.sum(jnp.abs(params["kernel"]))
+        loss = loss + config.l1 * jnp.sum(jnp.abs(weights))
     if config.l2:
-        loss = loss + config.l2 * jnp.sum(params["kernel"] ** 2)
+        loss = loss + config.l2 * jnp.sum(weights**2)
     return loss
 
 
@@ -361,11 +418,84 @@ def training_batch(config: StepConfig, key: jax.Array, values: TaskValues | None
     return batch.images, batch.targets
 
 
+def set_batch(config: StepConfig, key: jax.Array, indices: jax.Array, values: TaskValues | None = None) -> Batch:
+    """Images ``indices`` of a fixed training set: image ``i`` is :func:`training_batch`'s one image (near misses
+    pasted in) from ``fold_in(key, i)``, so any ``n`` images of the set are drawn without drawing the others.
+
+    Args:
+      config: the :class:`TrainConfig` (its task may be a skeleton when ``values`` are given).
+      key: the set's key, ``stream(seed, "train_set")``.
+      indices: ``[B]`` int, traced or not.
+      values: the task's :class:`~jaxconv.lab._data.TaskValues` (default: ``config.task.values()``).
+
+    Returns:
+      ``(images [B, H, W, 1], targets [B, Ho, Wo] or [B, Ho, Wo, K])``.
+    """
+    one = config._replace(batch_size=1)
+    images, targets = jax.vmap(lambda i: training_batch(one, jax.random.fold_in(key, i), values))(indices)
+    return images[:, 0], targets[:, 0]
+
+
+_set_batch = jax.jit(set_batch, static_argnames=("config",))
+
+
+def training_set(config: TrainConfig) -> Batch:
+    """The fixed training set of a run with ``config.train_images = n``: image ``i < n`` drawn from
+    ``fold_in(stream(seed, "train_set"), i)`` (:func:`set_batch`; near misses pasted in, as in every training
+    batch). The set of ``n`` images holds the set of every smaller ``n``, for the same seed.
+
+    Args:
+      config: a :class:`TrainConfig` with ``train_images`` set.
+
+    Returns:
+      ``(images [n, H, W, 1], targets [n, Ho, Wo] or [n, Ho, Wo, K])``.
+
+    Raises:
+      ValueError: ``config.train_images`` is ``None``.
+      TypeError: ``config`` is not a :class:`TrainConfig`.
+
+    Examples:
+      >>> import jaxconv
+      >>> from jaxconv.lab._train import training_set
+      >>> config = jaxconv.TrainConfig(jaxconv.PlantedPatternTask("seed", image_shape=8), train_images=3)
+      >>> [a.shape for a in training_set(config)]
+      [(3, 8, 8, 1), (3, 7, 6)]
+    """
+    if not isinstance(config, TrainConfig):
+        raise fail("training_set", "config", "a TrainConfig", type(config).__name__, TypeError)
+    if config.train_images is None:
+        raise fail("training_set", "config", "a TrainConfig with `train_images` set", None)
+    indices = jnp.arange(config.train_images)
+    return _set_batch(config.step, stream(config.seed, "train_set"), indices, config.task.values())
+
+
+def set_indices(step: jax.typing.ArrayLike, batch_size: int, n: jax.typing.ArrayLike) -> jax.Array:
+    """``[batch_size]``: which images of an ``n``-image training set step ``step`` trains on — the set in order,
+    cycled: ``(step * batch_size + arange(batch_size)) % n`` (every image as often as the others, to within one
+    per ``n`` batches; with ``n < batch_size`` each batch holds every image, some once more than others).
+
+    Examples:
+      >>> from jaxconv.lab._train import set_indices
+      >>> set_indices(0, 4, 3).tolist(), set_indices(1, 4, 6).tolist()
+      ([0, 1, 2, 0], [4, 5, 0, 1])
+    """
+    return (jnp.asarray(step) * batch_size + jnp.arange(batch_size)) % n
+
+
 def _one_step(
-    config: StepConfig, mesh: Mesh | None, values: TaskValues, data: Batch | None, state: TrainState, _: Any
+    config: StepConfig,
+    mesh: Mesh | None,
+    values: TaskValues,
+    data: Batch | None,
+    train_set: tuple[jax.Array, jax.Array] | None,
+    state: TrainState,
+    _: Any,
 ) -> tuple[TrainState, jax.Array]:
     optimizer = _guarded(make_optimizer(config.optimizer, config.learning_rate, config.decay_steps))
-    if data is None:
+    if train_set is not None:  # (the set's key, n): n traced, so every n shares one compile
+        indices = set_indices(state.step, config.batch_size, train_set[1])
+        images, targets = set_batch(config, train_set[0], indices, values)
+    elif data is None:
         images, targets = training_batch(config, jax.random.fold_in(state.key, state.step), values)
     else:
         images, targets = data
@@ -384,9 +514,16 @@ def _one_step(
 
 @functools.partial(jax.jit, static_argnames=("config", "num_steps", "mesh"))
 def _train_steps(
-    config: StepConfig, state: TrainState, num_steps: int, mesh: Mesh | None, values: TaskValues, data: Batch | None
+    config: StepConfig,
+    state: TrainState,
+    num_steps: int,
+    mesh: Mesh | None,
+    values: TaskValues,
+    data: Batch | None,
+    train_set: tuple[jax.Array, jax.Array] | None,
 ) -> tuple[TrainState, jax.Array]:
-    out = jax.lax.scan(functools.partial(_one_step, config, mesh, values, data), state, None, length=num_steps)
+    step = functools.partial(_one_step, config, mesh, values, data, train_set)
+    out = jax.lax.scan(step, state, None, length=num_steps)
     if mesh is not None:  # every process can read the (replicated) state and losses
         out = jax.lax.with_sharding_constraint(out, NamedSharding(mesh, PartitionSpec()))
     return out
@@ -448,8 +585,9 @@ def train_steps(
 ) -> tuple[TrainState, jax.Array]:
     """Advances ``state`` by ``num_steps`` optimizer steps in one jitted dispatch (a ``lax.scan``).
 
-    Each step samples a fresh batch on the device from ``fold_in(state.key, step)``, so the result does
-    not depend on how a run's steps are grouped into calls. A step whose loss or gradient is not finite
+    Each step samples a fresh batch on the device from ``fold_in(state.key, step)`` (with
+    ``config.train_images``: the images :func:`set_indices` picks from the :func:`training_set`), so the result
+    does not depend on how a run's steps are grouped into calls. A step whose loss or gradient is not finite
     changes nothing but the optimizer state's counters (see :func:`nonfinite_steps`).
 
     With a ``mesh``, the step is data parallel: the ``[B, ...]`` batch is sharded along the mesh's one axis
@@ -465,13 +603,15 @@ def train_steps(
         ``config.batch_size`` (static).
       data: ``None`` (every step samples its batch from the task) or a fixed batch ``(images [N, H, W, 1],
         targets [N, Ho, Wo] or [N, Ho, Wo, K])`` that every step trains on: full-batch gradient descent on a
-        fixed training set (``N`` need not be ``config.batch_size``; with a ``mesh``, ``D`` must divide it).
+        fixed training set (``N`` need not be ``config.batch_size``; with a ``mesh``, ``D`` must divide it); not
+        with ``config.train_images``, which gives the training set itself.
 
     Returns:
       ``(new_state, losses [num_steps])``.
 
     Raises:
-      ValueError: ``num_steps`` is not an int ``>= 1``; ``mesh`` is not 1-D or does not divide the batch.
+      ValueError: ``num_steps`` is not an int ``>= 1``; ``mesh`` is not 1-D or does not divide the batch;
+        ``data`` with ``config.train_images``.
       TypeError: ``config`` or ``mesh`` of the wrong type.
 
     Examples:
@@ -491,10 +631,20 @@ def train_steps(
         raise fail("train_steps", "config", "a TrainConfig", type(config).__name__, TypeError)
     num_steps = Allowed("int", low=1).check("train_steps", "num_steps", num_steps)
     if data is not None:
+        if config.train_images is not None:
+            raise fail(
+                "train_steps",
+                "data",
+                "None when `config.train_images` is set (it gives the training set)",
+                "a pair (images, targets)",
+            )
         data = _check_data(config, data)
     if mesh is not None:
         mesh = check_mesh(mesh, config.batch_size if data is None else data[0].shape[0])
-    return _train_steps(config.step, state, num_steps, mesh, config.task.values(), data)
+    train_set = None
+    if config.train_images is not None:
+        train_set = (stream(config.seed, "train_set"), jnp.asarray(config.train_images, jnp.int32))
+    return _train_steps(config.step, state, num_steps, mesh, config.task.values(), data, train_set)
 
 
 def _check_data(config: TrainConfig, data: Any) -> Batch:
@@ -525,6 +675,9 @@ __all__ = [
     "train_steps",
     "batch_loss",
     "training_batch",
+    "training_set",
+    "set_batch",
+    "set_indices",
     "NEAR_MISSES",
     "DEFAULT_LOSS",
     "DEFAULT_DECAY_STEPS",
