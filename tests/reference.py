@@ -230,3 +230,15 @@ def numpy_local_convnd(x, kernel, *, stride, dilation, pads, lhs_dilation=None, 
     dxg[crop] = dxp
     unpad = (slice(None), *(slice(lo, lo + n) for (lo, _), n in zip(grow[1:-1], sizes, strict=True)), slice(None))
     return out, dxg[unpad][every], dk
+
+
+def tiered(cases, fast, *, several=False):
+    """``cases`` as pytest parameters, those at the indices in ``fast`` in the fast tier and the rest marked slow
+    (run with ``--runslow``, as CI does): a property tested once at the sizes that exercise it, the sweep in CI.
+    ``several``: each case is a tuple of several arguments' values."""
+    import pytest
+
+    def slow(case):
+        return pytest.param(*(case if several else (case,)), marks=pytest.mark.slow)
+
+    return [case if i in fast else slow(case) for i, case in enumerate(cases)]

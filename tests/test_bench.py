@@ -271,6 +271,7 @@ def test_bench_quick_writes_table_json_and_plot(tmp_path, capsys):
         assert record["memory"]["auto"]["fwd"]["temp_bytes"] >= 0
 
 
+@pytest.mark.slow  # the gpu grid; the main grid's quick run is the fast tier's bench
 def test_bench_gpu_grid_quick_runs_on_cpu(tmp_path, capsys):
     argv = ["bench", "--grid", "gpu", "--quick", "--only", "3", "--reps", "1", "--warmup", "0", "--no-plot"]
     argv += ["--strategies", "auto,direct,xla"]
@@ -280,6 +281,7 @@ def test_bench_gpu_grid_quick_runs_on_cpu(tmp_path, capsys):
     assert set(result["records"][0]["ms"]["fwd"]) == {"auto", "direct", "xla", "lax"}
 
 
+@pytest.mark.slow  # the local grid; the main grid's quick run is the fast tier's bench
 def test_bench_local_grid_quick_times_jaxconv_against_lax(tmp_path, capsys):
     argv = ["bench", "--grid", "local", "--quick", "--reps", "1", "--warmup", "0", "--no-plot", "--no-torch"]
     assert cli.main([*argv, "--out", str(tmp_path)]) == 0
@@ -290,6 +292,7 @@ def test_bench_local_grid_quick_times_jaxconv_against_lax(tmp_path, capsys):
         assert record["max_abs_err"]["auto"] < 1e-4  # the same numbers as lax's own local op
 
 
+@pytest.mark.slow  # the template grid; the main grid's quick run is the fast tier's bench
 def test_bench_template_grid_quick_runs(tmp_path, capsys):
     pytest.importorskip("skimage")
     pytest.importorskip("cv2")

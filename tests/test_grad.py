@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
-from reference import enable_x64, lax_conv2d
+from reference import enable_x64, lax_conv2d, tiered
 
 import jaxconv
 
@@ -39,8 +39,9 @@ def reference_options(opts, kernel_hw=(3, 2), hw=(6, 7)):
 # configurations ("xla", lax's own autodiff with the padding split, is the reference of test_vjp's second order).
 @pytest.mark.parametrize(
     ("strategy", "config"),
-    [("window", "strided_dilated_same"), ("shift", "strided_dilated_same"), ("shift", "grouped_reflect"),
-     ("direct", "grouped_reflect"), ("direct", "circular_full"), ("window", "circular_full")],
+    tiered([("window", "strided_dilated_same"), ("shift", "strided_dilated_same"), ("shift", "grouped_reflect"),
+            ("direct", "grouped_reflect"), ("direct", "circular_full"), ("window", "circular_full")],
+           fast={0, 2, 4}, several=True),  # one configuration per strategy in the fast tier
 )  # fmt: skip
 def test_check_grads_second_order_float64(strategy, config):
     with enable_x64():

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import tiered
 
 import jaxconv
 
@@ -20,11 +21,6 @@ CASES = [  # (kernel_size, strides, padding, input_dilation, kernel_dilation, gr
     ((2, 3, 2), (1, 2, 1), "SAME_LOWER", 1, 1, 1, (1, 5, 6, 4, 2)),
     ((3, 3, 3), 1, "VALID", 1, (2, 1, 1), 2, (1, 6, 5, 5, 2)),
 ]  # fmt: skip
-
-
-def tiered(cases, fast):
-    """``cases`` as parameters, all but the indices in ``fast`` in the slow tier (each case is a few compiles)."""
-    return [case if i in fast else pytest.param(case, marks=pytest.mark.slow) for i, case in enumerate(cases)]
 
 
 @pytest.mark.parametrize("case", tiered(CASES, fast={3, 5}))  # beyond the reach; input dilation and negative padding

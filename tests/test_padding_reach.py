@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from reference import enable_x64, numpy_conv2d, numpy_conv2d_vjp, torch_conv2d_vjp
+from reference import enable_x64, numpy_conv2d, numpy_conv2d_vjp, tiered, torch_conv2d_vjp
 
 import jaxconv
 from jaxconv.conv._spec import make_spec
@@ -121,7 +121,7 @@ def _assert_close(actual, expected, what):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("seed", SWEEP_SEEDS, ids=lambda s: f"seed{s}")
+@pytest.mark.parametrize("seed", tiered(SWEEP_SEEDS, fast={0, 1}), ids=lambda s: f"seed{s}")
 def test_beyond_reach_sweep(seed, strategy):
     (x, kernel, cotangent, opts), expected = _case(seed)
     with enable_x64():
@@ -266,7 +266,11 @@ def _program(f, *args):
 
 @pytest.mark.parametrize(
     "padding,stride,dilation",
-    [(((2, 1), (0, 2)), 1, 1), (((2, 1), (0, 2)), 2, 1), ("SAME", 2, 1), (((4, 0), (1, 4)), 1, 2), (0, 2, 1)],
+    tiered(
+        [(((2, 1), (0, 2)), 1, 1), (((2, 1), (0, 2)), 2, 1), ("SAME", 2, 1), (((4, 0), (1, 4)), 1, 2), (0, 2, 1)],
+        fast={1, 3},
+        several=True,
+    ),
 )
 def test_within_reach_program_is_lax_own(monkeypatch, padding, stride, dilation):
     """Within the reach the workaround costs nothing: ``xla``'s value and both gradients compile to exactly the

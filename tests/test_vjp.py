@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from reference import enable_x64, lax_conv2d
+from reference import enable_x64, lax_conv2d, tiered
 
 import jaxconv
 
@@ -67,7 +67,7 @@ def test_gradient_has_no_scatter(strategy):
     assert "jaxconv_correlate" in jaxpr
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", tiered(STRATEGIES, fast={2}))  # test_grad's second order: every strategy
 def test_second_order_float64(strategy):
     """hessian (forward-over-reverse) and reverse-over-reverse, w.r.t. both operands, against lax."""
     config = "depthwise_reflect"
@@ -152,7 +152,7 @@ DIRECT_SHAPES = {
 }
 
 
-@pytest.mark.parametrize("shape", sorted(DIRECT_SHAPES))
+@pytest.mark.parametrize("shape", tiered(sorted(DIRECT_SHAPES), fast={sorted(DIRECT_SHAPES).index("one_in_many_out")}))
 def test_direct_contraction_paths(shape):
     c, o, groups = DIRECT_SHAPES[shape]
     rng = np.random.default_rng(1)
@@ -203,7 +203,7 @@ PHASE_CASES = {
 
 
 @pytest.mark.parametrize("strategy", ["window", "shift"])
-@pytest.mark.parametrize("case", sorted(PHASE_CASES))
+@pytest.mark.parametrize("case", tiered(sorted(PHASE_CASES), fast={sorted(PHASE_CASES).index("stride_beyond_kernel")}))
 def test_phase_input_gradient_matches_lax(strategy, case):
     x_shape, k_shape, opts = PHASE_CASES[case]
     conv_fn = {3: jaxconv.conv1d, 4: jaxconv.conv2d, 5: jaxconv.conv3d}[len(x_shape)]
@@ -236,7 +236,7 @@ def test_phases_split_the_taps():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("seed", tiered(range(2), fast={0}))
 def test_xla_on_all_threads_matches_lax(monkeypatch, threads, seed):
     """The "xla" strategy on XLA:CPU's threads (stride 1, ungrouped, float32, kernels >= 3x3: one extra output row,
     cropped; lax's transposes as derivatives), forced on and off whatever this machine's core count, on seeded random
