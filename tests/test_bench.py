@@ -6,6 +6,8 @@ import dataclasses
 import json
 import math
 import random
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -40,6 +42,7 @@ PROGRAMS = {mode: {"auto": 0, "direct": 0, "xla": 1, "lax": 1, "torch": None} fo
 FEW = Point(8, 32, 32, 1, 8, 3)
 HEAVY = Point(8, 32, 32, 64, 64, 3)
 DEPTHWISE = Point(8, 32, 32, 32, 32, 3, groups=32)
+FIRST = Point(16, 64, 64, 3, 32, 3)
 
 
 def _times(auto, lax, torch, direct=None, xla=None):
@@ -128,6 +131,42 @@ def test_geomean_depthwise_and_peak_floors_fail_when_they_should():
     assert not passed and abs(float(detail) - 1.6) < 0.05
     passed, detail = _floor(results, f"{HEAVY.label}: auto fwd >= 70%")
     assert not passed and abs(float(detail.rstrip("%")) - 60) < 3
+
+
+def test_first_layer_floor_holds_each_point_and_mode_to_its_own_ratio():
+    assert FIRST.first_layer and not FEW.first_layer and not HEAVY.first_layer and not DEPTHWISE.first_layer
+    stem = Point(2, 32, 32, 3, 64, 7, stride=2)
+    records = [
+        _record(FIRST, _times((1.1, 3.0), (2.0, 4.0), (1.0, 2.0)), PROGRAMS, seed=1),  # 1.1x torch fwd, 1.5x fwd_bwd
+        _record(stem, _times((1.0, 3.0), (2.0, 4.0), (3.0, 9.0)), PROGRAMS, seed=2),  # far ahead: the geomean passes
+    ]
+    results = _bench.floors(records, 100.0)
+    assert _floor(results, f"{FIRST.label}: first layer auto/torch <= 1.2 (fwd)")[0]
+    passed, detail = _floor(results, f"{FIRST.label}: first layer auto/torch <= 1.2 (fwd_bwd)")
+    assert not passed and abs(float(detail) - 1.5) < 0.05
+    assert _floor(results, "geomean auto/torch <= 0.8 (fwd_bwd")[0]
+    assert all(_floor(results, f"{stem.label}: first layer auto/torch <= 1.2 ({m})")[0] for m in _bench.MODES)
+
+
+def test_idle_gap_follows_the_named_contender_untimed_and_outlasts_its_spinning_thread():
+    def spins_after_return():  # like an OpenMP team: a thread stays busy for 10 ms after the call returns
+        until = time.perf_counter() + 0.010
+
+        def spin():
+            while time.perf_counter() < until:
+                pass
+
+        threading.Thread(target=spin).start()
+
+    fns = {"spinner": spins_after_return, "other": lambda: None}
+    tails: list[float] = []
+    samples = _bench.interleaved(fns, warmup=1, rounds=3, rng=random.Random(0), idle_after=("spinner",), tails=tails)
+    assert len(tails) == 4 and len(samples["spinner"]) == len(samples["other"]) == 3
+    assert max(samples["spinner"]) < 1e3 * _bench.IDLE_GAP_S  # the gap is not part of the sample
+    assert max(tails) < 0.5  # the spinning thread had stopped before the gap's watched tail
+    none: list[float] = []
+    _bench.interleaved(fns, warmup=0, rounds=2, rng=random.Random(0), tails=none)
+    assert none == []
 
 
 def test_auto_out_of_memory_fails_the_lax_floor():
@@ -220,6 +259,7 @@ def test_bench_quick_writes_table_json_and_plot(tmp_path, capsys):
     result = json.loads((tmp_path / "bench.json").read_text())
     assert (tmp_path / "bench.png").stat().st_size > 0
     assert result["seed"] == 7 and result["validity"] == "UNDETERMINED" and len(result["matmul_gflops"]) == 5
+    assert result["idle_policy"]["gap_s"] == _bench.IDLE_GAP_S > 0
     env = result["environment"]
     assert env["jax"] and env["xla_cpu_threads"] >= 1 and len(result["loadavg"]["start"]) == 3
     for record in result["records"]:

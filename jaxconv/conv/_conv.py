@@ -23,6 +23,13 @@ from jaxconv.conv._strategies import DIRECT_MAX_UNROLLED, lax_conv, spreads_over
 # and lost beyond it (BENCHMARKS.md, GPU section).
 GPU_WINDOW_MAX_COLUMNS = 2**23
 
+# On CPU, "direct" (one fused loop of broadcast multiply-adds, no blocking across output positions) beat XLA's
+# convolution up to about this many multiply-adds per output position and group (taps x input channels x output
+# channels, per group) and lost to it beyond where a group has 16 outputs or more (a ResNet stem 3->64 k7: 147 x 64,
+# about 4x slower; BENCHMARKS.md, issue 24). With fewer outputs XLA's convolution is a thin dot and `direct` won.
+DIRECT_MAX_PRODUCTS = 1024
+DIRECT_MANY_OUTPUTS = 16
+
 # On CPU, 2-D correlations with few input channels per group (``"direct"``'s domain) and at least this many kernel taps
 # measured many times faster by the Fourier transform (``"fft"``) on every image size of the sweep, 64^2 to 1024^2;
 # below it ``"direct"`` was as fast or faster (BENCHMARKS.md, "large kernels").
@@ -75,7 +82,9 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
 
     Deterministic: a function of the backend and the static shapes only (BENCHMARKS.md has the measurements).
     On CPU, ``"direct"`` for at most ``DIRECT_MAX_UNROLLED`` input channels per group — ``"fft"`` instead for 2-D
-    kernels of at least ``CPU_FFT_MIN_TAPS`` taps (dilation aside) —, else ``"xla"``. On GPU,
+    kernels of at least ``CPU_FFT_MIN_TAPS`` taps (dilation aside), ``"xla"`` instead where a group has at least
+    ``DIRECT_MANY_OUTPUTS`` outputs and more than ``DIRECT_MAX_PRODUCTS`` multiply-adds per output position
+    (``prod(taps) * C/G * O/G``) —, else ``"xla"``. On GPU,
     ``"window"`` for ungrouped convolutions with at most ``DIRECT_MAX_UNROLLED`` input channels whose gathered
     windows (``N * prod(out spatial) * prod(kernel spatial) * C`` values, in 2-D ``N * Ho * Wo * KH * KW * C``)
     number at most ``GPU_WINDOW_MAX_COLUMNS``, else ``"xla"`` (cuDNN). Other backends: ``"xla"``.
@@ -96,6 +105,10 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
       >>> many = make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="auto", **opts)
       >>> resolve_strategy(many, "cpu"), resolve_strategy(many, "gpu")
       ('xla', 'xla')
+      >>> stem = make_spec((4, 224, 224, 3), (7, 7, 3, 64), strategy="auto", **opts)  # 7 * 7 * 3 * 64 products
+      >>> thin = make_spec((8, 64, 64, 1), (13, 13, 1, 8), strategy="auto", **opts)  # as many, 8 outputs
+      >>> resolve_strategy(stem, "cpu"), resolve_strategy(thin, "cpu")
+      ('xla', 'direct')
       >>> resolve_strategy(make_spec((8, 64, 64, 32), (3, 3, 32, 32), strategy="window", **opts))
       'window'
       >>> volume = make_spec((8, 64, 64, 64, 1), (3, 3, 3, 1, 1), strategy="auto", **opts)
@@ -105,9 +118,12 @@ def resolve_strategy(spec: ConvSpec, backend: str | None = None) -> str:
     if spec.strategy != "auto":
         return spec.strategy
     backend = jax.default_backend() if backend is None else backend
-    *taps, cg, _ = spec.kernel_shape
+    *taps, cg, o = spec.kernel_shape
     if backend == "cpu" and cg <= DIRECT_MAX_UNROLLED:
-        return "fft" if spec.spatial_dims == 2 and math.prod(taps) >= CPU_FFT_MIN_TAPS else "direct"
+        if spec.spatial_dims == 2 and math.prod(taps) >= CPU_FFT_MIN_TAPS:
+            return "fft"
+        m = o // spec.groups
+        return "xla" if m >= DIRECT_MANY_OUTPUTS and math.prod(taps) * cg * m > DIRECT_MAX_PRODUCTS else "direct"
     if backend == "gpu" and spec.groups == 1 and cg <= DIRECT_MAX_UNROLLED:
         if spec.in_shape[0] * math.prod(spec.out_hw) * math.prod(taps) * cg <= GPU_WINDOW_MAX_COLUMNS:
             return "window"

@@ -21,7 +21,8 @@ every pair of the run, Bonferroni) must contain 1. Where one does not, the order
 run, and it is marked INVALID (printed and in ``bench.json``).
 
 Floors (:func:`floors`): ``auto <= lax`` per point (forward, forward+backward); geometric mean of ``auto/torch``
-``<= 0.8`` both ways; depthwise forward+backward ``<= 1.5x`` torch; channel-heavy points forward at ``>= 70%`` of
+``<= 0.8`` both ways; depthwise forward+backward ``<= 1.5x`` torch; first layers (``C <= 3``, ``O >= 16``) within
+``1.2x`` of torch at each point, both ways; channel-heavy points forward at ``>= 70%`` of
 the matmul peak.
 
 The ``local`` grid times locally connected layers instead (a filter per output position): jaxconv's
@@ -68,6 +69,14 @@ FAMILY_CONFIDENCE = 0.95
 GEOMEAN_TORCH_FLOOR = 0.8
 DEPTHWISE_TORCH_FLOOR = 1.5
 PEAK_FRACTION_FLOOR = 0.70
+FIRST_LAYER_TORCH_FLOOR = 1.2
+# After every PyTorch call the harness sleeps this long before the next contender (untimed): PyTorch's OpenMP
+# threads, at their defaults, spin for a while after a parallel region and would take a core from whichever
+# contender is timed next. Measured (BENCHMARKS.md, "How it measures"): one core busy for up to ~10 ms after a
+# 2-thread torch conv2d (libgomp's default spin), nothing measurable after an XLA call. The last
+# ``IDLE_TAIL_S`` of each gap is watched: the process's CPU time over it is recorded, to show the gap was long enough.
+IDLE_GAP_S = 0.030
+IDLE_TAIL_S = 0.005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,12 +165,19 @@ class Point:
         return self.c >= 32 and self.o >= 32 and self.groups == 1 and not self.local
 
     @property
+    def first_layer(self) -> bool:
+        """A network's first layer: ungrouped, at most 3 input channels fanned out to at least 16 (its floor: within
+        :data:`FIRST_LAYER_TORCH_FLOOR` of PyTorch)."""
+        return self.groups == 1 and self.c <= 3 and self.o >= 16 and not self.local
+
+    @property
     def depthwise(self) -> bool:
         """One input channel per group, ``groups > 1``."""
         return self.groups > 1 and self.groups == self.c
 
 
-# The main CPU grid (NHWC, f32, SAME, stride 1) plus stride-2, dilated, depthwise and large-kernel points.
+# The main CPU grid (NHWC, f32, SAME, stride 1) plus stride-2, dilated, depthwise and large-kernel points, and first
+# layers: the digits CNN's 1->16 k5, 3->16 k3, a CIFAR-sized 3->32 k3 and a ResNet stem 3->64 k7 s2 at 224².
 GRID: tuple[Point, ...] = (
     Point(32, 64, 64, 1, 1, 3),
     Point(32, 64, 64, 1, 8, 5),
@@ -177,6 +193,9 @@ GRID: tuple[Point, ...] = (
     # Large single-channel kernels (template matching), where auto takes "fft".
     Point(4, 256, 256, 1, 1, 17),
     Point(1, 256, 256, 1, 1, 33),
+    # First layers (with 16x128² 3->16 k3 and 64x28² 1->16 k5 above).
+    Point(64, 32, 32, 3, 32, 3),
+    Point(4, 224, 224, 3, 64, 7, stride=2),
 )
 
 # Sized for a GPU: a ResNet stem, a ResNet block, a depthwise layer, one large single-channel image.
@@ -319,6 +338,8 @@ def floors(records: Sequence[dict[str, Any]], peak_gflops: float) -> list[tuple[
       failed (e.g. OOM) and ``lax`` did not fails;
     - geometric mean of ``auto / torch`` over the points ``<=`` :data:`GEOMEAN_TORCH_FLOOR` (both modes), if torch ran;
     - depthwise points forward+backward ``<=`` :data:`DEPTHWISE_TORCH_FLOOR` x torch;
+    - first-layer points (:attr:`Point.first_layer`) forward and forward+backward ``<=``
+      :data:`FIRST_LAYER_TORCH_FLOOR` x torch, each;
     - channel-heavy points (``C, O >= 32``, ungrouped) forward at ``>=`` :data:`PEAK_FRACTION_FLOOR` of the peak.
     """
     results: list[tuple[str, bool, str]] = []
@@ -349,6 +370,11 @@ def floors(records: Sequence[dict[str, Any]], peak_gflops: float) -> list[tuple[
             name = f"geomean auto/torch <= {GEOMEAN_TORCH_FLOOR} ({mode}, {len(with_torch)} points)"
             results.append((name, gm <= GEOMEAN_TORCH_FLOOR, f"{gm:.2f}"))
         for r in with_torch:
+            if Point(**r["point"]).first_layer:
+                for mode in MODES:
+                    ratio = _ratio(r, mode, "auto", "torch")
+                    name = f"{r['label']}: first layer auto/torch <= {FIRST_LAYER_TORCH_FLOOR} ({mode})"
+                    results.append((name, ratio <= FIRST_LAYER_TORCH_FLOOR, f"{ratio:.2f}"))  # type: ignore[operator]
             if Point(**r["point"]).depthwise:
                 ratio = _ratio(r, "fwd_bwd", "auto", "torch")
                 name = f"{r['label']}: depthwise auto/torch <= {DEPTHWISE_TORCH_FLOOR} (fwd_bwd)"
@@ -377,11 +403,24 @@ def _fingerprint(compiled: Any) -> str:
 
 
 def interleaved(
-    fns: dict[str, Callable[[], Any]], *, warmup: int, rounds: int, rng: random.Random
+    fns: dict[str, Callable[[], Any]],
+    *,
+    warmup: int,
+    rounds: int,
+    rng: random.Random,
+    idle_after: Sequence[str] = (),
+    gap_s: float = IDLE_GAP_S,
+    tails: list[float] | None = None,
 ) -> dict[str, list[float]]:
-    """Per-round wall times (ms) of each thunk; every round calls each once, in an order drawn from ``rng``."""
+    """Per-round wall times (ms) of each thunk; every round calls each once, in an order drawn from ``rng``.
+
+    After each call of a thunk named in ``idle_after`` the process sleeps ``gap_s`` (untimed), so that threads the
+    call left spinning stop before the next thunk runs; per such gap, the process's CPU time over the gap's last
+    :data:`IDLE_TAIL_S` divided by that wall time (busy cores: about 0 when the gap sufficed) is appended to ``tails``.
+    """
     names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in names}
+    tails = [] if tails is None else tails
     for r in range(warmup + rounds):
         order = names[:]
         rng.shuffle(order)
@@ -391,6 +430,11 @@ def interleaved(
             elapsed = time.perf_counter() - start
             if r >= warmup:
                 samples[name].append(1e3 * elapsed)
+            if name in idle_after:
+                time.sleep(max(gap_s - IDLE_TAIL_S, 0.0))
+                cpu, wall = time.process_time(), time.perf_counter()
+                time.sleep(IDLE_TAIL_S)
+                tails.append((time.process_time() - cpu) / (time.perf_counter() - wall))
     return samples
 
 
@@ -644,7 +688,8 @@ def bench_point(
     Returns:
       ``{"point", "label", "flops", "auto_strategy", "ms": {mode: {name: median}}, "samples_ms": {mode: {name:
       [per round]}}, "compile_s", "memory", "program": {mode: {name: id}} (equal ids: identical optimised HLO),
-      "failed": {name: {mode: "OOM" | message}}, "max_abs_err"}``; ``mode`` is ``"fwd"`` or ``"fwd_bwd"``.
+      "failed": {name: {mode: "OOM" | message}}, "idle_tail_busy_cores" (median over the idle gaps after torch's
+      calls, :func:`interleaved`), "max_abs_err"}``; ``mode`` is ``"fwd"`` or ``"fwd_bwd"``.
     """
     kx, kk, kc = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, (point.n, point.h, point.w, point.c), jnp.float32)
@@ -655,7 +700,11 @@ def bench_point(
     compiled = _compile_contenders(point, strategies, x, k, ct)
     thunks, compile_s, memory, prints, failed, outputs = compiled
     torch_peak = _add_torch(point, x, k, ct, thunks, failed, outputs) if use_torch and not point.local else None
-    samples = {mode: interleaved(thunks[mode], warmup=warmup, rounds=rounds, rng=rng) for mode in MODES}
+    tails: list[float] = []
+    samples = {
+        mode: interleaved(thunks[mode], warmup=warmup, rounds=rounds, rng=rng, idle_after=("torch",), tails=tails)
+        for mode in MODES
+    }
     program = {
         mode: {name: sorted(set(prints[mode].values())).index(fp) for name, fp in prints[mode].items()}
         for mode in MODES
@@ -672,6 +721,7 @@ def bench_point(
         "memory": memory,
         "program": program,
         "failed": failed,
+        "idle_tail_busy_cores": statistics.median(tails) if tails else None,
         "max_abs_err": (
             {} if reference is None else {n: float(np.max(np.abs(o - reference))) for n, o in outputs.items()}
         ),
@@ -754,9 +804,8 @@ def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
 
 def _torch_setup(no_torch: bool) -> tuple[bool, int | None, str | None]:
     """``(use_torch, torch_threads, torch_device)``: torch on as many threads as XLA:CPU uses, if it can run here."""
-    # Before torch (and its OpenMP runtime) loads: its idle threads sleep after a call instead of spinning, which
-    # would take the cores from whichever contender is timed next (multi-threaded ones most). A user's setting stays.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # torch runs at its own defaults (its OpenMP threads spin after a call, as in a user's process); the idle gap
+    # after each of its calls (IDLE_GAP_S, interleaved) keeps the spinning out of the other contenders' samples.
     if no_torch or not _torch_available():
         return False, None, None
     import torch  # noqa: PLC0415
@@ -855,6 +904,14 @@ def run(args: argparse.Namespace) -> int:
         "matmul_size": size,
         "matmul_gflops": peaks,
         "peak_gflops": peak,
+        "idle_policy": {
+            "after": "every torch call",
+            "gap_s": IDLE_GAP_S,
+            "tail_s": IDLE_TAIL_S,
+            "why": "torch's OpenMP threads spin after a call (measured: up to ~10 ms of one core after a 2-thread "
+            "conv2d, libgomp defaults); XLA's pool left no measurable CPU time after its calls",
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "") or "unset (the OpenMP runtime's default)",
+        },
         "records": records,
         "identical_pairs": checks,
         "floors": [{"floor": n, "pass": p, "detail": d} for n, p, d in verdicts],
