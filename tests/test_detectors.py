@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from reference import tiered
 
 import jaxconv
 from jaxconv.cli import main
@@ -58,7 +59,8 @@ def test_a_local_detector_with_equal_filters_is_the_conv_detector():
     )
 
 
-@pytest.mark.parametrize("model", MODELS)
+# the fast tier trains the locally connected detector here; conv trains throughout the suite, dense through the CLI
+@pytest.mark.parametrize("model", tiered(MODELS, fast={MODELS.index("local")}))
 def test_each_detector_trains_through_fit_and_is_scored_by_evaluate(model):
     result = jaxconv.fit(TASK, model=model, train_images=3, **FIT)
     losses = [h["loss"] for h in result.history]
