@@ -238,3 +238,14 @@ def test_weight_sharing_smoke(tmp_path):
     again.mkdir()
     assert run_experiment("weight_sharing.py", "--replot", str(tmp_path / "results.json"), "--out", str(again)) == 0
     assert {p.name for p in again.iterdir()} == {"n_star.png", "unseen_positions.png"}
+
+
+@pytest.mark.slow  # its smallest case is still its 8 patterns, 400 steps each on 40x40 images
+def test_remedies_smoke(tmp_path):
+    out = tmp_path / "remedies.json"
+    assert run_experiment("remedies.py", "--remedies", "before", "--eval-images", "20", "--out", str(out)) == 0
+    results = json.loads(out.read_text())
+    assert set(results["summary"]) == {"before"} and len(results["rows"]) == 8
+    for row in results["rows"]:
+        assert row["remedy"] == "before" and row["steps"] == 400 and 0 <= row["f1"] <= 1
+        assert isinstance(row["worst_case"], dict) and row["fp"] >= 0 and row["fn"] >= 0
