@@ -24,6 +24,42 @@ from jaxconv.conv._strategies import pad_or_crop, xla_padding
 _WHO = "conv_general_dilated"
 
 
+def lax_geometry(
+    lhs_shape: Sequence[int],
+    lhs_spec: Sequence[int],
+    taps: Sequence[int],
+    window_strides: Sequence[int],
+    padding: Any,
+    lhs_dilation: Sequence[int] | None,
+    rhs_dilation: Sequence[int] | None,
+) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[int, int]]]:
+    """lax's ``(lhs_dilation, rhs_dilation, pads)`` for a ``lax.conv_general_dilated``-style call: the dilations with
+    lax's defaults filled in, and the padding as ``(low, high)`` pairs (a string resolved as lax resolves it, against
+    the dilated kernel's extent ``(t - 1) * d + 1``).
+
+    Examples:
+      >>> lax_geometry((1, 1, 5, 8), (0, 1, 2, 3), (2, 3), (1, 1), "SAME", None, (1, 2))
+      ((1, 1), (1, 2), [(0, 1), (2, 2)])
+    """
+    dims = len(taps)
+    lhs_dilation = (1,) * dims if lhs_dilation is None else tuple(int(d) for d in lhs_dilation)
+    rhs_dilation = (1,) * dims if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)
+    if isinstance(padding, str):
+        extent = [(t - 1) * d + 1 for t, d in zip(taps, rhs_dilation, strict=True)]
+        pads = lax.padtype_to_pads([lhs_shape[a] for a in lhs_spec[2:]], extent, window_strides, padding)
+        return lhs_dilation, rhs_dilation, [(int(lo), int(hi)) for lo, hi in pads]
+    return lhs_dilation, rhs_dilation, [(int(lo), int(hi)) for lo, hi in padding]
+
+
+def dilate_and_crop(
+    x: jax.Array, pads: Sequence[tuple[int, int]], lhs_dilation: Sequence[int]
+) -> tuple[jax.Array, list[tuple[int, int]]]:
+    """A channels-last ``x`` with lax's input dilation (zeros between elements) and negative padding (a crop, never
+    negative padding for XLA) applied; returns it and the positive padding still to apply."""
+    x = pad_or_crop(x, tuple((min(lo, 0), min(hi, 0)) for lo, hi in pads), tuple(d - 1 for d in lhs_dilation))
+    return x, [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
+
+
 def conv_general_dilated(
     lhs: jax.typing.ArrayLike,
     rhs: jax.typing.ArrayLike,
@@ -113,13 +149,10 @@ def conv_general_dilated(
         options.update(window_strides=(1,), padding="VALID", lhs_dilation=None, rhs_dilation=None)
         options["dimension_numbers"] = lax.ConvDimensionNumbers((*lhs_spec, 2), (*rhs_spec, 2), (*out_spec, 2))
         return conv_general_dilated(lhs[..., None], rhs[..., None], **options)[..., 0]
-    lhs_dilation = (1,) * dims if lhs_dilation is None else tuple(int(d) for d in lhs_dilation)
-    rhs_dilation = (1,) * dims if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)
-    if isinstance(padding, str):
-        taps = [(rhs.shape[a] - 1) * d + 1 for a, d in zip(rhs_spec[2:], rhs_dilation, strict=True)]
-        pads = lax.padtype_to_pads([lhs.shape[a] for a in lhs_spec[2:]], taps, window_strides, padding)
-    else:
-        pads = [(int(lo), int(hi)) for lo, hi in padding]
+    taps = [rhs.shape[a] for a in rhs_spec[2:]]
+    lhs_dilation, rhs_dilation, pads = lax_geometry(
+        lhs.shape, lhs_spec, taps, window_strides, padding, lhs_dilation, rhs_dilation
+    )
 
     # Channels last: [N, *spatial, C] and [*taps, I, O].
     x = lhs.transpose(lhs_spec[0], *lhs_spec[2:], lhs_spec[1])
@@ -127,9 +160,7 @@ def conv_general_dilated(
     to_caller = np.argsort([out_spec[0], *out_spec[2:], out_spec[1]])
     if 0 in expected.shape:
         return jnp.zeros(expected.shape, expected.dtype)
-    # Input dilation and negative padding applied first (the latter a crop, never negative padding for XLA).
-    x = pad_or_crop(x, tuple((min(lo, 0), min(hi, 0)) for lo, hi in pads), tuple(d - 1 for d in lhs_dilation))
-    pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
+    x, pads = dilate_and_crop(x, pads, lhs_dilation)
 
     floating = all(jnp.issubdtype(a.dtype, jnp.floating) for a in (x, k, expected))
     extra = {name: value for name, value in kwargs.items() if value is not None}

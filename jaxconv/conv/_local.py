@@ -35,8 +35,9 @@ from jaxconv.conv._conv import (
     options_of,
     pad_image,
 )
+from jaxconv.conv._general import dilate_and_crop, lax_geometry
 from jaxconv.conv._spec import SPATIAL_LETTERS, ConvSpec, Layout, PaddingMode, check_layout, make_spec
-from jaxconv.conv._strategies import accumulator, pad_or_crop, window_columns
+from jaxconv.conv._strategies import accumulator, window_columns
 
 _GENERAL = "conv_general_dilated_local"
 # lax's own op, bound at import: Flax's ConvLocal calls `lax.conv_general_dilated_local` by name, so the way to inject
@@ -391,16 +392,11 @@ def conv_general_dilated_local(
     lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
     # lax's own checks and result type (shapes only: nothing is computed).
     expected = jax.eval_shape(functools.partial(_LAX_LOCAL, **options), lhs, rhs)
-    dims = lhs.ndim - 2
     taps = tuple(int(t) for t in filter_shape)
     lhs_spec, rhs_spec, out_spec = lax.conv_dimension_numbers(lhs.shape, (1, 1, *taps), dimension_numbers)
-    lhs_dilation = (1,) * dims if lhs_dilation is None else tuple(int(d) for d in lhs_dilation)
-    rhs_dilation = (1,) * dims if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)
-    if isinstance(padding, str):
-        extent = [(t - 1) * d + 1 for t, d in zip(taps, rhs_dilation, strict=True)]
-        pads = lax.padtype_to_pads([lhs.shape[a] for a in lhs_spec[2:]], extent, window_strides, padding)
-    else:
-        pads = [(int(lo), int(hi)) for lo, hi in padding]
+    lhs_dilation, rhs_dilation, pads = lax_geometry(
+        lhs.shape, lhs_spec, taps, window_strides, padding, lhs_dilation, rhs_dilation
+    )
     if 0 in expected.shape:
         return jnp.zeros(expected.shape, expected.dtype)
 
@@ -408,12 +404,12 @@ def conv_general_dilated_local(
     x = lhs.transpose(lhs_spec[0], *lhs_spec[2:], lhs_spec[1]).astype(expected.dtype)
     k = rhs.transpose(*rhs_spec[2:], rhs_spec[1], rhs_spec[0]).astype(expected.dtype)
     # Input dilation and negative padding first (the latter a crop); then the positive padding, as zeros.
-    x = pad_or_crop(x, tuple((min(lo, 0), min(hi, 0)) for lo, hi in pads), tuple(d - 1 for d in lhs_dilation))
+    x, pads = dilate_and_crop(x, pads, lhs_dilation)
     spec = make_spec(
         x.shape,
         (*taps, x.shape[-1], k.shape[-1]),
         stride=tuple(window_strides),
-        padding=[(max(lo, 0), max(hi, 0)) for lo, hi in pads],
+        padding=pads,
         dilation=rhs_dilation,
         groups=1,
         padding_mode="zeros",
