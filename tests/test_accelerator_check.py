@@ -82,7 +82,7 @@ FAILING = """
 
 def test_whole_messages_per_test_limit_and_a_kill_then_the_rest(tmp_path):
     suite = _suite(tmp_path, FAILING)
-    result = check.run_tests(["test_suite.py"], tmp_path / "out", budget_s=120, test_limit_s=2, cwd=suite, grace_s=3)
+    result = check.run_tests(["test_suite.py"], tmp_path / "out", budget_s=120, test_limit_s=1, cwd=suite, grace_s=1)
     failures = {f["id"].split("::")[1]: f for f in result["failures"]}
     assert result["counts"] == {"passed": 2, "failed": 3, "skipped": 0, "not_reached": 0}
     assert set(failures) == {"test_fails_with_a_long_message", "test_runs_past_its_limit",
@@ -90,7 +90,7 @@ def test_whole_messages_per_test_limit_and_a_kill_then_the_rest(tmp_path):
     long = failures["test_fails_with_a_long_message"]
     assert "x" * 5000 + " END" in long["message"] and long["phases"] == ["call"]
     assert any("captured " + "o" * 5000 in text for _, text in long["sections"])
-    assert "over the per-test limit of 2 s" in failures["test_runs_past_its_limit"]["message"]
+    assert "over the per-test limit of 1 s" in failures["test_runs_past_its_limit"]["message"]
     hung = failures["test_hangs_where_no_signal_reaches"]
     assert hung["outcome"] == "timed_out" and "in test_hangs_where_no_signal_reaches" in hung["message"]  # the dump
     assert [a["killed"] for a in result["attempts"]] == ["timed_out", None]  # killed, then the rest ran
@@ -145,7 +145,7 @@ BUDGET = """
 
 def test_no_test_starts_past_the_budget(tmp_path):
     suite = _suite(tmp_path, BUDGET)
-    result = check.run_tests(["test_suite.py"], tmp_path / "out", budget_s=6, test_limit_s=60, cwd=suite)
+    result = check.run_tests(["test_suite.py"], tmp_path / "out", budget_s=3, test_limit_s=60, cwd=suite)
     names = [i.split("::")[1] for i in result["not_reached"]]
     # The tests after the deadline are not reached, in order (all of them if pytest took the budget to start).
     assert names[-2:] == ["test_second", "test_third"] and result["counts"]["failed"] == 0
