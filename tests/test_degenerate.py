@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from reference import enable_x64
+from reference import enable_x64, tiered
 
 import jaxconv
 
@@ -116,8 +116,15 @@ def assert_lax_results(caller, dtype, preferred, x64):
         assert_same(got, want)
 
 
-@pytest.mark.parametrize(("dtype", "preferred", "x64"), PROMOTIONS)
-@pytest.mark.parametrize("caller", CALLERS)
+# Every (caller, promotion) pair runs with --runslow; the fast tier keeps a third of them, a covering in which every
+# caller meets a half-precision, a float32 or float64, and (for most) an integer or x64 promotion.
+DTYPE_CASES = [(caller, *promotion) for caller in CALLERS for promotion in PROMOTIONS]
+
+
+@pytest.mark.parametrize(
+    ("caller", "dtype", "preferred", "x64"),
+    tiered(DTYPE_CASES, fast={i for i in range(len(DTYPE_CASES)) if i % 3 == 0}, several=True),
+)
 def test_dtypes_under_strict_promotion_are_lax(caller, dtype, preferred, x64):
     assert_lax_results(caller, dtype, preferred, x64)
 

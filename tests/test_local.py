@@ -104,13 +104,13 @@ def check_general(seed):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10, err_msg=f"{name} vs lax, {cfg}")
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(3))  # one draw of each spatial rank (1 + seed % 3)
 def test_general_equals_lax_and_numpy_values_and_both_gradients(seed):
     check_general(seed)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(6, 60))
+@pytest.mark.parametrize("seed", range(3, 60))
 def test_general_equals_lax_and_numpy_many_draws(seed):
     check_general(seed)
 
