@@ -129,6 +129,8 @@ def plot_n_star(path: str, results: dict) -> None:
     for col, background in enumerate(backgrounds):
         ax, curves = axes[0, col], axes[1, col]
         for index, (model, marker) in enumerate(zip(MODELS, "osD", strict=True)):
+            if model not in results["config"]["models"]:  # a run of some models (--models): each keeps its marker
+                continue
             color, stars, above = f"C{index}", [], []
             for size, by_model in results["sweeps"][background].items():
                 for one in by_model[model]:
@@ -162,9 +164,10 @@ def plot_n_star(path: str, results: dict) -> None:
 
 
 def plot_unseen(path: str, results: dict) -> None:
-    fig = evidence.figure(4.0 * len(MODELS), 3.6)
-    axes = np.atleast_1d(fig.subplots(1, len(MODELS)))
-    for ax, model in zip(axes, MODELS, strict=True):
+    models = [m for m in MODELS if m in results["unseen"]]
+    fig = evidence.figure(4.0 * len(models), 3.6)
+    axes = np.atleast_1d(fig.subplots(1, len(models)))
+    for ax, model in zip(axes, models, strict=True):
         run = results["unseen"][model]
         f1 = np.array(run["f1_map"], dtype=float)
         image = ax.imshow(f1, vmin=0, vmax=1, cmap="viridis")
@@ -241,9 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     results["wall_s"] = time.perf_counter() - start
     evidence.write_json(os.path.join(out, "results.json"), results)
-    if set(args.models) == set(MODELS):
-        plot_n_star(os.path.join(out, "n_star.png"), results)
-        plot_unseen(os.path.join(out, "unseen_positions.png"), results)
+    plot_n_star(os.path.join(out, "n_star.png"), results)
+    plot_unseen(os.path.join(out, "unseen_positions.png"), results)
     print(f"n* (None: > {args.cap}): {results['n_star']}")
     print(f"{math.ceil(results['wall_s'])} s; wrote {out}")
     return 0

@@ -58,14 +58,22 @@ def test_noise_sweep(tmp_path):
     assert (tmp_path / "noise_sweep.png").stat().st_size > 0
 
 
-def test_kernel_size(tmp_path):
-    assert run_experiment("kernel_size.py", "--kernel", "4", "4", "--seeds", "1", "--steps", "60", "--l1", "0.01",
+@pytest.mark.parametrize(
+    ("l1", "runs"),
+    [
+        ((), ["no penalty"]),  # the penalties' effect on the loss is tested in test_train
+        pytest.param(("0.01",), ["no penalty", "L1 0.01"], marks=pytest.mark.slow),
+    ],
+    ids=["no-penalty", "l1"],
+)
+def test_kernel_size(tmp_path, l1, runs):
+    assert run_experiment("kernel_size.py", "--kernel", "4", "4", "--seeds", "1", "--steps", "60", "--l1", *l1,
                           "--l2", "--image-size", "10", "--eval-images", "20", "--backgrounds", "binary",
                           "--out", str(tmp_path)) == 0  # fmt: skip
     results = json.loads((tmp_path / "results.json").read_text())
-    runs = results["runs"]["binary"]
-    assert list(runs) == ["no penalty", "L1 0.01"]
-    placement = runs["no penalty"][0]["placement"]
+    by_penalty = results["runs"]["binary"]
+    assert list(by_penalty) == runs
+    placement = by_penalty["no penalty"][0]["placement"]
     assert 0 <= placement["outside_energy"] < results["random_kernel_outside_energy"]
     assert (tmp_path / "kernel_size.png").stat().st_size > 0
 
@@ -138,17 +146,27 @@ def test_gaussian_snr_smoke(tmp_path):
     assert 0 < row["learned_f1"] <= 1 and 0 < row["matched_filter_f1"] <= 1 and 0 <= row["matched_filter_f1_map"] <= 1
 
 
-def test_gaussian_remedies_smoke(tmp_path):
+@pytest.mark.parametrize(
+    "remedies",
+    [
+        ("average_1000",),  # the script's own iterate averaging; a decayed rate is fit's, tested in test_train
+        pytest.param(("average_1000", "decay_500"), marks=pytest.mark.slow),
+    ],
+    ids=["average", "average-decay"],
+)
+def test_gaussian_remedies_smoke(tmp_path, remedies):
     out = tmp_path / "remedies.json"
-    code = run_experiment("gaussian_remedies.py", "--patterns", "seed", "--snr-db", "12", "--remedies",
-                          "average_1000", "decay_500", "--image-size", "16", "--eval-images", "100",
-                          "--out", str(out))  # fmt: skip
+    code = run_experiment("gaussian_remedies.py", "--patterns", "seed", "--snr-db", "12", "--remedies", *remedies,
+                          "--image-size", "16", "--eval-images", "100", "--out", str(out))  # fmt: skip
     results = json.loads(out.read_text())
-    assert code == 0 and [r["remedy"] for r in results["rows"]] == ["average_1000", "decay_500"]
-    averaged, decayed = results["rows"]
-    assert averaged["steps"] == 1000 and decayed["steps"] == 500
+    rows = {r["remedy"]: r for r in results["rows"]}
+    assert code == 0 and list(rows) == list(remedies) and set(results["summary"]) == set(remedies)
+    averaged = rows["average_1000"]
+    assert averaged["steps"] == 1000
+    if "decay_500" in rows:
+        assert rows["decay_500"]["steps"] == 500
     low, high = averaged["iterate_cosine_last_500"]["min"], averaged["iterate_cosine_last_500"]["max"]
-    assert -1 <= low <= high <= 1 and set(results["summary"]) == {"average_1000", "decay_500"}
+    assert -1 <= low <= high <= 1
 
 
 def test_digits_cnn(tmp_path):
@@ -217,17 +235,27 @@ def test_fft_sweep(tmp_path):
     assert set(results["points"][0]["ms"]) == {"direct", "xla", "fft"} and results["environment"]["jax"]
 
 
-def test_weight_sharing_smoke(tmp_path):
+@pytest.mark.parametrize(
+    "models",
+    [
+        # the two ends (one shared kernel, one dense matrix); the local detector trains through fit in test_detectors
+        ("conv", "dense"),
+        pytest.param(("conv", "local", "dense"), marks=pytest.mark.slow),
+    ],
+    ids=["conv-dense", "all"],
+)
+def test_weight_sharing_smoke(tmp_path, models):
     assert run_experiment("weight_sharing.py", "--sizes", "10", "--cap", "1", "--seeds", "1", "--steps", "4",
                           "--eval-images", "20", "--unseen-size", "10", "--backgrounds", "gaussian",
-                          "--out", str(tmp_path)) == 0  # fmt: skip
+                          "--models", *models, "--out", str(tmp_path)) == 0  # fmt: skip
     results = json.loads((tmp_path / "results.json").read_text())
     sweeps = results["sweeps"]["gaussian"]["10"]
     ho, wo = 9, 8  # the 2x3 pattern's positions in a 10x10 image
     expected = {"conv": 2 * 3 + 1, "local": (2 * 3 + 1) * ho * wo, "dense": 10 * 10 * ho * wo + ho * wo}
-    for model, parameters in expected.items():
+    assert set(sweeps) == set(results["unseen"]) == set(models)
+    for model in models:
         (sweep,) = sweeps[model]
-        assert [r["n"] for r in sweep["runs"]] == [1] and sweep["runs"][0]["parameters"] == parameters
+        assert [r["n"] for r in sweep["runs"]] == [1] and sweep["runs"][0]["parameters"] == expected[model]
         assert sweep["n_star"] in (None, 1) and 0 <= sweep["runs"][0]["coverage"] <= 1
         unseen = results["unseen"][model]
         assert (len(unseen["f1_map"]), len(unseen["f1_map"][0])) == (ho, wo)

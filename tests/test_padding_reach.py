@@ -268,7 +268,7 @@ def _program(f, *args):
     "padding,stride,dilation",
     tiered(
         [(((2, 1), (0, 2)), 1, 1), (((2, 1), (0, 2)), 2, 1), ("SAME", 2, 1), (((4, 0), (1, 4)), 1, 2), (0, 2, 1)],
-        fast={1, 3},
+        fast={1},  # strided; the dilated and the string-padded cases with --runslow
         several=True,
     ),
 )
