@@ -164,7 +164,7 @@ def plot_n_star(path: str, results: dict) -> None:
 
 
 def plot_unseen(path: str, results: dict) -> None:
-    models = [m for m in MODELS if m in results["unseen"]]
+    models = [m for m in MODELS if m in results["config"]["models"]]
     fig = evidence.figure(4.0 * len(models), 3.6)
     axes = np.atleast_1d(fig.subplots(1, len(models)))
     for ax, model in zip(axes, models, strict=True):
@@ -196,19 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output directory (default runs/weight_sharing-<timestamp>)")
     parser.add_argument("--replot", metavar="RESULTS_JSON", help="only redraw the figures of a results.json into --out")
     args = parser.parse_args(argv)
+    if args.seeds < 1 or args.cap < 1:
+        parser.error(f"--seeds and --cap must be >= 1; got {args.seeds} and {args.cap}")
+    default_out = (os.path.dirname(args.replot) or ".") if args.replot else evidence.default_out("weight_sharing")
+    try:
+        out = evidence.prepare_out(args.out or default_out)
+    except ValueError as err:
+        parser.error(str(err))
     if args.replot:
         with open(args.replot) as f:
             results = json.load(f)
-        out = args.out or os.path.dirname(args.replot)
         plot_n_star(os.path.join(out, "n_star.png"), results)
         plot_unseen(os.path.join(out, "unseen_positions.png"), results)
         return 0
-    if args.seeds < 1 or args.cap < 1:
-        parser.error(f"--seeds and --cap must be >= 1; got {args.seeds} and {args.cap}")
-    try:
-        out = evidence.prepare_out(args.out or evidence.default_out("weight_sharing"))
-    except ValueError as err:
-        parser.error(str(err))
 
     start = time.perf_counter()
     results: dict[str, Any] = {

@@ -262,8 +262,7 @@ def test_weight_sharing_smoke(tmp_path, models):
         assert set(unseen["halves"]) == {"left", "right"}
     assert (tmp_path / "n_star.png").stat().st_size > 0
     assert (tmp_path / "unseen_positions.png").stat().st_size > 0
-    again = tmp_path / "again"
-    again.mkdir()
+    again = tmp_path / "again" / "new"  # created
     assert run_experiment("weight_sharing.py", "--replot", str(tmp_path / "results.json"), "--out", str(again)) == 0
     assert {p.name for p in again.iterdir()} == {"n_star.png", "unseen_positions.png"}
 
