@@ -1,4 +1,5 @@
-"""Test-wide settings: strict rank promotion (as equinox's suite) and hypothesis profiles."""
+"""Test-wide settings: strict rank promotion (as equinox's suite), hypothesis profiles, the two tiers (`--runslow`)
+and the fast tier's compile level."""
 
 import importlib.metadata
 import os
