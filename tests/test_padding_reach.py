@@ -272,14 +272,11 @@ def _program(f, *args):
         several=True,
     ),
 )
-def test_within_reach_program_is_lax_own(monkeypatch, padding, stride, dilation):
+def test_within_reach_program_is_lax_own(xla_cpu_threads, padding, stride, dilation):
     """Within the reach the workaround costs nothing: ``xla``'s value and both gradients compile to exactly the
     program of ``lax.conv_general_dilated`` with the same padding (on one XLA:CPU thread; on more, stride-1 forwards
     take the one-row-longer route, tested against lax in ``test_vjp.py``)."""
-    from jaxconv.conv import _strategies
-
-    monkeypatch.setattr(_strategies, "xla_cpu_threads", lambda: 1)
-    jax.clear_caches()
+    xla_cpu_threads(1)
     x = jax.random.normal(jax.random.key(0), (2, 9, 10, 12))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, 12, 4))
 

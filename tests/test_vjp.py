@@ -237,15 +237,12 @@ def test_phases_split_the_taps():
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("seed", tiered(range(2), fast={0}))
-def test_xla_on_all_threads_matches_lax(monkeypatch, threads, seed):
+def test_xla_on_all_threads_matches_lax(xla_cpu_threads, threads, seed):
     """The "xla" strategy on XLA:CPU's threads (stride 1, ungrouped, float32, kernels >= 3x3: one extra output row,
     cropped; lax's transposes as derivatives), forced on and off whatever this machine's core count, on seeded random
     geometry (padding up to beyond the reach), against lax: forward, gradients, JVP, reverse-over-reverse,
     vmap over the kernel."""
-    from jaxconv.conv import _strategies
-
-    monkeypatch.setattr(_strategies, "xla_cpu_threads", lambda: threads)
-    jax.clear_caches()
+    xla_cpu_threads(threads)
     rng = np.random.default_rng(seed)
     taps = tuple(int(t) for t in rng.integers(3, 6, 2))
     dilation = tuple(int(d) for d in rng.integers(1, 3, 2))
