@@ -75,11 +75,11 @@ def test_second_order_float64(strategy):
         x, k = operands(config, jnp.float64, hw=(5, 4))
         ours, ref = loss(conv(strategy, config)), loss(conv("xla", config))
         for argnum in (0, 1):
-            a = jax.hessian(ours, argnums=argnum)(x, k)
-            b = jax.hessian(ref, argnums=argnum)(x, k)
+            a = jax.jit(jax.hessian(ours, argnums=argnum))(x, k)
+            b = jax.jit(jax.hessian(ref, argnums=argnum))(x, k)
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9, err_msg=f"hessian wrt {argnum}")
-        rr = jax.grad(lambda k: jnp.sum(jax.grad(ours)(x, k) ** 2))(k)
-        rr_ref = jax.grad(lambda k: jnp.sum(jax.grad(ref)(x, k) ** 2))(k)
+        rr = jax.jit(jax.grad(lambda k: jnp.sum(jax.grad(ours)(x, k) ** 2)))(k)
+        rr_ref = jax.jit(jax.grad(lambda k: jnp.sum(jax.grad(ref)(x, k) ** 2)))(k)
         np.testing.assert_allclose(rr, rr_ref, rtol=1e-9, atol=1e-9)
         assert rr.dtype == jnp.float64
 
