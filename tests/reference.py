@@ -242,3 +242,25 @@ def tiered(cases, fast, *, several=False):
         return pytest.param(*(case if several else (case,)), marks=pytest.mark.slow)
 
     return [case if i in fast else slow(case) for i, case in enumerate(cases)]
+
+
+def pairwise(names, a, b, c):
+    """Every combination of three factors' values as pytest parameters of ``names`` (a comma-separated string, in the
+    order a, b, c), the fast tier holding a pairwise covering subset — each pair of values of any two factors meets
+    in some fast case, in ``len(a) * len(b)`` cases — and the other combinations marked slow (``--runslow``).
+
+    Case ``(a[i], b[j], c[k])`` is fast where ``k == (i + j) % len(c)``: every ``(i, j)`` has its ``k``, and as ``j``
+    (or ``i``) runs over at least ``len(c)`` consecutive values, every ``k`` meets every ``i`` (every ``j``). So
+    ``c`` must be the shortest factor.
+    """
+    import itertools
+
+    import pytest
+
+    if len(c) > min(len(a), len(b)):
+        raise ValueError(f"pairwise: the third factor must be the shortest; got lengths {len(a)}, {len(b)}, {len(c)}")
+    cases = []
+    for (i, x), (j, y), (k, z) in itertools.product(enumerate(a), enumerate(b), enumerate(c)):
+        marks = () if k == (i + j) % len(c) else (pytest.mark.slow,)
+        cases.append(pytest.param(x, y, z, marks=marks, id=f"{x}-{y}-{z}"))
+    return pytest.mark.parametrize(names, cases)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from jax import lax
-from reference import lax_conv2d, numpy_conv2d
+from reference import lax_conv2d, numpy_conv2d, pairwise
 
 import jaxconv
 
@@ -64,26 +64,35 @@ def check_against_references(
     return out
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("padding", ["VALID", "SAME", "FULL", 1, (2, 1), ((0, 2), (1, 0))], ids=str)
-def test_padding_forms_and_modes(strategy, mode, padding):
+@pytest.mark.parametrize("sizes", [(5, 6, 4), (3, 3, 3), (5, 3, 2), (4, 7, 1)])
+def test_pairwise_fast_cases_meet_every_pair_of_values(sizes):
+    """The fast tier's subset of a pairwise-tiered product (``reference.pairwise``) holds every pair of values of any
+    two factors, in ``len(a) * len(b)`` cases; the slow tier holds every combination."""
+    factors = [[f"{name}{i}" for i in range(n)] for name, n in zip("abc", sizes, strict=True)]
+    params = pairwise("a,b,c", *factors).args[1]
+    fast = [p.values for p in params if not p.marks]
+    assert len(params) == math.prod(sizes) and len(fast) == sizes[0] * sizes[1]
+    for one, two in itertools.combinations(range(3), 2):
+        assert {(case[one], case[two]) for case in fast} == set(itertools.product(factors[one], factors[two]))
+    with pytest.raises(ValueError, match="the third factor must be the shortest"):
+        pairwise("a,b,c", [1, 2], [1, 2, 3], [1, 2, 3])
+
+
+@pairwise("strategy,padding,mode", STRATEGIES, ["VALID", "SAME", "FULL", 1, (2, 1), ((0, 2), (1, 0))], MODES)
+def test_padding_forms_and_modes(strategy, padding, mode):
     x, kernel, bias = random_case(0, n=2, h=7, w=6, c=4, o=6, kh=3, kw=2, groups=2, with_bias=True)
     check_against_references(
         x, kernel, bias, strategy=strategy, stride=(2, 1), dilation=(1, 2), padding=padding, groups=2, mode=mode
     )
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize(("stride", "dilation"), list(itertools.product([1, 2, (1, 3)], [1, 2, (2, 1)])), ids=str)
+@pairwise("strategy,stride,dilation", STRATEGIES, [1, 2, (1, 3)], [1, 2, (2, 1)])
 def test_stride_and_dilation(strategy, stride, dilation):
     x, kernel, bias = random_case(1, n=1, h=9, w=10, c=3, o=2, kh=3, kw=3, groups=1, with_bias=False)
     check_against_references(x, kernel, bias, strategy=strategy, stride=stride, dilation=dilation, padding="SAME")
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("groups", [1, 2, 4], ids=lambda g: f"groups{g}")
-@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+@pairwise("strategy,groups,with_bias", STRATEGIES, [1, 2, 4], [False, True])
 def test_groups_and_bias(strategy, groups, with_bias):
     """groups == C == 4 is the depthwise case (here with a channel multiplier of 2)."""
     x, kernel, bias = random_case(2, n=2, h=6, w=5, c=4, o=8, kh=2, kw=3, groups=groups, with_bias=with_bias)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from reference import SPATIAL_LETTERS, draw_geometry, enable_x64, numpy_convnd, tiered, torch_convnd
+from reference import SPATIAL_LETTERS, draw_geometry, enable_x64, numpy_convnd, pairwise, tiered, torch_convnd
 
 import jaxconv
 
@@ -47,10 +47,8 @@ def to_channels_first(x, kernel):
     return np.moveaxis(x, -1, 1), kernel.transpose(dims + 1, dims, *range(dims))
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("dims", [1, 3])
-@pytest.mark.parametrize("seed", range(4))
-def test_values_match_numpy_loop(dims, strategy, seed):
+@pairwise("strategy,seed,dims", STRATEGIES, range(4), [1, 3])
+def test_values_match_numpy_loop(strategy, seed, dims):
     x, kernel, bias, options = draw_case(100 * dims + seed, dims)
     out = CONV[dims](x, kernel, bias, strategy=strategy, **options)
     expected = numpy_convnd(x, kernel, bias, **reference_options(options))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
-from reference import SPATIAL_LETTERS, draw_geometry, enable_x64
+from reference import SPATIAL_LETTERS, draw_geometry, enable_x64, pairwise
 
 import jaxconv
 
@@ -49,10 +49,8 @@ def input_size(x_spatial, kernel, options, extra, pairs):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("seed", range(2))
-@pytest.mark.parametrize("strategy", ["window", "shift", "direct", "xla", "auto"])
-@pytest.mark.parametrize("dims", [1, 2, 3])
-def test_equals_the_vjp_of_conv_wrt_its_input(dims, strategy, seed):
+@pairwise("strategy,dims,seed", ["window", "shift", "direct", "xla", "auto"], [1, 2, 3], range(2))
+def test_equals_the_vjp_of_conv_wrt_its_input(strategy, dims, seed):
     """float64: conv_transposeNd(y, k) == vjp of (x -> convNd(x, k)) at y, and <conv(x), y> == <x, conv_t(y)>."""
     y, kernel, _, options, extra, pairs = draw(10 * dims + seed, dims)
     with enable_x64():
