@@ -59,7 +59,7 @@ def _child() -> int:
         config = jaxconv.TrainConfig(task, batch_size=16)
         mesh = batch_mesh(8, 16)
         state = _train.replicate(jaxconv.lab.init_state(config), mesh)
-        lowered = _train._train_steps.lower(config.step, state, 2, mesh, config.task.values(), None, None)
+        lowered = _train._train_steps.lower(config.step, state, 2, 2, mesh, config.task.values(), None, None)
         hlo = lowered.compile().as_text()
         assert "all-reduce" in hlo, "no all-reduce in the compiled step"
         # Each device's images: [B / D, H, W, 1] = [2, 12, 12, 1], and nowhere the whole [16, 12, 12, 1] batch.

@@ -80,6 +80,16 @@ def test_train_steps_under_jit_compiles_once_and_does_not_depend_on_chunking():
     at_once, all_losses = train_steps(config, init_state(config), 8)  # one dispatch vs four: bit-identical
     chex.assert_trees_all_equal(at_once, state)
     np.testing.assert_array_equal(np.asarray(all_losses[-2:]), np.asarray(losses))
+    # Any step count up to steps_per_dispatch runs the same program (a run's shorter last dispatch compiles nothing
+    # new), with the same result as the steps taken one at a time; a longer call compiles its own.
+    uneven = init_state(config)
+    for n in (3, 1, 4):
+        uneven, uneven_losses = train_steps(config, uneven, n)
+    assert _train_steps._cache_size() == before and uneven_losses.shape == (4,)
+    chex.assert_trees_all_equal(uneven, state)
+    np.testing.assert_array_equal(np.asarray(uneven_losses), np.asarray(all_losses[-4:]))
+    train_steps(config, init_state(config), config.steps_per_dispatch + 1)
+    assert _train_steps._cache_size() == before + 1
 
 
 def test_fit_tiny_config_learns_the_pattern():

@@ -512,18 +512,28 @@ def _one_step(
     return TrainState(params, opt_state, state.step + 1, state.key), loss
 
 
-@functools.partial(jax.jit, static_argnames=("config", "num_steps", "mesh"))
+@functools.partial(jax.jit, static_argnames=("config", "length", "mesh"))
 def _train_steps(
     config: StepConfig,
     state: TrainState,
-    num_steps: int,
+    num_steps: jax.Array,
+    length: int,
     mesh: Mesh | None,
     values: TaskValues,
     data: Batch | None,
     train_set: tuple[jax.Array, jax.Array] | None,
 ) -> tuple[TrainState, jax.Array]:
+    """``length`` scan iterations, the first ``num_steps`` (traced) of them steps and the rest passing the state
+    through (their losses NaN): every dispatch of a run up to ``length`` steps long shares one program."""
     step = functools.partial(_one_step, config, mesh, values, data, train_set)
-    out = jax.lax.scan(step, state, None, length=num_steps)
+
+    def skip(state: TrainState, _: Any) -> tuple[TrainState, jax.Array]:
+        return state, jnp.full((), jnp.nan, jnp.float32)
+
+    def maybe_step(state: TrainState, i: jax.Array) -> tuple[TrainState, jax.Array]:
+        return jax.lax.cond(i < num_steps, step, skip, state, None)
+
+    out = jax.lax.scan(maybe_step, state, jnp.arange(length))
     if mesh is not None:  # every process can read the (replicated) state and losses
         out = jax.lax.with_sharding_constraint(out, NamedSharding(mesh, PartitionSpec()))
     return out
@@ -598,7 +608,7 @@ def train_steps(
     Args:
       config: the run's :class:`TrainConfig` (static: a new config compiles anew).
       state: the current :class:`TrainState`.
-      num_steps: ``>= 1`` (static).
+      num_steps: ``>= 1``; calls of up to ``config.steps_per_dispatch`` steps share one compiled program.
       mesh: ``None`` (one device, as before) or a 1-D :class:`jax.sharding.Mesh` whose size ``D`` divides
         ``config.batch_size`` (static).
       data: ``None`` (every step samples its batch from the task) or a fixed batch ``(images [N, H, W, 1],
@@ -644,7 +654,11 @@ def train_steps(
     train_set = None
     if config.train_images is not None:
         train_set = (stream(config.seed, "train_set"), jnp.asarray(config.train_images, jnp.int32))
-    return _train_steps(config.step, state, num_steps, mesh, config.task.values(), data, train_set)
+    # One program for every dispatch of up to `steps_per_dispatch` steps (a run's last, shorter one, or one cut at a
+    # checkpoint or validation step, compiles nothing new); a longer call compiles its own length.
+    length = max(num_steps, config.steps_per_dispatch)
+    state, losses = _train_steps(config.step, state, num_steps, length, mesh, config.task.values(), data, train_set)
+    return state, losses if num_steps == length else losses[:num_steps]
 
 
 def _check_data(config: TrainConfig, data: Any) -> Batch:
