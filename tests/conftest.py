@@ -83,11 +83,12 @@ def pytest_collection_modifyitems(config, items):
 def xla_cpu_threads(monkeypatch):
     """Sets, for one test, the XLA:CPU thread count that routes jaxconv's ``"xla"`` strategy (``set_threads(n)``).
 
-    The route is chosen when ``conv2d`` is traced, so the caches of the convolution's own jitted functions are
-    cleared when the count is set and again after the test: no trace made for the real count is reused under the
-    patched one, and none made under it outlives the test. Not ``jax.clear_caches()``: on a worker that has compiled
-    thousands of programs it takes seconds (4.6-6.2 s measured in the fast tier here), and every later test on the
-    worker then traces and lowers its programs again.
+    The route is chosen when ``conv2d`` is traced, so the caches of the two jitted functions whose traces read the
+    count (``_conv_nhwc``, where ``conv2d`` picks the route, and the primitive's eager implementation, whose ``"xla"``
+    lowering asks again) are cleared when the count is set and again after the test: no trace made for the real
+    count is reused under the patched one, and none made under it outlives the test. Not ``jax.clear_caches()``: on
+    a worker that has compiled thousands of programs it takes seconds (4.6-6.2 s measured in the fast tier here),
+    and every later test on the worker then traces and lowers its programs again.
     """
     from jaxconv.conv import _conv, _primitive, _strategies
 
