@@ -5,6 +5,7 @@ Timings are never asserted (no timed tests)."""
 import dataclasses
 import json
 import math
+import mmap
 import random
 import threading
 import time
@@ -167,6 +168,47 @@ def test_idle_gap_follows_the_named_contender_untimed_and_outlasts_its_spinning_
     none: list[float] = []
     _bench.interleaved(fns, warmup=0, rounds=2, rng=random.Random(0), tails=none)
     assert none == []
+    per_block: list[float] = []  # one gap after each block of the spinner's calls, not after each call
+    opts = dict(idle_after=("spinner",), tails=per_block)
+    samples = _bench.interleaved(fns, warmup=1, rounds=3, rng=random.Random(0), block=3, **opts)
+    assert len(per_block) == 4 and max(samples["spinner"]) < 1e3 * _bench.IDLE_GAP_S and max(per_block) < 0.5
+
+
+def test_a_block_times_warm_calls_its_first_call_kept_apart(monkeypatch):
+    clock = [0.0]  # a fake clock: each call advances it by the thunk's duration, so the samples are exact
+    monkeypatch.setattr(_bench.time, "perf_counter", lambda: clock[0])
+    calls = {"a": 0, "b": 0}
+
+    def thunk(name, durations):
+        clock[0] += durations[calls[name] % 3] / 1e3  # call i of a block of 3 lasts durations[i] ms
+        calls[name] += 1
+
+    fns = {"a": lambda: thunk("a", (20.0, 1.0, 3.0)), "b": lambda: thunk("b", (8.0, 4.0, 4.0))}
+    firsts: dict[str, list[float]] = {}
+    samples = _bench.interleaved(fns, warmup=1, rounds=2, rng=random.Random(0), block=3, firsts=firsts)
+    assert calls == {"a": 9, "b": 9}
+    approx = pytest.approx
+    assert samples == {"a": approx([2.0, 2.0]), "b": approx([4.0, 4.0])}  # the median of the last two, not all three
+    assert firsts == {"a": approx([20.0, 20.0]), "b": approx([8.0, 8.0])}  # timed rounds only
+    untouched: dict[str, list[float]] = {}
+    _bench.interleaved(fns, warmup=0, rounds=2, rng=random.Random(0), firsts=untouched)
+    assert untouched == {}  # one call a round: it is the sample, there is no first call apart
+
+
+def _fresh_pages():  # 256 pages mapped and written: one minor page fault each, whatever malloc's state
+    pages = mmap.mmap(-1, 256 * mmap.PAGESIZE)
+    pages[:: mmap.PAGESIZE] = b"\1" * 256
+    pages.close()
+
+
+@pytest.mark.parametrize("block", [1, 3])
+def test_page_faults_are_counted_per_timed_call(block):
+    pytest.importorskip("resource")
+    faults: dict[str, list[float]] = {}
+    fns = {"touches": _fresh_pages, "idle": lambda: None}
+    _bench.interleaved(fns, warmup=1, rounds=4, rng=random.Random(0), block=block, faults=faults)
+    assert set(faults) == set(fns) and all(len(f) == 4 and min(f) >= 0 for f in faults.values())
+    assert min(faults["touches"]) >= 200 > 50 > max(faults["idle"])
 
 
 def test_auto_out_of_memory_fails_the_lax_floor():
@@ -226,6 +268,10 @@ def test_rounds_are_in_a_fresh_seeded_random_order():
     fns = {name: (lambda name=name: again.append(name)) for name in "abcde"}
     _bench.interleaved(fns, warmup=1, rounds=6, rng=random.Random(3))
     assert again == calls
+    blocks = []  # in blocks: the same orders (the same draws), each call repeated in a row
+    fns = {name: (lambda name=name: blocks.append(name)) for name in "abcde"}
+    _bench.interleaved(fns, warmup=1, rounds=6, rng=random.Random(3), block=3)
+    assert blocks == [name for name in calls for _ in range(3)]
 
 
 @pytest.mark.parametrize(

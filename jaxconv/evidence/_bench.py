@@ -70,8 +70,8 @@ GEOMEAN_TORCH_FLOOR = 0.8
 DEPTHWISE_TORCH_FLOOR = 1.5
 PEAK_FRACTION_FLOOR = 0.70
 FIRST_LAYER_TORCH_FLOOR = 1.2
-# After every PyTorch call the harness sleeps this long before the next contender (untimed): PyTorch's OpenMP
-# threads, at their defaults, spin for a while after a parallel region and would take a core from whichever
+# After every block of PyTorch calls the harness sleeps this long before the next contender (untimed): PyTorch's
+# OpenMP threads, at their defaults, spin for a while after a parallel region and would take a core from whichever
 # contender is timed next. Measured (BENCHMARKS.md, "How it measures"): one core busy for up to ~10 ms after a
 # 2-thread torch conv2d (libgomp's default spin), nothing measurable after an XLA call. The last
 # ``IDLE_TAIL_S`` of each gap is watched: the process's CPU time over it is recorded, to show the gap was long enough.
@@ -402,21 +402,61 @@ def _fingerprint(compiled: Any) -> str:
     return re.sub(r"\s+", " ", text)
 
 
+def _minor_faults() -> int | None:
+    """The process's minor page faults so far (``getrusage``'s ``ru_minflt``); ``None`` where ``resource`` is missing
+    (not Unix)."""
+    try:
+        import resource  # noqa: PLC0415 (Unix only)
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _call_block(fn: Callable[[], Any], block: int, count_faults: bool) -> tuple[list[float], float | None]:
+    """Wall times (ms) of ``block`` calls of ``fn`` in a row, and the minor page faults per call over the timed ones
+    (all but the first; the one call when ``block == 1``), ``None`` unless ``count_faults`` and countable here."""
+    times: list[float] = []
+    before = None
+    for i in range(block):
+        if count_faults and i == min(1, block - 1):
+            before = _minor_faults()
+        start = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - start))
+    after = _minor_faults() if before is not None else None
+    return times, None if before is None or after is None else (after - before) / max(block - 1, 1)
+
+
 def interleaved(
     fns: dict[str, Callable[[], Any]],
     *,
     warmup: int,
     rounds: int,
     rng: random.Random,
+    block: int = 1,
     idle_after: Sequence[str] = (),
     gap_s: float = IDLE_GAP_S,
     tails: list[float] | None = None,
+    firsts: dict[str, list[float]] | None = None,
+    faults: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
-    """Per-round wall times (ms) of each thunk; every round calls each once, in an order drawn from ``rng``.
+    """Per-round samples (ms) of each thunk: every round calls each thunk ``block`` times in a row, the thunks in an
+    order drawn from ``rng`` (one ``shuffle`` per round, whatever ``block``); ``warmup`` untimed rounds first.
 
-    After each call of a thunk named in ``idle_after`` the process sleeps ``gap_s`` (untimed), so that threads the
-    call left spinning stop before the next thunk runs; per such gap, the process's CPU time over the gap's last
+    With ``block == 1`` a round's sample is its one call. With ``block > 1`` it is the median of the block's last
+    ``block - 1`` calls: warm calls, as in a training loop where the convolution runs back to back with other ops
+    (threads awake, caches warm). The block's first call wakes the thunk's threads and warms its caches; its time is
+    kept apart, appended per timed round to ``firsts[name]`` when ``firsts`` is given.
+
+    After the block of a thunk named in ``idle_after`` the process sleeps ``gap_s`` (untimed), so that threads the
+    calls left spinning stop before the next thunk runs; per such gap, the process's CPU time over the gap's last
     :data:`IDLE_TAIL_S` divided by that wall time (busy cores: about 0 when the gap sufficed) is appended to ``tails``.
+    When ``faults`` is given, per timed round the process's minor page faults per timed call (the calls the sample
+    is taken from) are appended to ``faults[name]`` (nothing where ``resource`` is missing: not Unix).
+
+    Returns:
+      ``{name: [sample per timed round]}``: ``rounds`` floats per thunk; ``firsts`` and ``faults`` (when given, and
+      ``block > 1`` for ``firsts``) gain as many floats per thunk, ``tails`` one float per gap.
     """
     names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -425,11 +465,13 @@ def interleaved(
         order = names[:]
         rng.shuffle(order)
         for name in order:
-            start = time.perf_counter()
-            fns[name]()
-            elapsed = time.perf_counter() - start
+            times, per_call = _call_block(fns[name], block, faults is not None)
             if r >= warmup:
-                samples[name].append(1e3 * elapsed)
+                samples[name].append(statistics.median(times[1:] or times))  # block 1: the one call
+                if block > 1 and firsts is not None:
+                    firsts.setdefault(name, []).append(times[0])
+                if faults is not None and per_call is not None:
+                    faults.setdefault(name, []).append(per_call)
             if name in idle_after:
                 time.sleep(max(gap_s - IDLE_TAIL_S, 0.0))
                 cpu, wall = time.process_time(), time.perf_counter()
