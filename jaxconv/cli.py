@@ -350,13 +350,26 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         help="main: the CPU grid; gpu: sizes for a GPU; local: locally connected layers against lax's; template: "
         "match_template against scikit-image and OpenCV (the images extra; --strategies and torch do not apply) (main)",
     )
-    bench.add_argument("--quick", action="store_true", help="a tiny version of the grid (smoke test), 2 rounds")
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny version of the grid (smoke test), 2 rounds (conv grids: blocks of 2 calls)",
+    )
     bench.add_argument(
         "--reps",
         type=_int_at_least(1),
         default=None,
         metavar="R",
-        help="timed rounds per point, each contender once per round (21; quick: 2)",
+        help="timed rounds per point, each contender one block of calls per round (21; quick: 2)",
+    )
+    bench.add_argument(
+        "--block",
+        type=_int_at_least(1),
+        default=None,
+        metavar="B",
+        help="calls in a row per contender and round: the first wakes its threads and warms its caches and is "
+        "recorded apart, the round's sample is the median of the others (warm calls, as in a training loop); not "
+        "with --grid template, which times one call a round (5; quick: 2)",
     )
     bench.add_argument(
         "--warmup", type=_int_at_least(0), default=2, metavar="W", help="untimed rounds before timing (2)"
@@ -383,10 +396,13 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """Runs ``jaxconv bench`` with parsed ``args`` (``--only`` checked against the grid); returns the exit status."""
+    """Runs ``jaxconv bench`` with parsed ``args`` (``--only`` checked against the grid, ``--block`` refused with the
+    template grid); returns the exit status."""
     from jaxconv.evidence import _bench
 
     fail = (getattr(args, "parser", None) or build_parser()).error
+    if args.grid == "template" and args.block is not None:
+        fail(f"argument --block: --grid template times one call a round (as its committed results); got {args.block}")
     if args.grid == "template":
         from jaxconv.evidence import _template_bench
 

@@ -284,6 +284,8 @@ def test_rounds_are_in_a_fresh_seeded_random_order():
         (["--quick", "--only", "2"], "--only"),
         (["--only", "-1"], "--only"),
         (["--seed", "-3"], "--seed"),
+        (["--block", "0"], "--block"),
+        (["--grid", "template", "--block", "2"], "--block"),
         (["--grid", "tpu"], "--grid"),
         (["--strategies", "direct,xla"], "--strategies"),
         (["--strategies", "auto,fast"], "--strategies"),
@@ -300,21 +302,28 @@ def test_bad_flags_exit_2_with_one_line(argv, flag, capsys):
 def test_bench_quick_writes_table_json_and_plot(tmp_path, capsys):
     assert cli.main(["bench", "--quick", "--reps", "2", "--warmup", "1", "--seed", "7", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
+    assert "2 calls in a row per contender a round" in printed  # the header: --quick's block
     assert "forward (ms)" in printed and "forward+backward (ms)" in printed
     assert "auto <= lax on every point" in printed and "UNDETERMINED" in printed
     result = json.loads((tmp_path / "bench.json").read_text())
     assert (tmp_path / "bench.png").stat().st_size > 0
     assert result["seed"] == 7 and result["validity"] == "UNDETERMINED" and len(result["matmul_gflops"]) == 5
     assert result["idle_policy"]["gap_s"] == _bench.IDLE_GAP_S > 0
+    assert result["block"] == 2 and "median of the last 1" in result["idle_policy"]["sample"]
     env = result["environment"]
     assert env["jax"] and env["xla_cpu_threads"] >= 1 and len(result["loadavg"]["start"]) == 3
     for record in result["records"]:
         for mode in ("fwd", "fwd_bwd"):
             assert {"auto", "window", "shift", "direct", "xla", "fft", "lax"} <= set(record["ms"][mode])
             assert all(len(s) == 2 and min(s) > 0 for s in record["samples_ms"][mode].values())
+            assert set(record["first_call_ms"][mode]) == set(record["ms"][mode])
+            assert all(len(s) == 2 and min(s) > 0 for s in record["first_call_samples_ms"][mode].values())
+            assert set(record["page_faults_per_call"][mode]) == set(record["ms"][mode])
+            assert min(record["page_faults_per_call"][mode].values()) >= 0
             assert record["program"][mode]["auto"] == record["program"][mode][record["auto_strategy"]]
         assert all(err < 1e-4 for err in record["max_abs_err"].values())
         assert record["memory"]["auto"]["fwd"]["temp_bytes"] >= 0
+        assert record["block"] == 2
 
 
 @pytest.mark.slow  # the gpu grid; the main grid's quick run is the fast tier's bench

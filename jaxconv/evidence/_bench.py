@@ -5,9 +5,11 @@ directly, and PyTorch's ``conv2d`` when torch is importable (on CUDA when JAX's 
 measures, in one process:
 
 - forward and forward+backward (``value_and_grad`` of ``<conv(x, k), ct>`` w.r.t. ``x`` and ``k``) wall times
-  in many short rounds: every round calls each contender once, **in a fresh random order** (one seeded
-  ``random.Random`` for the whole run, its seed recorded), after ``block_until_ready`` /
-  ``torch.cuda.synchronize``; per-round samples are kept, medians reported, and ratios between two contenders are
+  in many short rounds: every round calls each contender ``block`` times in a row, the contenders **in a fresh
+  random order** (one seeded ``random.Random`` for the whole run, its seed recorded), each call ended by
+  ``block_until_ready`` / ``torch.cuda.synchronize``; a round's sample is the median of the block's calls after
+  the first (warm calls, as in a training loop; the first call's cold time is kept apart), with the minor page
+  faults per call beside it; per-round samples are kept, medians reported, and ratios between two contenders are
   the median of their *per-round* ratios (both timed in the same round, under the same load);
 - compile time, the compiled program's memory (``memory_analysis``) and a fingerprint of its optimised HLO;
   a contender that runs out of memory is recorded as ``"OOM"`` and the run goes on;
@@ -706,6 +708,16 @@ def _add_torch(
     return torch_peak
 
 
+def _per_mode(by_mode: dict[str, dict[str, list[float]]], fn: Callable[[list[float]], Any]) -> dict[str, Any]:
+    """``{mode: {name: fn(values)}}`` of per-mode, per-contender values (e.g. their median)."""
+    return {mode: {name: fn(values) for name, values in by_mode[mode].items()} for mode in MODES}
+
+
+def _rounded(values: list[float]) -> list[float]:
+    """Samples as ``bench.json`` keeps them: to 10 ns (5 decimals of a millisecond)."""
+    return [round(v, 5) for v in values]
+
+
 def bench_point(
     point: Point,
     *,
@@ -714,6 +726,7 @@ def bench_point(
     use_torch: bool = True,
     warmup: int = 2,
     rounds: int = 21,
+    block: int = 1,
 ) -> dict[str, Any]:
     """Measures every contender on one point; returns a JSON-ready record.
 
@@ -725,13 +738,19 @@ def bench_point(
       use_torch: include PyTorch's ``conv2d`` (needs torch, and CUDA on a GPU backend; not on a locally connected
         point).
       warmup: untimed rounds before timing.
-      rounds: timed rounds; each contender is called once per round, in a fresh random order.
+      rounds: timed rounds; each contender is called ``block`` times in a row per round, the contenders in a fresh
+        random order.
+      block: calls in a row per contender and round; above 1, a round's sample is the median of the calls after
+        the first, and the first call's time is kept apart (:func:`interleaved`).
 
     Returns:
-      ``{"point", "label", "flops", "auto_strategy", "ms": {mode: {name: median}}, "samples_ms": {mode: {name:
-      [per round]}}, "compile_s", "memory", "program": {mode: {name: id}} (equal ids: identical optimised HLO),
-      "failed": {name: {mode: "OOM" | message}}, "idle_tail_busy_cores" (median over the idle gaps after torch's
-      calls, :func:`interleaved`), "max_abs_err"}``; ``mode`` is ``"fwd"`` or ``"fwd_bwd"``.
+      ``{"point", "label", "flops", "auto_strategy", "block", "ms": {mode: {name: median}}, "samples_ms": {mode:
+      {name: [per round]}}, "first_call_ms": {mode: {name: median}}, "first_call_samples_ms": {mode: {name: [per
+      round]}} (both empty per mode when ``block == 1``), "page_faults_per_call": {mode: {name: median over rounds}}
+      (minor page faults per timed call; empty per mode where not countable), "compile_s", "memory", "program":
+      {mode: {name: id}} (equal ids: identical optimised HLO), "failed": {name: {mode: "OOM" | message}},
+      "idle_tail_busy_cores" (median over the idle gaps after torch's blocks, :func:`interleaved`),
+      "max_abs_err"}``; ``mode`` is ``"fwd"`` or ``"fwd_bwd"``.
     """
     kx, kk, kc = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, (point.n, point.h, point.w, point.c), jnp.float32)
@@ -743,8 +762,20 @@ def bench_point(
     thunks, compile_s, memory, prints, failed, outputs = compiled
     torch_peak = _add_torch(point, x, k, ct, thunks, failed, outputs) if use_torch and not point.local else None
     tails: list[float] = []
+    firsts: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
+    faults: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
     samples = {
-        mode: interleaved(thunks[mode], warmup=warmup, rounds=rounds, rng=rng, idle_after=("torch",), tails=tails)
+        mode: interleaved(
+            thunks[mode],
+            warmup=warmup,
+            rounds=rounds,
+            rng=rng,
+            block=block,
+            idle_after=("torch",),
+            tails=tails,
+            firsts=firsts[mode],
+            faults=faults[mode],
+        )
         for mode in MODES
     }
     program = {
@@ -757,8 +788,12 @@ def bench_point(
         "label": point.label,
         "flops": point.flops,
         "auto_strategy": "window" if point.local else resolve_strategy(point.spec),  # local: the window gather
-        "ms": {mode: {name: statistics.median(s) for name, s in samples[mode].items()} for mode in MODES},
-        "samples_ms": {mode: {n: [round(v, 5) for v in s] for n, s in samples[mode].items()} for mode in MODES},
+        "block": block,
+        "ms": _per_mode(samples, statistics.median),
+        "samples_ms": _per_mode(samples, _rounded),
+        "first_call_ms": _per_mode(firsts, statistics.median),
+        "first_call_samples_ms": _per_mode(firsts, _rounded),
+        "page_faults_per_call": _per_mode(faults, statistics.median),
         "compile_s": compile_s,
         "memory": memory,
         "program": program,
@@ -847,7 +882,7 @@ def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
 def _torch_setup(no_torch: bool) -> tuple[bool, int | None, str | None]:
     """``(use_torch, torch_threads, torch_device)``: torch on as many threads as XLA:CPU uses, if it can run here."""
     # torch runs at its own defaults (its OpenMP threads spin after a call, as in a user's process); the idle gap
-    # after each of its calls (IDLE_GAP_S, interleaved) keeps the spinning out of the other contenders' samples.
+    # after each block of its calls (IDLE_GAP_S, interleaved) keeps the spinning out of the other contenders' samples.
     if no_torch or not _torch_available():
         return False, None, None
     import torch  # noqa: PLC0415
@@ -860,9 +895,11 @@ def _torch_setup(no_torch: bool) -> tuple[bool, int | None, str | None]:
     return True, torch.get_num_threads(), device
 
 
-def _measure_grid(grid: Sequence[Point], args: argparse.Namespace, rounds: int, use_torch: bool, size: int) -> Any:
-    """``(records, peaks)``: every point measured, and matmul peak samples spread through the run (before the
-    first point, after the last, and evenly between)."""
+def _measure_grid(
+    grid: Sequence[Point], args: argparse.Namespace, rounds: int, block: int, use_torch: bool, size: int
+) -> Any:
+    """``(records, peaks)``: every point measured (``rounds`` rounds of ``block`` calls per contender), and matmul
+    peak samples spread through the run (before the first point, after the last, and evenly between)."""
     rng = random.Random(args.seed)
     sample_before = [round(j * len(grid) / (PEAK_SAMPLES - 1)) for j in range(PEAK_SAMPLES)]
     peaks: list[float] = []
@@ -872,7 +909,7 @@ def _measure_grid(grid: Sequence[Point], args: argparse.Namespace, rounds: int, 
         if i == len(grid):
             break
         options = {"strategies": args.strategies, "use_torch": use_torch, "warmup": args.warmup, "rounds": rounds}
-        r = bench_point(grid[i], rng=rng, **options)
+        r = bench_point(grid[i], rng=rng, block=block, **options)
         records.append(r)
         auto = r["ms"]["fwd"].get("auto")
         shown = f"{auto:.3f} ms" if auto is not None else "failed"
@@ -902,6 +939,13 @@ def _report_validity(records: list[dict[str, Any]], rounds: int) -> tuple[str, l
     return verdict, checks
 
 
+def _block_policy(block: int) -> str:
+    """What a sample is, in words, for ``block`` calls per contender and round."""
+    if block == 1:
+        return "1 call per contender a round, the sample"
+    return f"{block} calls in a row per contender a round, the sample the median of the last {block - 1}"
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs the benchmark from parsed (already validated) options; prints the table, validity and floors, writes
     ``bench.json`` and ``bench.png``; returns 0 (an INVALID run or a failed floor is reported, not an error)."""
@@ -911,16 +955,17 @@ def run(args: argparse.Namespace) -> int:
     if args.only:
         grid = tuple(grid[i] for i in args.only)
     rounds = args.reps if args.reps is not None else (2 if args.quick else 21)
+    block = args.block if args.block is not None else (2 if args.quick else 5)
     use_torch, torch_threads, torch_dev = _torch_setup(args.no_torch)
     load_start = os.getloadavg()
     env = environment(torch_threads, torch_dev)
     print(
         f"device: {env['device']} ({env['cpu']}); XLA:CPU threads {env['xla_cpu_threads']}, torch threads "
         f"{torch_threads} ({torch_dev}); jax {env['jax']}; {rounds} rounds after {args.warmup} warm-up, "
-        f"order seed {args.seed}; load {load_start[0]:.2f}"
+        f"{_block_policy(block)}; order seed {args.seed}; load {load_start[0]:.2f}"
     )
     size = 256 if args.quick else (8192 if jax.default_backend() == "gpu" else 2048)
-    records, peaks = _measure_grid(grid, args, rounds, use_torch, size)
+    records, peaks = _measure_grid(grid, args, rounds, block, use_torch, size)
     peak, load_end = max(peaks), os.getloadavg()
     spread = ", ".join(f"{p:.0f}" for p in peaks)
     print(
@@ -942,12 +987,18 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "rounds": rounds,
         "warmup": args.warmup,
+        "block": block,
         "loadavg": {"start": load_start, "end": load_end},
         "matmul_size": size,
         "matmul_gflops": peaks,
         "peak_gflops": peak,
         "idle_policy": {
-            "after": "every torch call",
+            "sample": f"{_block_policy(block)}; with a block of more than 1 call, its first call wakes the "
+            "contender's threads and warms its caches and is kept apart (first_call_ms): the sample is of warm calls, "
+            "as in a training loop where the convolution runs back to back with other ops; the minor page faults per "
+            "timed call beside it (page_faults_per_call: PyTorch's CPU speed depends on the malloc state, a call that "
+            "page-faults its output runs several times slower)",
+            "after": "every block of torch calls",
             "gap_s": IDLE_GAP_S,
             "tail_s": IDLE_TAIL_S,
             "why": "torch's OpenMP threads spin after a call (measured: up to ~10 ms of one core after a 2-thread "
