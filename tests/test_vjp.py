@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from reference import enable_x64, lax_conv2d, tiered
+from reference import draw_geometry, enable_x64, lax_conv2d, numpy_conv2d_vjp, tiered
 
 import jaxconv
 
@@ -169,6 +169,74 @@ def test_direct_contraction_paths(shape):
     tangents = (jnp.cos(x), jnp.sin(k))
     np.testing.assert_allclose(jax.jvp(ours, (x, k), tangents)[1], jax.jvp(ref, (x, k), tangents)[1], rtol=1e-5,
                                atol=1e-4)  # fmt: skip
+
+
+@pytest.mark.parametrize("chunks", ["whole batch", "one image at a time"])
+@pytest.mark.parametrize("seed", tiered(range(8), fast={0, 1}))
+def test_tap_dots_input_gradient_matches_a_numpy_loop(monkeypatch, seed, chunks):
+    """One dot and shifted sums (``"direct"``'s input gradient with many outputs per group) against the NumPy loop,
+    in float64, on seeded random 2-D geometries with any stride, dilation, groups and padding (the rule uses it for
+    stride 1 only; the function holds for all), over the whole batch and through ``lax.map`` in chunks."""
+    from jaxconv.conv import _strategies
+    from jaxconv.conv._spec import make_spec
+
+    rng = np.random.default_rng(seed)
+    groups, c, _, taps, stride, dilation = draw_geometry(rng, 2, max_stride=3)
+    o = groups * int(rng.integers(9, 13))
+    pads = tuple((int(lo), int(hi)) for lo, hi in rng.integers(0, 4, (2, 2)))
+    shape = (3, *(int(v) for v in rng.integers(5, 10, 2)), c)
+    if chunks != "whole batch":
+        monkeypatch.setattr(_strategies, "TAP_DOTS_WHOLE_BYTES", 0)
+        monkeypatch.setattr(_strategies, "TAP_DOTS_CHUNK_BYTES", 1)
+    opts = dict(stride=stride, padding=pads, dilation=dilation, groups=groups, padding_mode="zeros", precision=None)
+    spec = make_spec(shape, (*taps, c // groups, o), strategy="direct", **opts)
+    with enable_x64():
+        x, k, ct = (rng.standard_normal(s) for s in (shape, spec.kernel_shape, spec.out_shape))
+        got = jax.jit(_strategies.tap_dots_input_gradient, static_argnums=2)(jnp.asarray(ct), jnp.asarray(k), spec)
+        expected, _ = numpy_conv2d_vjp(x, k, ct, stride=stride, dilation=dilation, pads=pads, groups=groups)
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_input_gradient_rule_takes_tap_dots_where_it_measured_faster():
+    from jaxconv.conv._primitive import input_gradient_rule
+    from jaxconv.conv._spec import make_spec
+
+    def rule(x_shape, k_shape, strategy="direct", **opts):
+        opts = dict(stride=1, padding="SAME", dilation=1, groups=1, padding_mode="zeros", precision=None) | opts
+        return input_gradient_rule(make_spec(x_shape, k_shape, strategy=strategy, **opts))
+
+    assert rule((16, 128, 128, 3), (3, 3, 3, 16)) == "tap_dots"
+    assert rule((64, 28, 28, 1), (5, 5, 1, 16), dilation=2) == "tap_dots"
+    assert rule((8, 32, 32, 4), (3, 3, 2, 24), groups=2) == "tap_dots"  # 12 outputs per group
+    assert rule((16, 128, 128, 3), (3, 3, 3, 16), stride=2) == "xla"
+    assert rule((16, 128, 128, 3), (1, 1, 3, 16)) == "xla"
+    assert rule((16, 128, 128, 3), (3, 1, 3, 16)) == "xla"
+    assert rule((16, 128, 3), (3, 3, 16)) == "xla"  # 1-D: not measured
+    assert rule((16, 128, 128, 3), (3, 3, 3, 8)) == "direct"  # few outputs: direct's own transpose
+    assert rule((8, 32, 32, 4), (3, 3, 2, 16), groups=2) == "direct"  # 8 outputs per group
+    assert rule((16, 128, 128, 3), (3, 3, 3, 16), strategy="window") == "window"
+
+
+@pytest.mark.parametrize("case", ["ungrouped_reflect", "grouped_dilated"])
+def test_direct_gradients_through_tap_dots_match_lax(case):
+    """The rule's path through the primitive: first and second derivatives against lax's autodiff."""
+    c, o, opts = {
+        "ungrouped_reflect": (3, 16, dict(padding="SAME", padding_mode="reflect")),
+        "grouped_dilated": (4, 24, dict(padding=((3, 1), (0, 2)), dilation=(2, 1), groups=2)),
+    }[case]
+    rng = np.random.default_rng(len(case))
+    x = jnp.asarray(rng.standard_normal((2, 9, 8, c)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((3, 3, c // opts.get("groups", 1), o)), jnp.float32)
+    ours = lambda x, k: jaxconv.conv2d(x, k, strategy="direct", **opts)  # noqa: E731
+    ref = lambda x, k: jaxconv.conv2d(x, k, strategy="xla", **opts)  # noqa: E731
+    grads = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, k)
+    expected = jax.grad(loss(ref), argnums=(0, 1))(x, k)
+    for a, b in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    hvp = jax.jit(jax.grad(lambda x: jnp.vdot(jax.grad(loss(ours))(x, k), jnp.cos(x))))(x)
+    hvp_ref = jax.grad(lambda x: jnp.vdot(jax.grad(loss(ref))(x, k), jnp.cos(x)))(x)
+    np.testing.assert_allclose(hvp, hvp_ref, rtol=1e-4, atol=1e-4)
 
 
 def test_direct_forward_is_one_fusion_with_a_loss():

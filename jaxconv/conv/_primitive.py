@@ -20,9 +20,10 @@ into the slices that read it), so that a rule computed by XLA's own convolution 
 convolution instead of a padded copy of the input.
 
 Which computation each derivative of ``"direct"`` uses is chosen per shape by :func:`input_gradient_rule` and
-:func:`kernel_gradient_rule`, from measurements (BENCHMARKS.md): ``"direct"`` again where it measured faster, else
-``"xla"`` — the transposition of ``lax.conv_general_dilated`` with the padding (and, for the input gradient, the
-stride as an input dilation) inside XLA's convolution.
+:func:`kernel_gradient_rule`, from measurements (BENCHMARKS.md): ``"direct"`` again where it measured faster, the
+input gradient by one dot and shifted sums (``"tap_dots"``) where that did, else ``"xla"`` — the transposition of
+``lax.conv_general_dilated`` with the padding (and, for the input gradient, the stride as an input dilation) inside
+XLA's convolution.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from jaxconv.conv._strategies import (
     kernel_gradient,
     lax_conv,
     pad_or_crop,
+    tap_dots_input_gradient,
     xla_input_gradient,
     xla_kernel_gradient,
 )
@@ -116,12 +118,15 @@ def _abstract_eval(x: Any, kernel: Any, *, spec: ConvSpec) -> ShapedArray:
 
 
 def input_gradient_rule(spec: ConvSpec) -> str:
-    """How the input gradient of ``spec`` is computed: ``spec.strategy``, or ``"xla"`` for ``"direct"`` with more than
+    """How the input gradient of ``spec`` is computed: ``spec.strategy``, or for ``"direct"`` with more than
     ``DIRECT_MAX_UNROLLED`` outputs per group (the transposed correlation would be many-in few-out, where direct
-    contracts per tap by dots and measured slower than XLA's, BENCHMARKS.md)."""
-    o = spec.kernel_shape[-1]
+    contracts per tap by dots and measured slower than XLA's) ``"tap_dots"``
+    (:func:`~jaxconv.conv._strategies.tap_dots_input_gradient`) for 2-D, stride-1 kernels of at least 3 taps per
+    dim, where it measured faster than XLA's backward-data convolution, else ``"xla"`` (BENCHMARKS.md)."""
+    *taps, _, o = spec.kernel_shape
     if spec.strategy == "direct" and o // spec.groups > DIRECT_MAX_UNROLLED:
-        return "xla"
+        spread = spec.spatial_dims == 2 and min(taps) >= 3 and all(s == 1 for s in spec.stride)
+        return "tap_dots" if spread else "xla"
     return spec.strategy
 
 
@@ -171,11 +176,15 @@ PHASED = ("window", "shift")
 
 def input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
     """The gradient ``[N, *spatial, C]`` w.r.t. the (unpadded) input of ``correlate``: XLA's backward-data
-    convolution where :func:`input_gradient_rule` says ``"xla"``; :func:`phase_input_gradient` for a strided
+    convolution where :func:`input_gradient_rule` says ``"xla"``, :func:`tap_dots_input_gradient` where it says
+    ``"tap_dots"``; :func:`phase_input_gradient` for a strided
     ``"window"`` or ``"shift"``; else :func:`transposed_correlate` framed to the FULL correlation of the padded
     input, cropped by the padding to the unpadded input."""
-    if input_gradient_rule(spec) == "xla":
+    rule = input_gradient_rule(spec)
+    if rule == "xla":
         return xla_input_gradient(cotangent, kernel, spec)
+    if rule == "tap_dots":
+        return tap_dots_input_gradient(cotangent, kernel, spec)
     if any(s > 1 for s in spec.stride) and spec.strategy in PHASED:
         return phase_input_gradient(cotangent, kernel, spec)
     reach = zip(spec.padding, spec.padded_hw, spec.out_hw, spec.stride, spec.extent, strict=True)

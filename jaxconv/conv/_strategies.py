@@ -384,6 +384,74 @@ def xla_kernel_gradient(x: jax.Array, cotangent: jax.Array, spec: ConvSpec) -> j
     return dk.astype(x.dtype)
 
 
+# tap_dots_input_gradient's per-tap shares of the output gradient are computed for the whole batch at once up to this
+# many bytes, else in batch chunks of at most TAP_DOTS_CHUNK_BYTES, one after the other: measured (BENCHMARKS.md,
+# issue 24), at 16x128² 3->16 k3 (28 MB of shares) the whole batch took 3.5x as long as chunks of 2-4 MB, while at
+# 64x32² 3->32 k3 (7 MB) and 64x28² 1->16 k5 (5 MB) chunking was 10-40% slower (the loop's steps are sequential).
+TAP_DOTS_WHOLE_BYTES = 8 << 20
+TAP_DOTS_CHUNK_BYTES = 4 << 20
+
+
+def tap_dots_input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """The gradient w.r.t. the unpadded input by one dot and shifted sums (``"direct"`` with many outputs per group).
+
+    Every output position's gradient is first spread over the taps that produced it — one dot contracting the
+    output channels, ``shares[n, *out, t, g, c] = sum_m cotangent[n, *out, g, m] * kernel[t, c, g, m]`` — and each
+    tap's share is then added onto the input positions that tap read: shifted by the tap's (dilated) offset, spread
+    by the stride (zeros between), the padding cropped off; XLA fuses the shifted sum into one loop. Where the shares
+    would take more than :data:`TAP_DOTS_WHOLE_BYTES`, the batch goes through in chunks of at most
+    :data:`TAP_DOTS_CHUNK_BYTES` of shares (``lax.map``), which stay in cache between the dot and the sum.
+
+    Args:
+      cotangent: ``[N, *out, O]``, the output gradient.
+      kernel: ``[*taps, C // G, O]``.
+      spec: the correlation (any stride, dilation, groups, padding).
+
+    Returns:
+      ``[N, *spatial, C]`` in ``cotangent``'s dtype (accumulated in :func:`accumulator`'s dtype).
+    """
+    n, *_, c = spec.in_shape
+    *taps, cg, o = spec.kernel_shape
+    g, t, out_hw = spec.groups, math.prod(taps), spec.out_hw
+    acc = accumulator(cotangent.dtype) or cotangent.dtype
+    weights = kernel.reshape(t, cg, g, o // g)
+    frames = [
+        tuple(
+            (a * d - lo, p - a * d - (m - 1) * s - 1 - hi)
+            for a, d, s, p, m, (lo, hi) in zip(
+                tap, spec.dilation, spec.stride, spec.padded_hw, out_hw, spec.padding, strict=True
+            )
+        )
+        for tap in _taps(spec)
+    ]
+    interior = tuple(s - 1 for s in spec.stride)
+
+    def spread(ct: jax.Array) -> jax.Array:  # [B, *out, O] -> [B, *spatial, C]
+        b = ct.shape[0]
+        shares = jnp.einsum(
+            "npgm,tcgm->nptgc",
+            ct.reshape(b, -1, g, o // g),
+            weights,
+            precision=spec.precision,
+            preferred_element_type=acc,
+        ).reshape(b, *out_hw, t, c)
+        out = None
+        for i, frame in enumerate(frames):
+            placed = pad_or_crop(shares[..., i, :], frame, interior)
+            out = placed if out is None else out + placed
+        assert out is not None
+        return out
+
+    image_bytes = math.prod(out_hw) * t * c * jnp.dtype(acc).itemsize
+    if n * image_bytes <= TAP_DOTS_WHOLE_BYTES:
+        dx = spread(cotangent)
+    else:
+        b = max(d for d in range(1, n + 1) if n % d == 0 and (d == 1 or d * image_bytes <= TAP_DOTS_CHUNK_BYTES))
+        chunks = lax.map(spread, cotangent.reshape(n // b, b, *cotangent.shape[1:]))
+        dx = chunks.reshape(spec.in_shape)
+    return dx.astype(cotangent.dtype)
+
+
 def halves_kernel_gradient(spec: ConvSpec) -> bool:
     """Whether ``"direct"`` computes the kernel gradient of ``spec`` itself, by :func:`halving_sum` per tap (else XLA's
     backward-filter convolution): one input channel per group, and either grouped (depthwise, with or without a
