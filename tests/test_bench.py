@@ -6,7 +6,10 @@ import dataclasses
 import json
 import math
 import mmap
+import platform
 import random
+import subprocess
+import sys
 import threading
 import time
 
@@ -209,6 +212,44 @@ def test_page_faults_are_counted_per_timed_call(block):
     _bench.interleaved(fns, warmup=1, rounds=4, rng=random.Random(0), block=block, faults=faults)
     assert set(faults) == set(fns) and all(len(f) == 4 and min(f) >= 0 for f in faults.values())
     assert min(faults["touches"]) >= 200 > 50 > max(faults["idle"])
+
+
+_FAULTS_PER_BLOCK = """
+import ctypes, resource
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+
+def block(size=8 << 20):  # like a call's output and workspace: allocated, written, freed, every call
+    blocks = [libc.malloc(size) for _ in range(2)]
+    for p in blocks:
+        libc.memset(p, 1, size)
+    for p in blocks:
+        libc.free(p)
+
+def faults_per_block(times=5):
+    block()  # the first block's pages fault in any state
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(times):
+        block()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / times
+
+fresh = faults_per_block()
+from jaxconv.evidence._bench import settle_allocator
+print(fresh, settle_allocator(), faults_per_block())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mmap threshold")
+def test_settled_allocator_stops_repeated_large_blocks_from_faulting():
+    """In a fresh process a call that allocates, writes and frees two 8 MiB blocks (4096 pages) faults them in
+    again every time (glibc trims the freed top of its heap, or maps them afresh); after ``settle_allocator`` the
+    same calls reuse memory."""
+    out = subprocess.run([sys.executable, "-c", _FAULTS_PER_BLOCK], capture_output=True, text=True, check=True)
+    fresh, settled, after = out.stdout.split()
+    assert float(fresh) > 3000 and settled == "True" and float(after) < 50, out.stdout
 
 
 def test_auto_out_of_memory_fails_the_lax_floor():

@@ -37,6 +37,7 @@ Results: a table on screen, ``bench.json`` (every sample) and ``bench.png`` in t
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import functools
 import gc
@@ -392,6 +393,29 @@ def floors(records: Sequence[dict[str, Any]], peak_gflops: float) -> list[tuple[
 
 # ---------------------------------------------------------------------------------------------------------------
 # Measurement.
+
+
+# glibc's malloc serves a block at least as large as its mmap threshold (128 KiB in a fresh process) by a fresh
+# mmap, whose pages fault on first touch, and raises the threshold to the size of such a block when it is freed (up
+# to 32 MiB). Until a block as large as a call's output has been freed, every call of a contender that allocates
+# its output (PyTorch's conv2d) faults it in again: measured in a fresh process, 64x28² 1->16 k5 forward 1537 minor
+# faults and 2.4 ms a call, 0 and 0.4 ms after one larger block was freed (BENCHMARKS.md, "How it measures"). A
+# process that has run for a while (loaded data, freed earlier layers' activations) has freed such blocks.
+SETTLE_BLOCK_BYTES = 31 << 20
+
+
+def settle_allocator() -> bool:
+    """Allocates and frees one :data:`SETTLE_BLOCK_BYTES` block through the C library's ``malloc``, so that glibc's
+    mmap threshold stands where a long-running process's does: every contender's allocations below it reuse memory
+    instead of faulting in fresh pages. Returns whether it did (``False`` where the C library is not glibc)."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.free(libc.malloc(SETTLE_BLOCK_BYTES))
+    return True
 
 
 def _fingerprint(compiled: Any) -> str:
@@ -955,6 +979,7 @@ def run(args: argparse.Namespace) -> int:
     if args.only:
         grid = tuple(grid[i] for i in args.only)
     rounds = args.reps if args.reps is not None else (2 if args.quick else 21)
+    settled = settle_allocator()
     block = args.block if args.block is not None else (2 if args.quick else 5)
     use_torch, torch_threads, torch_dev = _torch_setup(args.no_torch)
     load_start = os.getloadavg()
@@ -992,6 +1017,12 @@ def run(args: argparse.Namespace) -> int:
         "matmul_size": size,
         "matmul_gflops": peaks,
         "peak_gflops": peak,
+        "allocator": {
+            "settled": settled,
+            "block_bytes": SETTLE_BLOCK_BYTES,
+            "why": "one large block malloc'd and freed before measuring (glibc), so that no contender page-faults "
+            "fresh mmap'd output memory on every call, as in a process that has run a while (settle_allocator)",
+        },
         "idle_policy": {
             "sample": f"{_block_policy(block)}; with a block of more than 1 call, its first call wakes the "
             "contender's threads and warms its caches and is kept apart (first_call_ms): the sample is of warm calls, "
