@@ -395,27 +395,31 @@ def floors(records: Sequence[dict[str, Any]], peak_gflops: float) -> list[tuple[
 # Measurement.
 
 
-# glibc's malloc serves a block at least as large as its mmap threshold (128 KiB in a fresh process) by a fresh
-# mmap, whose pages fault on first touch, and raises the threshold to the size of such a block when it is freed (up
-# to 32 MiB). Until a block as large as a call's output has been freed, every call of a contender that allocates
-# its output (PyTorch's conv2d) faults it in again: measured in a fresh process, 64x28² 1->16 k5 forward 1537 minor
-# faults and 2.4 ms a call, 0 and 0.4 ms after one larger block was freed (BENCHMARKS.md, "How it measures"). A
-# process that has run for a while (loaded data, freed earlier layers' activations) has freed such blocks.
-SETTLE_BLOCK_BYTES = 31 << 20
+# glibc's malloc serves a block at least as large as its mmap threshold (128 KiB in a fresh process, raised by the
+# frees of such blocks up to 32 MiB) by a fresh mmap, whose pages fault on first touch, and returns the freed top of a
+# heap to the system past its trim threshold (twice the mmap threshold). Then a contender that allocates its output
+# on every call faults it in again on every call: measured in a fresh process, PyTorch's 64x28² 1->16 k5 forward
+# 1537 minor faults and 2.4 ms a call, 0 and 0.4 ms in a process whose allocator had freed a larger block; and in one
+# block run XLA's 16x128² 3->16 k3 forward (16 MiB output) 4097 faults a call, 11.6 against 4.2 ms in the run before
+# (BENCHMARKS.md, "How it measures"). Which contender lands in that state depended on the run's allocation history.
+# The bench fixes the two thresholds before measuring, for every contender alike: blocks up to 32 MiB from the heap,
+# which is never trimmed — the steady state of a long-running process.
+SETTLE_MMAP_THRESHOLD = 32 << 20
+SETTLE_TRIM_THRESHOLD = 1 << 30
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 def settle_allocator() -> bool:
-    """Allocates and frees one :data:`SETTLE_BLOCK_BYTES` block through the C library's ``malloc``, so that glibc's
-    mmap threshold stands where a long-running process's does: every contender's allocations below it reuse memory
-    instead of faulting in fresh pages. Returns whether it did (``False`` where the C library is not glibc)."""
+    """Fixes glibc's mmap threshold at :data:`SETTLE_MMAP_THRESHOLD` and its trim threshold at
+    :data:`SETTLE_TRIM_THRESHOLD` (``mallopt``, as ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` would), so
+    that no contender's allocations below 32 MiB fault in fresh pages on every call. Returns whether it did
+    (``False`` where the C library is not glibc)."""
     if platform.libc_ver()[0] != "glibc":
         return False
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype = ctypes.c_void_p
-    libc.malloc.argtypes = [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    libc.free(libc.malloc(SETTLE_BLOCK_BYTES))
-    return True
+    mallopt = ctypes.CDLL(None).mallopt
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    done = [mallopt(_M_MMAP_THRESHOLD, SETTLE_MMAP_THRESHOLD), mallopt(_M_TRIM_THRESHOLD, SETTLE_TRIM_THRESHOLD)]
+    return all(done)
 
 
 def _fingerprint(compiled: Any) -> str:
@@ -1019,9 +1023,10 @@ def run(args: argparse.Namespace) -> int:
         "peak_gflops": peak,
         "allocator": {
             "settled": settled,
-            "block_bytes": SETTLE_BLOCK_BYTES,
-            "why": "one large block malloc'd and freed before measuring (glibc), so that no contender page-faults "
-            "fresh mmap'd output memory on every call, as in a process that has run a while (settle_allocator)",
+            "mmap_threshold_bytes": SETTLE_MMAP_THRESHOLD,
+            "trim_threshold_bytes": SETTLE_TRIM_THRESHOLD,
+            "why": "glibc's thresholds fixed before measuring (mallopt), so that no contender page-faults fresh "
+            "memory for its outputs on every call, as in a long-running process (settle_allocator)",
         },
         "idle_policy": {
             "sample": f"{_block_policy(block)}; with a block of more than 1 call, its first call wakes the "
