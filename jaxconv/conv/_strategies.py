@@ -409,6 +409,19 @@ def tap_dots_input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvS
 
     Returns:
       ``[N, *spatial, C]`` in ``cotangent``'s dtype (accumulated in :func:`accumulator`'s dtype).
+
+    Examples:
+      One output position's gradient goes back, weighted by each tap, to the pixels that tap read:
+
+      >>> from jaxconv.conv._spec import make_spec
+      >>> opts = dict(stride=1, padding="SAME", dilation=1, groups=1, padding_mode="zeros", precision=None)
+      >>> spec = make_spec((1, 4, 4, 1), (3, 3, 1, 9), strategy="direct", **opts)
+      >>> cotangent = jnp.zeros(spec.out_shape).at[0, 1, 1, 0].set(1.0)
+      >>> tap_dots_input_gradient(cotangent, jnp.arange(81.0).reshape(3, 3, 1, 9), spec)[0, :, :, 0]
+      Array([[ 0.,  9., 18.,  0.],
+             [27., 36., 45.,  0.],
+             [54., 63., 72.,  0.],
+             [ 0.,  0.,  0.,  0.]], dtype=float32)
     """
     n, *_, c = spec.in_shape
     *taps, cg, o = spec.kernel_shape
