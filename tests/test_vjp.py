@@ -44,6 +44,18 @@ def loss(f):
     return lambda x, k: jnp.sum(jnp.sin(f(x, k)))
 
 
+def assert_gradients_match(ours, ref, x, k):
+    """The gradient of ``loss(ours)`` w.r.t. both operands (jitted) and a Hessian-vector product through it, against
+    ``ref``'s (lax's autodiff)."""
+    grads = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, k)
+    expected = jax.grad(loss(ref), argnums=(0, 1))(x, k)
+    for a, b in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    hvp = jax.jit(jax.grad(lambda x: jnp.vdot(jax.grad(loss(ours))(x, k), jnp.cos(x))))(x)
+    hvp_ref = jax.grad(lambda x: jnp.vdot(jax.grad(loss(ref))(x, k), jnp.cos(x)))(x)
+    np.testing.assert_allclose(hvp, hvp_ref, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 def test_vjp_and_jvp_match_lax_autodiff(strategy, config):
@@ -230,13 +242,7 @@ def test_direct_gradients_through_tap_dots_match_lax(case):
     k = jnp.asarray(rng.standard_normal((3, 3, c // opts.get("groups", 1), o)), jnp.float32)
     ours = lambda x, k: jaxconv.conv2d(x, k, strategy="direct", **opts)  # noqa: E731
     ref = lambda x, k: jaxconv.conv2d(x, k, strategy="xla", **opts)  # noqa: E731
-    grads = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, k)
-    expected = jax.grad(loss(ref), argnums=(0, 1))(x, k)
-    for a, b in zip(grads, expected, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
-    hvp = jax.jit(jax.grad(lambda x: jnp.vdot(jax.grad(loss(ours))(x, k), jnp.cos(x))))(x)
-    hvp_ref = jax.grad(lambda x: jnp.vdot(jax.grad(loss(ref))(x, k), jnp.cos(x)))(x)
-    np.testing.assert_allclose(hvp, hvp_ref, rtol=1e-4, atol=1e-4)
+    assert_gradients_match(ours, ref, x, k)
 
 
 def test_direct_forward_is_one_fusion_with_a_loss():
@@ -280,14 +286,8 @@ def test_phase_input_gradient_matches_lax(strategy, case):
     k = jnp.asarray(rng.standard_normal(k_shape), jnp.float32)
     ours = lambda x, k: conv_fn(x, k, strategy=strategy, **opts)  # noqa: E731
     ref = lambda x, k: conv_fn(x, k, strategy="xla", **opts)  # noqa: E731
-    grads = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, k)
-    expected = jax.grad(loss(ref), argnums=(0, 1))(x, k)
-    for a, b in zip(grads, expected, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
     # The phased gradient is itself differentiable: a second derivative through it.
-    hvp = jax.jit(jax.grad(lambda x: jnp.vdot(jax.grad(loss(ours))(x, k), jnp.cos(x))))(x)
-    hvp_ref = jax.grad(lambda x: jnp.vdot(jax.grad(loss(ref))(x, k), jnp.cos(x)))(x)
-    np.testing.assert_allclose(hvp, hvp_ref, rtol=1e-4, atol=1e-4)
+    assert_gradients_match(ours, ref, x, k)
 
 
 def test_phases_split_the_taps():
