@@ -47,6 +47,7 @@ from jaxconv.conv._strategies import (
     lax_conv,
     pad_or_crop,
     tap_dots_input_gradient,
+    unpadded_frame,
     xla_input_gradient,
     xla_kernel_gradient,
 )
@@ -274,10 +275,7 @@ def phase_input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvSpec
         )
         part = transposed_correlate(cotangent, sub, sub_spec, pads)
         # Back to its positions r, r + s, ... of the padded input (zeros between), the padding cropped off.
-        frame = tuple(
-            (r - lo, p - r - (ph.size - 1) * s - 1 - hi)
-            for r, ph, s, p, (lo, hi) in zip(phase, combo, strides, spec.padded_hw, spec.padding, strict=True)
-        )
+        frame = unpadded_frame(phase, tuple(ph.size for ph in combo), spec)
         placed = pad_or_crop(part, frame, tuple(s - 1 for s in strides))
         woven = placed if woven is None else woven + placed
     if woven is None:

@@ -233,6 +233,24 @@ def pad_or_crop(x: jax.Array, pads: Pads, interior: tuple[int, ...] | None = Non
     return x
 
 
+def unpadded_frame(offsets: tuple[int, ...], counts: tuple[int, ...], spec: ConvSpec) -> Pads:
+    """The :func:`pad_or_crop` frame (with interior ``stride - 1``) that puts ``counts`` values per spatial dim at the
+    padded input's positions ``offset, offset + stride, ...`` and crops ``spec.padding`` off: the values land where
+    they belong in the unpadded ``[N, *spatial, C]`` input.
+
+    Examples:
+      >>> from jaxconv.conv._spec import make_spec
+      >>> opts = dict(dilation=1, groups=1, padding_mode="zeros", precision=None, strategy="direct")
+      >>> spec = make_spec((1, 7, 1), (3, 1, 1), stride=2, padding=((1, 1),), **opts)  # padded 9, 4 outputs
+      >>> unpadded_frame((2,), (4,), spec)  # padded positions 2, 4, 6, 8: unpadded 1, 3, 5, 7 (the last cropped)
+      ((1, -1),)
+    """
+    return tuple(
+        (r - lo, p - r - (m - 1) * s - 1 - hi)
+        for r, m, s, p, (lo, hi) in zip(offsets, counts, spec.stride, spec.padded_hw, spec.padding, strict=True)
+    )
+
+
 class XlaPadding(NamedTuple):
     """A convolution's zero padding, split into what is safe to hand to XLA's convolution and what is done outside.
 
@@ -429,12 +447,7 @@ def tap_dots_input_gradient(cotangent: jax.Array, kernel: jax.Array, spec: ConvS
     acc = accumulator(cotangent.dtype) or cotangent.dtype
     weights = kernel.reshape(t, cg, g, o // g)
     frames = [
-        tuple(
-            (a * d - lo, p - a * d - (m - 1) * s - 1 - hi)
-            for a, d, s, p, m, (lo, hi) in zip(
-                tap, spec.dilation, spec.stride, spec.padded_hw, out_hw, spec.padding, strict=True
-            )
-        )
+        unpadded_frame(tuple(a * d for a, d in zip(tap, spec.dilation, strict=True)), out_hw, spec)
         for tap in _taps(spec)
     ]
     interior = tuple(s - 1 for s in spec.stride)
