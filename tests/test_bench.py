@@ -10,8 +10,6 @@ import platform
 import random
 import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -152,29 +150,45 @@ def test_first_layer_floor_holds_each_point_and_mode_to_its_own_ratio():
     assert all(_floor(results, f"{stem.label}: first layer auto/torch <= 1.2 ({m})")[0] for m in _bench.MODES)
 
 
-def test_idle_gap_follows_the_named_contender_untimed_and_outlasts_its_spinning_thread():
-    def spins_after_return():  # like an OpenMP team: a thread stays busy for 10 ms after the call returns
-        until = time.perf_counter() + 0.010
+@pytest.mark.parametrize("warm_s", [0.0, 0.030])
+def test_warm_calls_outlast_threads_the_previous_contender_left_spinning(monkeypatch, warm_s):
+    clock = [0.0]  # a fake clock, so that what a sample sees is exact
+    monkeypatch.setattr(_bench.time, "perf_counter", lambda: clock[0])
+    spinning_until = [0.0]
 
-        def spin():
-            while time.perf_counter() < until:
-                pass
+    def spinner():  # like an OpenMP team: its threads stay busy for 9.5 ms after the call returns
+        clock[0] += 0.001
+        spinning_until[0] = clock[0] + 0.0095
 
-        threading.Thread(target=spin).start()
+    def other():  # 1 ms alone, 5 ms while the spinner's threads take its cores
+        clock[0] += 0.005 if clock[0] < spinning_until[0] else 0.001
 
-    fns = {"spinner": spins_after_return, "other": lambda: None}
-    tails: list[float] = []
-    samples = _bench.interleaved(fns, warmup=1, rounds=3, rng=random.Random(0), idle_after=("spinner",), tails=tails)
-    assert len(tails) == 4 and len(samples["spinner"]) == len(samples["other"]) == 3
-    assert max(samples["spinner"]) < 1e3 * _bench.IDLE_GAP_S  # the gap is not part of the sample
-    assert max(tails) < 0.5  # the spinning thread had stopped before the gap's watched tail
-    none: list[float] = []
-    _bench.interleaved(fns, warmup=0, rounds=2, rng=random.Random(0), tails=none)
-    assert none == []
-    per_block: list[float] = []  # one gap after each block of the spinner's calls, not after each call
-    opts = dict(idle_after=("spinner",), tails=per_block)
-    samples = _bench.interleaved(fns, warmup=1, rounds=3, rng=random.Random(0), block=3, **opts)
-    assert len(per_block) == 4 and max(samples["spinner"]) < 1e3 * _bench.IDLE_GAP_S and max(per_block) < 0.5
+    fns = {"spinner": spinner, "other": other}
+    after: dict[str, list[str | None]] = {}
+    opts = dict(warmup=1, rounds=8, rng=random.Random(0), block=3, warm_s=warm_s, after=after)
+    samples = _bench.interleaved(fns, **opts)
+    assert {len(a) for a in after.values()} == {8} and "spinner" in after["other"]
+    bias = _bench.after_neighbour(samples, after, "spinner")
+    if warm_s:  # the timed calls begin 30 ms into the block: the spinning has stopped
+        assert samples["other"] == pytest.approx([1.0] * 8) and bias == {"other": pytest.approx(1.0)}
+    else:  # timed from the second call: right after the spinner, 5 ms and 1 ms, their median 3
+        assert max(samples["other"]) == pytest.approx(3.0) and bias["other"] == pytest.approx(3.0)
+
+
+def test_warm_calls_are_untimed_and_last_at_least_warm_s(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(_bench.time, "perf_counter", lambda: clock[0])
+    calls = [0]
+
+    def thunk():  # the first call of the run 8 ms, every later one 2 ms
+        clock[0] += 0.008 if calls[0] == 0 else 0.002
+        calls[0] += 1
+
+    firsts: dict[str, list[float]] = {}
+    samples = _bench.interleaved({"a": thunk}, warmup=0, rounds=1, rng=random.Random(0), block=3, warm_s=0.020,
+                                 firsts=firsts)  # fmt: skip
+    # 8 ms, then 2 ms calls until 20 ms have passed (six more), then 2 timed calls
+    assert calls[0] == 1 + 6 + 2 and samples == {"a": pytest.approx([2.0])} and firsts == {"a": pytest.approx([8.0])}
 
 
 def test_a_block_times_warm_calls_its_first_call_kept_apart(monkeypatch):
@@ -343,14 +357,14 @@ def test_bad_flags_exit_2_with_one_line(argv, flag, capsys):
 def test_bench_quick_writes_table_json_and_plot(tmp_path, capsys):
     assert cli.main(["bench", "--quick", "--reps", "2", "--warmup", "1", "--seed", "7", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "2 calls in a row per contender a round" in printed  # the header: --quick's block
+    assert "2 calls per contender a round" in printed  # the header: --quick's block
     assert "forward (ms)" in printed and "forward+backward (ms)" in printed
     assert "auto <= lax on every point" in printed and "UNDETERMINED" in printed
     result = json.loads((tmp_path / "bench.json").read_text())
     assert (tmp_path / "bench.png").stat().st_size > 0
     assert result["seed"] == 7 and result["validity"] == "UNDETERMINED" and len(result["matmul_gflops"]) == 5
-    assert result["idle_policy"]["gap_s"] == _bench.IDLE_GAP_S > 0
-    assert result["block"] == 2 and "median of the last 1" in result["idle_policy"]["sample"]
+    assert result["timing_policy"]["warm_s"] == _bench.WARM_S > 0
+    assert result["block"] == 2 and "median of the last 1" in result["timing_policy"]["sample"]
     env = result["environment"]
     assert env["jax"] and env["xla_cpu_threads"] >= 1 and len(result["loadavg"]["start"]) == 3
     for record in result["records"]:

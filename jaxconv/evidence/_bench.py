@@ -73,13 +73,14 @@ GEOMEAN_TORCH_FLOOR = 0.8
 DEPTHWISE_TORCH_FLOOR = 1.5
 PEAK_FRACTION_FLOOR = 0.70
 FIRST_LAYER_TORCH_FLOOR = 1.2
-# After every block of PyTorch calls the harness sleeps this long before the next contender (untimed): PyTorch's
-# OpenMP threads, at their defaults, spin for a while after a parallel region and would take a core from whichever
-# contender is timed next. Measured (BENCHMARKS.md, "How it measures"): one core busy for up to ~10 ms after a
-# 2-thread torch conv2d (libgomp's default spin), nothing measurable after an XLA call. The last
-# ``IDLE_TAIL_S`` of each gap is watched: the process's CPU time over it is recorded, to show the gap was long enough.
-IDLE_GAP_S = 0.030
-IDLE_TAIL_S = 0.005
+# With blocks of more than one call, every contender's block calls it back to back, untimed, for at least this long
+# before its timed calls (the first call included). Two effects of the order of calls are kept out of the samples
+# this way (measured, BENCHMARKS.md, "How it measures"): PyTorch's OpenMP threads, at their defaults, spin on a core
+# for up to ~10 ms after a 2-thread call, and would slow whichever contender is timed next; and an idle machine is
+# slow to get back up to speed — after 30 ms of sleep XLA's next calls ran at ~0.7 ms instead of 0.4 (64x28² 1->16 k5,
+# two threads) for a dozen calls, PyTorch's for two — so an idle gap to let PyTorch's threads settle would handicap
+# whichever contender follows it. Warm, every contender is timed as in a training loop.
+WARM_S = 0.030
 
 
 @dataclasses.dataclass(frozen=True)
@@ -442,17 +443,25 @@ def _minor_faults() -> int | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def _call_block(fn: Callable[[], Any], block: int, count_faults: bool) -> tuple[list[float], float | None]:
-    """Wall times (ms) of ``block`` calls of ``fn`` in a row, and the minor page faults per call over the timed ones
-    (all but the first; the one call when ``block == 1``), ``None`` unless ``count_faults`` and countable here."""
-    times: list[float] = []
-    before = None
-    for i in range(block):
-        if count_faults and i == min(1, block - 1):
-            before = _minor_faults()
-        start = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - start))
+def _call_block(
+    fn: Callable[[], Any], block: int, warm_s: float, count_faults: bool
+) -> tuple[list[float], float | None]:
+    """Wall times (ms) of a block of calls of ``fn`` (:func:`interleaved`): the first call's, then, after untimed calls
+    until ``warm_s`` has passed since the block began (``block > 1`` only), the ``block - 1`` timed calls'; and the
+    minor page faults per timed call (the one call when ``block == 1``), ``None`` unless ``count_faults`` and
+    countable here."""
+    before = _minor_faults() if count_faults and block == 1 else None
+    began = time.perf_counter()
+    fn()
+    times = [1e3 * (time.perf_counter() - began)]
+    if block > 1:
+        while time.perf_counter() - began < warm_s:
+            fn()
+        before = _minor_faults() if count_faults else None
+        for _ in range(block - 1):
+            start = time.perf_counter()
+            fn()
+            times.append(1e3 * (time.perf_counter() - start))
     after = _minor_faults() if before is not None else None
     return times, None if before is None or after is None else (after - before) / max(block - 1, 1)
 
@@ -464,50 +473,66 @@ def interleaved(
     rounds: int,
     rng: random.Random,
     block: int = 1,
-    idle_after: Sequence[str] = (),
-    gap_s: float = IDLE_GAP_S,
-    tails: list[float] | None = None,
+    warm_s: float = 0.0,
     firsts: dict[str, list[float]] | None = None,
     faults: dict[str, list[float]] | None = None,
+    after: dict[str, list[str | None]] | None = None,
 ) -> dict[str, list[float]]:
-    """Per-round samples (ms) of each thunk: every round calls each thunk ``block`` times in a row, the thunks in an
-    order drawn from ``rng`` (one ``shuffle`` per round, whatever ``block``); ``warmup`` untimed rounds first.
+    """Per-round samples (ms) of each thunk: every round calls each thunk in one block, the thunks in an order drawn
+    from ``rng`` (one ``shuffle`` per round, whatever ``block``); ``warmup`` untimed rounds first.
 
-    With ``block == 1`` a round's sample is its one call. With ``block > 1`` it is the median of the block's last
-    ``block - 1`` calls: warm calls, as in a training loop where the convolution runs back to back with other ops
-    (threads awake, caches warm). The block's first call wakes the thunk's threads and warms its caches; its time is
+    With ``block == 1`` a round's sample is its one call. With ``block > 1`` a block is its first call, untimed calls
+    until ``warm_s`` has passed since the block began, then ``block - 1`` timed calls whose median is the sample:
+    warm calls, as in a training loop where the convolution runs back to back with other ops (threads awake, caches
+    warm, and whatever threads the previous thunk left spinning stopped, :data:`WARM_S`). The first call's time is
     kept apart, appended per timed round to ``firsts[name]`` when ``firsts`` is given.
 
-    After the block of a thunk named in ``idle_after`` the process sleeps ``gap_s`` (untimed), so that threads the
-    calls left spinning stop before the next thunk runs; per such gap, the process's CPU time over the gap's last
-    :data:`IDLE_TAIL_S` divided by that wall time (busy cores: about 0 when the gap sufficed) is appended to ``tails``.
-    When ``faults`` is given, per timed round the process's minor page faults per timed call (the calls the sample
-    is taken from) are appended to ``faults[name]`` (nothing where ``resource`` is missing: not Unix).
+    When ``faults`` is given, per timed round the process's minor page faults per timed call are appended to
+    ``faults[name]`` (nothing where ``resource`` is missing: not Unix). When ``after`` is given, per timed round the
+    name of the thunk whose block ran just before (``None`` for the very first) is appended to ``after[name]``.
 
     Returns:
-      ``{name: [sample per timed round]}``: ``rounds`` floats per thunk; ``firsts`` and ``faults`` (when given, and
-      ``block > 1`` for ``firsts``) gain as many floats per thunk, ``tails`` one float per gap.
+      ``{name: [sample per timed round]}``: ``rounds`` floats per thunk; ``firsts``, ``faults`` and ``after`` (when
+      given, and ``block > 1`` for ``firsts``) gain as many entries per thunk.
     """
     names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in names}
-    tails = [] if tails is None else tails
+    previous: str | None = None
     for r in range(warmup + rounds):
         order = names[:]
         rng.shuffle(order)
         for name in order:
-            times, per_call = _call_block(fns[name], block, faults is not None)
+            times, per_call = _call_block(fns[name], block, warm_s, faults is not None)
             if r >= warmup:
                 samples[name].append(statistics.median(times[1:] or times))  # block 1: the one call
                 if block > 1 and firsts is not None:
                     firsts.setdefault(name, []).append(times[0])
                 if faults is not None and per_call is not None:
                     faults.setdefault(name, []).append(per_call)
-            if name in idle_after:
-                time.sleep(max(gap_s - IDLE_TAIL_S, 0.0))
-                cpu, wall = time.process_time(), time.perf_counter()
-                time.sleep(IDLE_TAIL_S)
-                tails.append((time.process_time() - cpu) / (time.perf_counter() - wall))
+                if after is not None:
+                    after.setdefault(name, []).append(previous)
+            previous = name
     return samples
+
+
+def after_neighbour(
+    samples: dict[str, list[float]], after: dict[str, list[str | None]], neighbour: str
+) -> dict[str, float]:
+    """Per thunk other than ``neighbour``: the median of its samples timed right after ``neighbour``'s block over the
+    median of its others (:func:`interleaved`'s ``after``), where it has both; above 1 where ``neighbour`` slows the
+    thunk timed next.
+
+    Examples:
+      >>> after_neighbour({"a": [2.0, 1.0, 1.0], "t": [5.0] * 3}, {"a": ["t", None, "x"], "t": ["a"] * 3}, "t")
+      {'a': 2.0}
+    """
+    ratios = {}
+    for name, values in samples.items():
+        next_to = [v for v, a in zip(values, after.get(name, ()), strict=False) if a == neighbour]
+        others = [v for v, a in zip(values, after.get(name, ()), strict=False) if a != neighbour]
+        if name != neighbour and next_to and others:
+            ratios[name] = statistics.median(next_to) / statistics.median(others)
+    return ratios
 
 
 def matmul_gflops(size: int, calls: int = 3) -> float:
@@ -777,7 +802,8 @@ def bench_point(
       round]}} (both empty per mode when ``block == 1``), "page_faults_per_call": {mode: {name: median over rounds}}
       (minor page faults per timed call; empty per mode where not countable), "compile_s", "memory", "program":
       {mode: {name: id}} (equal ids: identical optimised HLO), "failed": {name: {mode: "OOM" | message}},
-      "idle_tail_busy_cores" (median over the idle gaps after torch's blocks, :func:`interleaved`),
+      "after_torch": {mode: {name: ratio}} (the median of a JAX contender's samples timed right after PyTorch's block
+      over the median of its others, where it has both: about 1 when PyTorch's threads leave the next samples alone),
       "max_abs_err"}``; ``mode`` is ``"fwd"`` or ``"fwd_bwd"``.
     """
     kx, kk, kc = jax.random.split(jax.random.key(0), 3)
@@ -789,9 +815,9 @@ def bench_point(
     compiled = _compile_contenders(point, strategies, x, k, ct)
     thunks, compile_s, memory, prints, failed, outputs = compiled
     torch_peak = _add_torch(point, x, k, ct, thunks, failed, outputs) if use_torch and not point.local else None
-    tails: list[float] = []
     firsts: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
     faults: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
+    after: dict[str, dict[str, list[str | None]]] = {mode: {} for mode in MODES}
     samples = {
         mode: interleaved(
             thunks[mode],
@@ -799,10 +825,10 @@ def bench_point(
             rounds=rounds,
             rng=rng,
             block=block,
-            idle_after=("torch",),
-            tails=tails,
+            warm_s=WARM_S,
             firsts=firsts[mode],
             faults=faults[mode],
+            after=after[mode],
         )
         for mode in MODES
     }
@@ -826,7 +852,7 @@ def bench_point(
         "memory": memory,
         "program": program,
         "failed": failed,
-        "idle_tail_busy_cores": statistics.median(tails) if tails else None,
+        "after_torch": {mode: after_neighbour(samples[mode], after[mode], "torch") for mode in MODES},
         "max_abs_err": (
             {} if reference is None else {n: float(np.max(np.abs(o - reference))) for n, o in outputs.items()}
         ),
@@ -909,8 +935,8 @@ def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
 
 def _torch_setup(no_torch: bool) -> tuple[bool, int | None, str | None]:
     """``(use_torch, torch_threads, torch_device)``: torch on as many threads as XLA:CPU uses, if it can run here."""
-    # torch runs at its own defaults (its OpenMP threads spin after a call, as in a user's process); the idle gap
-    # after each block of its calls (IDLE_GAP_S, interleaved) keeps the spinning out of the other contenders' samples.
+    # torch runs at its own defaults (its OpenMP threads spin after a call, as in a user's process); every block's
+    # untimed warm calls (WARM_S, interleaved) outlast the spinning, so it stays out of the other contenders' samples.
     if no_torch or not _torch_available():
         return False, None, None
     import torch  # noqa: PLC0415
@@ -967,11 +993,21 @@ def _report_validity(records: list[dict[str, Any]], rounds: int) -> tuple[str, l
     return verdict, checks
 
 
+def _after_torch_geomean(records: Sequence[dict[str, Any]]) -> float | None:
+    """The geometric mean of every record's ``after_torch`` ratios (``None`` without any): about 1 when PyTorch's
+    blocks leave the samples timed after them alone."""
+    ratios = [v for r in records for by_name in r.get("after_torch", {}).values() for v in by_name.values()]
+    return _geomean(ratios) if ratios else None
+
+
 def _block_policy(block: int) -> str:
     """What a sample is, in words, for ``block`` calls per contender and round."""
     if block == 1:
         return "1 call per contender a round, the sample"
-    return f"{block} calls in a row per contender a round, the sample the median of the last {block - 1}"
+    return (
+        f"{block} calls per contender a round (the first, untimed warm calls for at least {1e3 * WARM_S:.0f} ms from "
+        f"its start, then {block - 1} timed), the sample the median of the last {block - 1}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1003,6 +1039,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_grid(records, peak))
     verdict, checks = _report_validity(records, rounds)
+    neighbour = _after_torch_geomean(records)
+    if neighbour is not None:
+        print(f"samples right after PyTorch's block / the others (geomean, 1 = no effect): {neighbour:.2f}")
     verdicts = floors(records, peak)
     for name, passed, detail in verdicts:
         print(f"{'PASS' if passed else 'FAIL'}  {name}: {detail}")
@@ -1028,17 +1067,17 @@ def run(args: argparse.Namespace) -> int:
             "why": "glibc's thresholds fixed before measuring (mallopt), so that no contender page-faults fresh "
             "memory for its outputs on every call, as in a long-running process (settle_allocator)",
         },
-        "idle_policy": {
-            "sample": f"{_block_policy(block)}; with a block of more than 1 call, its first call wakes the "
-            "contender's threads and warms its caches and is kept apart (first_call_ms): the sample is of warm calls, "
-            "as in a training loop where the convolution runs back to back with other ops; the minor page faults per "
-            "timed call beside it (page_faults_per_call: PyTorch's CPU speed depends on the malloc state, a call that "
-            "page-faults its output runs several times slower)",
-            "after": "every block of torch calls",
-            "gap_s": IDLE_GAP_S,
-            "tail_s": IDLE_TAIL_S,
+        "timing_policy": {
+            "sample": f"{_block_policy(block)}; with a block of more than 1 call, its first call is kept apart "
+            "(first_call_ms), then the contender is called back to back, untimed, until warm_s has passed since the "
+            "block began, then timed: warm calls, as in a training loop where the convolution runs back to back with "
+            "other ops; the minor page faults per timed call beside it (page_faults_per_call: a call that page-faults "
+            "its output runs several times slower)",
+            "warm_s": WARM_S if block > 1 else 0.0,
             "why": "torch's OpenMP threads spin after a call (measured: up to ~10 ms of one core after a 2-thread "
-            "conv2d, libgomp defaults); XLA's pool left no measurable CPU time after its calls",
+            "conv2d, libgomp defaults), which the warm calls outlast; and after an idle gap (30 ms) XLA's calls ran "
+            "slower for a dozen calls, PyTorch's for two, so no contender is timed coming out of idle",
+            "after_torch_geomean": _after_torch_geomean(records),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "") or "unset (the OpenMP runtime's default)",
         },
         "records": records,
