@@ -266,6 +266,64 @@ def test_settled_allocator_stops_repeated_large_blocks_from_faulting():
     assert float(fresh) > 3000 and settled == "True" and float(after) < 50, out.stdout
 
 
+_THREAD_FAULTS_PER_BLOCK = """
+import ctypes, resource, sys, threading
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+if sys.argv[1] == "settled":
+    from jaxconv.evidence._bench import settle_allocator
+    settle_allocator()
+else:  # the thresholds alone, as the bench fixed them before it fixed the arenas
+    libc.mallopt(-3, 32 << 20), libc.mallopt(-1, 1 << 30)
+result = []
+
+def worker():  # like XLA's threads: long-lived buffers fill the thread's first heap, then a 20 MiB output per call
+    live = [libc.malloc(15 << 20) for _ in range(3)]
+    for p in live:
+        libc.memset(p, 1, 15 << 20)
+    counts = []
+    for _ in range(6):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        p = libc.malloc(20 << 20)
+        libc.memset(p, 1, 20 << 20)
+        libc.free(p)
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    result.append(sum(counts[1:]) / 5)  # the first call's pages fault in any state
+
+thread = threading.Thread(target=worker)
+thread.start()
+thread.join()
+print(result[0])
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's arenas")
+def test_settled_allocator_keeps_a_threads_large_blocks_from_faulting():
+    """A thread's output that does not fit its arena's first heap goes to a new 64 MiB heap, unmapped when freed, so it
+    faults in again every call (5120 pages for 20 MiB) whatever the thresholds; on one arena it is reused."""
+    faults = {}
+    for state in ("thresholds", "settled"):
+        out = subprocess.run([sys.executable, "-c", _THREAD_FAULTS_PER_BLOCK, state], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        faults[state] = float(out.stdout)
+    assert faults["thresholds"] > 4000 and faults["settled"] < 50, faults
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's arenas")
+@pytest.mark.parametrize("value, noted", [(None, True), ("8", True), ("1", False)])
+def test_the_bench_says_when_threads_may_not_share_one_arena(monkeypatch, value, noted):
+    if value is None:
+        monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    else:
+        monkeypatch.setenv("MALLOC_ARENA_MAX", value)
+    note = _bench.arena_note()
+    assert (note is not None) == noted and (note is None or "MALLOC_ARENA_MAX=1 jaxconv bench" in note)
+
+
 def test_auto_out_of_memory_fails_the_lax_floor():
     record = _record(FEW, _times((1.0, 3.0), (2.0, 4.0), (2.0, 5.0)), PROGRAMS)
     for mode in _bench.MODES:

@@ -400,27 +400,51 @@ def floors(records: Sequence[dict[str, Any]], peak_gflops: float) -> list[tuple[
 # frees of such blocks up to 32 MiB) by a fresh mmap, whose pages fault on first touch, and returns the freed top of a
 # heap to the system past its trim threshold (twice the mmap threshold). Then a contender that allocates its output
 # on every call faults it in again on every call: measured in a fresh process, PyTorch's 64x28² 1->16 k5 forward
-# 1537 minor faults and 2.4 ms a call, 0 and 0.4 ms in a process whose allocator had freed a larger block; and in one
-# block run XLA's 16x128² 3->16 k3 forward (16 MiB output) 4097 faults a call, 11.6 against 4.2 ms in the run before
-# (BENCHMARKS.md, "How it measures"). Which contender lands in that state depended on the run's allocation history.
-# The bench fixes the two thresholds before measuring, for every contender alike: blocks up to 32 MiB from the heap,
-# which is never trimmed — the steady state of a long-running process.
+# 1537 minor faults and 2.4 ms a call, 0 and 0.4 ms in a process whose allocator had freed a larger block. A second
+# way: XLA allocates its buffers on its own threads, from glibc's per-thread arenas, whose extra 64 MiB heaps are
+# unmapped as soon as they are empty — so where a thread's first heap is full, a large output lands in a new heap
+# every call and faults in afresh (one-thread runs: every XLA program's 16x128² 3->16 k3 forward, 16 MiB, 4097 faults
+# and 11.4-12.5 ms a call against 0 and 4.2 ms with one arena; PyTorch allocates on the calling thread, from the main
+# arena). Which contender lands in either state depended on the run's allocation history (BENCHMARKS.md, "How it
+# measures"). The bench fixes the thresholds and puts every thread on the main arena before measuring, for every
+# contender alike: blocks up to 32 MiB from one heap that is never trimmed — the steady state of a long-running
+# process.
 SETTLE_MMAP_THRESHOLD = 32 << 20
 SETTLE_TRIM_THRESHOLD = 1 << 30
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+SETTLE_ARENA_MAX = 1
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
 
 
 def settle_allocator() -> bool:
-    """Fixes glibc's mmap threshold at :data:`SETTLE_MMAP_THRESHOLD` and its trim threshold at
-    :data:`SETTLE_TRIM_THRESHOLD` (``mallopt``, as ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` would), so
-    that no contender's allocations below 32 MiB fault in fresh pages on every call. Returns whether it did
-    (``False`` where the C library is not glibc)."""
+    """Fixes glibc's mmap threshold at :data:`SETTLE_MMAP_THRESHOLD`, its trim threshold at
+    :data:`SETTLE_TRIM_THRESHOLD` and its number of arenas at :data:`SETTLE_ARENA_MAX` (``mallopt``, as
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_ARENA_MAX`` would), so that no contender's
+    allocations below 32 MiB fault in fresh pages on every call. Threads that have allocated before keep their arena,
+    and later threads may still be handed an arena made before (importing NumPy starts one: OpenBLAS's), so only
+    ``MALLOC_ARENA_MAX=1`` in the environment at start-up puts every thread on one arena (:func:`arena_note`).
+    Returns whether it did (``False`` where the C library is not glibc)."""
     if platform.libc_ver()[0] != "glibc":
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    done = [mallopt(_M_MMAP_THRESHOLD, SETTLE_MMAP_THRESHOLD), mallopt(_M_TRIM_THRESHOLD, SETTLE_TRIM_THRESHOLD)]
-    return all(done)
+    settings = (
+        (_M_MMAP_THRESHOLD, SETTLE_MMAP_THRESHOLD),
+        (_M_TRIM_THRESHOLD, SETTLE_TRIM_THRESHOLD),
+        (_M_ARENA_MAX, SETTLE_ARENA_MAX),
+    )
+    return all([mallopt(param, value) for param, value in settings])
+
+
+def arena_note() -> str | None:
+    """What to tell the user about glibc's arenas before measuring: ``None`` where every thread shares one (the
+    environment had ``MALLOC_ARENA_MAX=1`` at start-up) or the C library is not glibc, else why to set it."""
+    if platform.libc_ver()[0] != "glibc" or os.environ.get("MALLOC_ARENA_MAX") == str(SETTLE_ARENA_MAX):
+        return None
+    return (
+        f"MALLOC_ARENA_MAX is not {SETTLE_ARENA_MAX}: XLA's threads may allocate from arenas made before the bench "
+        "started and fault their outputs in afresh on every call; run as `MALLOC_ARENA_MAX=1 jaxconv bench ...` for "
+        "the steady state of a long-running process (BENCHMARKS.md, 'How it measures')"
+    )
 
 
 def _fingerprint(compiled: Any) -> str:
@@ -1020,6 +1044,9 @@ def run(args: argparse.Namespace) -> int:
         grid = tuple(grid[i] for i in args.only)
     rounds = args.reps if args.reps is not None else (2 if args.quick else 21)
     settled = settle_allocator()
+    note = arena_note()
+    if note:
+        print(f"note: {note}")
     block = args.block if args.block is not None else (2 if args.quick else 5)
     use_torch, torch_threads, torch_dev = _torch_setup(args.no_torch)
     load_start = os.getloadavg()
@@ -1064,8 +1091,10 @@ def run(args: argparse.Namespace) -> int:
             "settled": settled,
             "mmap_threshold_bytes": SETTLE_MMAP_THRESHOLD,
             "trim_threshold_bytes": SETTLE_TRIM_THRESHOLD,
-            "why": "glibc's thresholds fixed before measuring (mallopt), so that no contender page-faults fresh "
-            "memory for its outputs on every call, as in a long-running process (settle_allocator)",
+            "arena_max": SETTLE_ARENA_MAX,
+            "arena_max_env": os.environ.get("MALLOC_ARENA_MAX"),
+            "why": "glibc's thresholds and number of arenas fixed before measuring (mallopt), so that no contender "
+            "page-faults fresh memory for its outputs on every call, as in a long-running process (settle_allocator)",
         },
         "timing_policy": {
             "sample": f"{_block_policy(block)}; with a block of more than 1 call, its first call is kept apart "
