@@ -321,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _vector_width(text: str) -> int:
+    """``--vector-width``: a vector register width XLA:CPU can prefer, in bits."""
+    if text not in ("128", "256", "512"):
+        raise argparse.ArgumentTypeError(f"must be 128, 256 or 512; got {text!r}")
+    return int(text)
+
+
 def _strategies(text: str) -> tuple[str, ...]:
     from jaxconv.evidence._bench import JAXCONV_STRATEGIES
 
@@ -388,6 +395,14 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         help=f"conv2d strategies to time, auto among them ({','.join(JAXCONV_STRATEGIES)})",
     )
     bench.add_argument(
+        "--vector-width",
+        type=_vector_width,
+        default=None,
+        metavar="BITS",
+        help="also time auto compiled for XLA:CPU vectors of BITS (128, 256 or 512; compiler_options "
+        "xla_cpu_prefer_vector_width, per program), as the contender auto_vwBITS (off)",
+    )
+    bench.add_argument(
         "--out", type=Path, default=Path("runs/bench"), metavar="DIR", help="directory for bench.json/png (runs/bench)"
     )
     bench.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
@@ -403,6 +418,8 @@ def run_bench(args: argparse.Namespace) -> int:
     fail = (getattr(args, "parser", None) or build_parser()).error
     if args.grid == "template" and args.block is not None:
         fail(f"argument --block: --grid template times one call a round (as its committed results); got {args.block}")
+    if args.grid == "template" and args.vector_width is not None:
+        fail(f"argument --vector-width: --grid template times no conv2d contender; got {args.vector_width}")
     if args.grid == "template":
         from jaxconv.evidence import _template_bench
 

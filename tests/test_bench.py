@@ -399,6 +399,8 @@ def test_rounds_are_in_a_fresh_seeded_random_order():
         (["--seed", "-3"], "--seed"),
         (["--block", "0"], "--block"),
         (["--grid", "template", "--block", "2"], "--block"),
+        (["--vector-width", "384"], "--vector-width"),
+        (["--grid", "template", "--vector-width", "512"], "--vector-width"),
         (["--grid", "tpu"], "--grid"),
         (["--strategies", "direct,xla"], "--strategies"),
         (["--strategies", "auto,fast"], "--strategies"),
@@ -410,6 +412,19 @@ def test_bad_flags_exit_2_with_one_line(argv, flag, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and flag in err
+
+
+def test_vector_width_adds_auto_compiled_for_wider_vectors_as_its_own_program(tmp_path, capsys):
+    argv = ["bench", "--quick", "--only", "0", "--reps", "2", "--warmup", "0", "--strategies", "auto,xla"]
+    assert cli.main([*argv, "--vector-width", "512", "--no-plot", "--no-torch", "--out", str(tmp_path)]) == 0
+    assert "auto_vw512" in capsys.readouterr().out
+    result = json.loads((tmp_path / "bench.json").read_text())
+    record = result["records"][0]
+    assert result["vector_width"] == 512 and set(result["vector_width_ratios"][record["label"]]) == set(_bench.MODES)
+    for mode in _bench.MODES:  # the same optimised HLO as auto, but not counted as the identical program
+        assert len(record["samples_ms"][mode]["auto_vw512"]) == 2
+        assert record["program"][mode]["auto_vw512"] != record["program"][mode]["auto"]
+        assert record["max_abs_err"]["auto_vw512"] < 1e-4
 
 
 def test_bench_quick_writes_table_json_and_plot(tmp_path, capsys):

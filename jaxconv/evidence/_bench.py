@@ -81,6 +81,10 @@ FIRST_LAYER_TORCH_FLOOR = 1.2
 # two threads) for a dozen calls, PyTorch's for two — so an idle gap to let PyTorch's threads settle would handicap
 # whichever contender follows it. Warm, every contender is timed as in a training loop.
 WARM_S = 0.030
+# ``--vector-width W`` adds the contender ``auto_vwW``: ``auto``'s program compiled with this XLA option (per
+# program, ``compiler_options``), which sets the width of the vectors XLA:CPU's own loops use (256 bits by default
+# on x86; PyTorch's oneDNN kernels use 512-bit registers where the CPU has them).
+VECTOR_WIDTH_OPTION = "xla_cpu_prefer_vector_width"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -719,16 +723,25 @@ Compiled = tuple[
 ]
 
 
-def _compile_contenders(point: Point, strategies: Sequence[str], x: jax.Array, k: jax.Array, ct: jax.Array) -> Compiled:
+def _compile_contenders(
+    point: Point, strategies: Sequence[str], x: jax.Array, k: jax.Array, ct: jax.Array, vector_width: int | None = None
+) -> Compiled:
     """Compiles every JAX contender forward and forward+backward: ``(thunks, compile_s, memory, fingerprints,
-    failed, forward outputs)``, each keyed by mode and contender (an out-of-memory contender is recorded)."""
+    failed, forward outputs)``, each keyed by mode and contender (an out-of-memory contender is recorded). With
+    ``vector_width``, ``auto`` is compiled a second time with :data:`VECTOR_WIDTH_OPTION` set to it, as
+    ``auto_vw<width>`` (its fingerprint carries the option: the optimised HLO is the same, the machine code is not)."""
     thunks: dict[str, dict[str, Callable[[], Any]]] = {mode: {} for mode in MODES}
     compile_s: dict[str, dict[str, float]] = {}
     memory: dict[str, dict[str, Any]] = {}
     prints: dict[str, dict[str, str]] = {mode: {} for mode in MODES}
     failed: dict[str, dict[str, str]] = {}
     outputs: dict[str, np.ndarray] = {}
-    for name, f in _jax_contenders(point, strategies).items():
+    contenders = _jax_contenders(point, strategies)
+    options: dict[str, dict[str, Any]] = {}
+    if vector_width is not None and not point.local:
+        name = f"auto_vw{vector_width}"
+        contenders[name], options[name] = contenders["auto"], {VECTOR_WIDTH_OPTION: vector_width}
+    for name, f in contenders.items():
 
         def loss(x: jax.Array, k: jax.Array, ct: jax.Array, f: Callable[..., jax.Array] = f) -> jax.Array:
             return jnp.vdot(f(x, k), ct)
@@ -738,7 +751,7 @@ def _compile_contenders(point: Point, strategies: Sequence[str], x: jax.Array, k
         for mode, fun, args in (("fwd", f, (x, k)), ("fwd_bwd", jax.value_and_grad(loss, argnums=(0, 1)), (x, k, ct))):
             try:
                 start = time.perf_counter()
-                compiled = jax.jit(fun).lower(*args).compile()
+                compiled = jax.jit(fun).lower(*args).compile(compiler_options=options.get(name))
                 compile_s[name][mode] = time.perf_counter() - start
                 memory[name][mode] = _memory(compiled)
                 out = jax.block_until_ready(compiled(*args))  # the first call: where an OOM shows
@@ -751,7 +764,7 @@ def _compile_contenders(point: Point, strategies: Sequence[str], x: jax.Array, k
             if mode == "fwd":
                 outputs[name] = np.asarray(out)
             del out
-            prints[mode][name] = _fingerprint(compiled)
+            prints[mode][name] = _fingerprint(compiled) + repr(options.get(name, ""))
             thunks[mode][name] = functools.partial(_call, compiled, args)
     return thunks, compile_s, memory, prints, failed, outputs
 
@@ -804,6 +817,7 @@ def bench_point(
     warmup: int = 2,
     rounds: int = 21,
     block: int = 1,
+    vector_width: int | None = None,
 ) -> dict[str, Any]:
     """Measures every contender on one point; returns a JSON-ready record.
 
@@ -819,6 +833,8 @@ def bench_point(
         random order.
       block: calls in a row per contender and round; above 1, a round's sample is the median of the calls after
         the first, and the first call's time is kept apart (:func:`interleaved`).
+      vector_width: also time ``auto`` compiled with :data:`VECTOR_WIDTH_OPTION` set to it, as ``auto_vw<width>``
+        (not on a locally connected point).
 
     Returns:
       ``{"point", "label", "flops", "auto_strategy", "block", "ms": {mode: {name: median}}, "samples_ms": {mode:
@@ -836,7 +852,7 @@ def bench_point(
     k = k / math.sqrt(point.k * point.k * point.c // point.groups)
     ct = jax.random.normal(kc, (point.n, *point.out_hw, point.o), jnp.float32)
 
-    compiled = _compile_contenders(point, strategies, x, k, ct)
+    compiled = _compile_contenders(point, strategies, x, k, ct, vector_width)
     thunks, compile_s, memory, prints, failed, outputs = compiled
     torch_peak = _add_torch(point, x, k, ct, thunks, failed, outputs) if use_torch and not point.local else None
     firsts: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
@@ -902,9 +918,10 @@ def format_grid(records: Sequence[dict[str, Any]], peak_gflops: float) -> str:
     for r in records:
         names += [n for n in (*r["ms"]["fwd"], *r["failed"]) if n not in names]
     has_torch = "torch" in names
+    width = {n: max(9, len(n) + 1) for n in names}
     lines = []
     for mode, title in (("fwd", "forward"), ("fwd_bwd", "forward+backward")):
-        header = f"{title + ' (ms)':<30}" + "".join(f"{n:>9}" for n in names) + f"{'auto':>8}{'/lax':>7}"
+        header = f"{title + ' (ms)':<30}" + "".join(f"{n:>{width[n]}}" for n in names) + f"{'auto':>8}{'/lax':>7}"
         header += f"{'/torch':>8}" if has_torch else ""
         header += f"{'%peak':>7}" if mode == "fwd" else ""
         lines += [header, "-" * len(header)]
@@ -912,7 +929,8 @@ def format_grid(records: Sequence[dict[str, Any]], peak_gflops: float) -> str:
             cells = []
             for n in names:
                 ms = r["ms"][mode].get(n)
-                cells.append(f"{ms:>9.3f}" if ms is not None else f"{r['failed'].get(n, {}).get(mode, '-'):>9}")
+                w = width[n]
+                cells.append(f"{ms:>{w}.3f}" if ms is not None else f"{r['failed'].get(n, {}).get(mode, '-'):>{w}}")
             row = f"{r['label']:<30}" + "".join(cells)
             same = "=" if ("auto", "lax") in identical_pairs(r, mode) else " "
             lax_ratio = _ratio(r, mode, "auto", "lax")
@@ -987,7 +1005,7 @@ def _measure_grid(
         if i == len(grid):
             break
         options = {"strategies": args.strategies, "use_torch": use_torch, "warmup": args.warmup, "rounds": rounds}
-        r = bench_point(grid[i], rng=rng, block=block, **options)
+        r = bench_point(grid[i], rng=rng, block=block, vector_width=getattr(args, "vector_width", None), **options)
         records.append(r)
         auto = r["ms"]["fwd"].get("auto")
         shown = f"{auto:.3f} ms" if auto is not None else "failed"
@@ -1015,6 +1033,20 @@ def _report_validity(records: list[dict[str, Any]], rounds: int) -> tuple[str, l
             f"(interval {c['interval'][0]:.3f}-{c['interval'][1]:.3f})"
         )
     return verdict, checks
+
+
+def _vector_width_ratios(records: Sequence[dict[str, Any]], width: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Per point and mode, ``auto_vw<width>`` over ``auto`` and over torch (medians of per-round ratios), where
+    timed: ``{label: {mode: {"auto_vw/auto": r, "auto_vw/torch": r}}}``."""
+    name = f"auto_vw{width}"
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for r in records:
+        for mode in MODES:
+            pairs = {f"auto_vw/{other}": _ratio(r, mode, name, other) for other in ("auto", "torch")}
+            kept = {k: v for k, v in pairs.items() if v}
+            if kept:
+                out.setdefault(r["label"], {})[mode] = kept
+    return out
 
 
 def _after_torch_geomean(records: Sequence[dict[str, Any]]) -> float | None:
@@ -1065,6 +1097,10 @@ def run(args: argparse.Namespace) -> int:
         f"(samples {spread}); load {load_start[0]:.2f} -> {load_end[0]:.2f}\n"
     )
     print(format_grid(records, peak))
+    widened = _vector_width_ratios(records, args.vector_width) if getattr(args, "vector_width", None) else {}
+    for label, by_mode in widened.items():
+        cells = (f"  {m}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()) for m, r in by_mode.items())
+        print(f"{label:<30}" + "".join(cells))
     verdict, checks = _report_validity(records, rounds)
     neighbour = _after_torch_geomean(records)
     if neighbour is not None:
@@ -1109,6 +1145,8 @@ def run(args: argparse.Namespace) -> int:
             "after_torch_geomean": _after_torch_geomean(records),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "") or "unset (the OpenMP runtime's default)",
         },
+        "vector_width": getattr(args, "vector_width", None),
+        "vector_width_ratios": widened,
         "records": records,
         "identical_pairs": checks,
         "floors": [{"floor": n, "pass": p, "detail": d} for n, p, d in verdicts],
