@@ -5,12 +5,13 @@ directly, and PyTorch's ``conv2d`` when torch is importable (on CUDA when JAX's 
 measures, in one process:
 
 - forward and forward+backward (``value_and_grad`` of ``<conv(x, k), ct>`` w.r.t. ``x`` and ``k``) wall times
-  in many short rounds: every round calls each contender ``block`` times in a row, the contenders **in a fresh
-  random order** (one seeded ``random.Random`` for the whole run, its seed recorded), each call ended by
-  ``block_until_ready`` / ``torch.cuda.synchronize``; a round's sample is the median of the block's calls after
-  the first (warm calls, as in a training loop; the first call's cold time is kept apart), with the minor page
-  faults per call beside it; per-round samples are kept, medians reported, and ratios between two contenders are
-  the median of their *per-round* ratios (both timed in the same round, under the same load);
+  in many short rounds: every round calls each contender in one block, the contenders **in a fresh random order**
+  (one seeded ``random.Random`` for the whole run, its seed recorded), each call ended by ``block_until_ready`` /
+  ``torch.cuda.synchronize``; a block is a first call (its cold time kept apart), untimed calls back to back for
+  :data:`WARM_S`, then ``block - 1`` timed calls whose median is the round's sample (warm calls, as in a training
+  loop), with the minor page faults per call beside it; per-round samples are kept, medians reported, and ratios
+  between two contenders are the median of their *per-round* ratios (both timed in the same round, under the same
+  load);
 - compile time, the compiled program's memory (``memory_analysis``) and a fingerprint of its optimised HLO;
   a contender that runs out of memory is recorded as ``"OOM"`` and the run goes on;
 - GFLOP/s counting only the taps that touch the image (not the padding), and the percentage of the float32
