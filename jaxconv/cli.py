@@ -374,9 +374,9 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         type=_int_at_least(1),
         default=None,
         metavar="B",
-        help="calls in a row per contender and round: the first wakes its threads and warms its caches and is "
-        "recorded apart, the round's sample is the median of the others (warm calls, as in a training loop); not "
-        "with --grid template, which times one call a round (5; quick: 2)",
+        help="calls per contender and round: the first is recorded apart, then untimed calls run for 30 ms, then "
+        "B-1 timed calls whose median is the round's sample (warm calls, as in a training loop); not with --grid "
+        "template, which times one call a round (5; quick: 2)",
     )
     bench.add_argument(
         "--warmup", type=_int_at_least(0), default=2, metavar="W", help="untimed rounds before timing (2)"
