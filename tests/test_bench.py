@@ -228,13 +228,19 @@ def test_page_faults_are_counted_per_timed_call(block):
     assert min(faults["touches"]) >= 200 > 50 > max(faults["idle"])
 
 
-_FAULTS_PER_BLOCK = """
-import ctypes, resource
+_LIBC = """
+import ctypes, resource, sys, threading
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+"""  # the start of the allocator scripts below, each run in a fresh process
+
+_FAULTS_PER_BLOCK = (
+    _LIBC
+    + """
 
 def block(size=8 << 20):  # like a call's output and workspace: allocated, written, freed, every call
     blocks = [libc.malloc(size) for _ in range(2)]
@@ -254,6 +260,7 @@ fresh = faults_per_block()
 from jaxconv.evidence._bench import settle_allocator
 print(fresh, settle_allocator(), faults_per_block())
 """
+)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mmap threshold")
@@ -266,14 +273,9 @@ def test_settled_allocator_stops_repeated_large_blocks_from_faulting():
     assert float(fresh) > 3000 and settled == "True" and float(after) < 50, out.stdout
 
 
-_THREAD_FAULTS_PER_BLOCK = """
-import ctypes, resource, sys, threading
-libc = ctypes.CDLL(None)
-libc.malloc.restype = ctypes.c_void_p
-libc.malloc.argtypes = [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
-libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
-libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+_THREAD_FAULTS_PER_BLOCK = (
+    _LIBC
+    + """
 if sys.argv[1] == "settled":
     from jaxconv.evidence._bench import settle_allocator
     settle_allocator()
@@ -299,6 +301,7 @@ thread.start()
 thread.join()
 print(result[0])
 """
+)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's arenas")
