@@ -88,6 +88,11 @@ WARM_S = 0.030
 VECTOR_WIDTH_OPTION = "xla_cpu_prefer_vector_width"
 
 
+def widened(width: int) -> str:
+    """The contender name of ``auto`` compiled for ``width``-bit vectors (``--vector-width``)."""
+    return f"auto_vw{width}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Point:
     """One benchmark configuration: NHWC input ``[n, h, w, c]``, kernel ``k x k``, SAME padding, float32; ``local``:
@@ -740,7 +745,7 @@ def _compile_contenders(
     contenders = _jax_contenders(point, strategies)
     options: dict[str, dict[str, Any]] = {}
     if vector_width is not None and not point.local:
-        name = f"auto_vw{vector_width}"
+        name = widened(vector_width)
         contenders[name], options[name] = contenders["auto"], {VECTOR_WIDTH_OPTION: vector_width}
     for name, f in contenders.items():
 
@@ -830,10 +835,11 @@ def bench_point(
       use_torch: include PyTorch's ``conv2d`` (needs torch, and CUDA on a GPU backend; not on a locally connected
         point).
       warmup: untimed rounds before timing.
-      rounds: timed rounds; each contender is called ``block`` times in a row per round, the contenders in a fresh
-        random order.
-      block: calls in a row per contender and round; above 1, a round's sample is the median of the calls after
-        the first, and the first call's time is kept apart (:func:`interleaved`).
+      rounds: timed rounds; each contender is called in one block per round, the contenders in a fresh random
+        order.
+      block: calls per contender and round; above 1, the first call's time is kept apart, untimed calls follow for
+        :data:`WARM_S`, and a round's sample is the median of the ``block - 1`` timed calls after them
+        (:func:`interleaved`).
       vector_width: also time ``auto`` compiled with :data:`VECTOR_WIDTH_OPTION` set to it, as ``auto_vw<width>``
         (not on a locally connected point).
 
@@ -1006,7 +1012,7 @@ def _measure_grid(
         if i == len(grid):
             break
         options = {"strategies": args.strategies, "use_torch": use_torch, "warmup": args.warmup, "rounds": rounds}
-        r = bench_point(grid[i], rng=rng, block=block, vector_width=getattr(args, "vector_width", None), **options)
+        r = bench_point(grid[i], rng=rng, block=block, vector_width=args.vector_width, **options)
         records.append(r)
         auto = r["ms"]["fwd"].get("auto")
         shown = f"{auto:.3f} ms" if auto is not None else "failed"
@@ -1039,7 +1045,7 @@ def _report_validity(records: list[dict[str, Any]], rounds: int) -> tuple[str, l
 def _vector_width_ratios(records: Sequence[dict[str, Any]], width: int) -> dict[str, dict[str, dict[str, float]]]:
     """Per point and mode, ``auto_vw<width>`` over ``auto`` and over torch (medians of per-round ratios), where
     timed: ``{label: {mode: {"auto_vw/auto": r, "auto_vw/torch": r}}}``."""
-    name = f"auto_vw{width}"
+    name = widened(width)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for r in records:
         for mode in MODES:
@@ -1098,8 +1104,8 @@ def run(args: argparse.Namespace) -> int:
         f"(samples {spread}); load {load_start[0]:.2f} -> {load_end[0]:.2f}\n"
     )
     print(format_grid(records, peak))
-    widened = _vector_width_ratios(records, args.vector_width) if getattr(args, "vector_width", None) else {}
-    for label, by_mode in widened.items():
+    wider = _vector_width_ratios(records, args.vector_width) if args.vector_width else {}
+    for label, by_mode in wider.items():
         cells = (f"  {m}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()) for m, r in by_mode.items())
         print(f"{label:<30}" + "".join(cells))
     verdict, checks = _report_validity(records, rounds)
@@ -1143,11 +1149,11 @@ def run(args: argparse.Namespace) -> int:
             "why": "torch's OpenMP threads spin after a call (measured: up to ~10 ms of one core after a 2-thread "
             "conv2d, libgomp defaults), which the warm calls outlast; and after an idle gap (30 ms) XLA's calls ran "
             "slower for a dozen calls, PyTorch's for two, so no contender is timed coming out of idle",
-            "after_torch_geomean": _after_torch_geomean(records),
+            "after_torch_geomean": neighbour,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "") or "unset (the OpenMP runtime's default)",
         },
-        "vector_width": getattr(args, "vector_width", None),
-        "vector_width_ratios": widened,
+        "vector_width": args.vector_width,
+        "vector_width_ratios": wider,
         "records": records,
         "identical_pairs": checks,
         "floors": [{"floor": n, "pass": p, "detail": d} for n, p, d in verdicts],
